@@ -1,0 +1,1 @@
+//! regent: the bundle server (`regent serve`) and the policy authors' CLI.

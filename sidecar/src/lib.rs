@@ -1,0 +1,1 @@
+//! regent-sidecar: answers Envoy's ext_authz Check with Rego policies evaluated in-process.
