@@ -1,1 +1,3 @@
 //! regent-sidecar: answers Envoy's ext_authz Check with Rego policies evaluated in-process.
+
+pub mod sync;
