@@ -13,10 +13,10 @@ run:
 test: unit-test policy-test e2e helm-check
 
 unit-test:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --exclude regent-e2e --all-targets
 
 policy-test:
-	@if [ -x e2e/policy-test.sh ]; then e2e/policy-test.sh; else echo "policy-test: no policy library yet"; fi
+	@if [ -x policies/test.sh ]; then policies/test.sh; else echo "policy-test: no policy library yet"; fi
 
 e2e:
 	@if [ -x e2e/e2e.sh ]; then e2e/e2e.sh; else echo "e2e: no end-to-end scenarios yet"; fi

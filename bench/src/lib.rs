@@ -1,0 +1,1 @@
+//! Benchmark tooling: load generators and a NOP ext_authz server used as the throughput floor.

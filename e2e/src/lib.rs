@@ -1,0 +1,1 @@
+//! End-to-end harness: starts git, `regent serve`, `regent-sidecar`, Envoy and upstreams on loopback.
