@@ -1,8 +1,10 @@
 //! Bundle synchronisation: download, verify, activate and persist signed bundles.
 
-use serde::Deserialize;
+pub mod backoff;
+pub mod config;
+pub mod download;
+pub mod persist;
 
-/// The `sync:` section of the sidecar configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncConfig {}
+pub use config::{
+    BundleSource, ConfigError, HttpConfig, KeyConfig, PollingConfig, StatusConfig, SyncConfig,
+};

@@ -1,0 +1,341 @@
+//! The `sync:` configuration section and its validation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The `sync:` section of the sidecar configuration. Every field has a default so an absent
+/// section means "no bundle sync" (policy comes from elsewhere, e.g. `policy.path`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Bundles to download; their roots must not overlap.
+    pub bundles: Vec<BundleSource>,
+    /// Public keys (keyring) that bundle signatures are checked against, selected by `kid`.
+    pub keys: Vec<KeyConfig>,
+    /// Expected `scope` claim of bundle signatures (none = a token carrying a scope is refused).
+    pub scope: Option<String>,
+    /// Accept bundles without checking signatures. Logged loudly at every activation.
+    pub insecure_skip_verification: bool,
+    /// Accept a signed bundle older than the active one.
+    pub allow_rollback: bool,
+    /// Where activated bundles are kept so a restart is ready without the bundle server.
+    /// None disables persistence.
+    pub persist_dir: Option<PathBuf>,
+    /// Poll timing.
+    pub polling: PollingConfig,
+    /// HTTP client settings shared by all bundle downloads.
+    pub http: HttpConfig,
+    /// Optional OPA-compatible status reporting.
+    pub status: Option<StatusConfig>,
+}
+
+/// One bundle to keep in sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSource {
+    /// Unique name; also the directory name under `persist_dir`.
+    pub name: String,
+    /// Full URL of the bundle (http or https).
+    pub url: String,
+    /// If set, the bundle's manifest roots must be exactly these (order ignored).
+    #[serde(default)]
+    pub roots: Option<Vec<String>>,
+    /// Overrides `polling.long_poll_timeout_seconds` for this bundle.
+    #[serde(default)]
+    pub long_poll_timeout_seconds: Option<u64>,
+}
+
+/// One verification key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Key id, matched against the `kid` of the signature's JWS header.
+    pub kid: String,
+    /// PEM file holding the ed25519 public key (SPKI).
+    pub public_key_file: PathBuf,
+}
+
+/// Poll timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollingConfig {
+    /// Lower bound of the random wait between polls (default 10).
+    pub min_delay_seconds: u64,
+    /// Upper bound of the random wait between polls and cap of the error backoff (default 30).
+    pub max_delay_seconds: u64,
+    /// `wait=N` sent to servers that support long polling (default 30; 0 disables long polling).
+    pub long_poll_timeout_seconds: u64,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            min_delay_seconds: 10,
+            max_delay_seconds: 30,
+            long_poll_timeout_seconds: 30,
+        }
+    }
+}
+
+/// HTTP client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP + TLS connect timeout (default 5).
+    pub connect_timeout_seconds: u64,
+    /// Longest silence while reading a response (default 10). Long-poll requests get
+    /// `wait + read_timeout_seconds`.
+    pub read_timeout_seconds: u64,
+    /// Largest bundle accepted, compressed (default 256 MiB). Enforced while downloading.
+    pub max_bundle_bytes: u64,
+    /// File holding a bearer token; re-read on every request so rotation needs no restart.
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM CA bundle trusted in addition to the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `client_key_file`) for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_seconds: 5,
+            read_timeout_seconds: 10,
+            max_bundle_bytes: 256 * 1024 * 1024,
+            bearer_token_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+}
+
+/// Status reporting (OPA status API compatible).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// URL the status report is POSTed to.
+    pub url: String,
+    /// Period of the report in addition to every change (default 60).
+    #[serde(default = "default_status_interval")]
+    pub interval_seconds: u64,
+    /// Extra labels; `id` defaults to a random uuid per process, `version` to the sidecar version.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_status_interval() -> u64 {
+    60
+}
+
+/// A configuration value that cannot work, with the key it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("sync.{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key path below `sync.`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// True if `name` can be used as one directory level under `persist_dir`.
+pub(crate) fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_http_url(key: &str, raw: &str) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(raw).map_err(|e| err(key, format!("invalid URL {raw:?}: {e}")))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(err(
+            key,
+            format!("URL scheme must be http or https, got {other:?}"),
+        )),
+    }
+}
+
+impl SyncConfig {
+    /// Check everything that can be checked without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = BTreeSet::new();
+        for (i, b) in self.bundles.iter().enumerate() {
+            if !is_safe_name(&b.name) {
+                return Err(err(
+                    format!("bundles[{i}].name"),
+                    format!(
+                        "{:?} must be 1-128 characters of A-Z a-z 0-9 - _ . (and not . or ..)",
+                        b.name
+                    ),
+                ));
+            }
+            if !names.insert(b.name.as_str()) {
+                return Err(err(
+                    format!("bundles[{i}].name"),
+                    format!("duplicate bundle name {:?}", b.name),
+                ));
+            }
+            check_http_url(&format!("bundles[{i}].url"), &b.url)?;
+            if let Some(roots) = &b.roots {
+                if roots.is_empty() {
+                    return Err(err(
+                        format!("bundles[{i}].roots"),
+                        "must not be empty when given",
+                    ));
+                }
+            }
+        }
+        let mut kids = BTreeSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.kid.is_empty() {
+                return Err(err(format!("keys[{i}].kid"), "must not be empty"));
+            }
+            if !kids.insert(k.kid.as_str()) {
+                return Err(err(
+                    format!("keys[{i}].kid"),
+                    format!("duplicate kid {:?}", k.kid),
+                ));
+            }
+        }
+        if !self.bundles.is_empty() && self.keys.is_empty() && !self.insecure_skip_verification {
+            return Err(err(
+                "keys",
+                "at least one key is required to verify bundle signatures (or set insecure_skip_verification: true)",
+            ));
+        }
+        let p = &self.polling;
+        if p.min_delay_seconds == 0 {
+            return Err(err("polling.min_delay_seconds", "must be at least 1"));
+        }
+        if p.min_delay_seconds > p.max_delay_seconds {
+            return Err(err(
+                "polling.min_delay_seconds",
+                format!(
+                    "{} is greater than polling.max_delay_seconds ({})",
+                    p.min_delay_seconds, p.max_delay_seconds
+                ),
+            ));
+        }
+        let h = &self.http;
+        if h.connect_timeout_seconds == 0 {
+            return Err(err("http.connect_timeout_seconds", "must be at least 1"));
+        }
+        if h.read_timeout_seconds == 0 {
+            return Err(err("http.read_timeout_seconds", "must be at least 1"));
+        }
+        if h.max_bundle_bytes == 0 {
+            return Err(err("http.max_bundle_bytes", "must be at least 1"));
+        }
+        if h.client_cert_file.is_some() != h.client_key_file.is_some() {
+            return Err(err(
+                "http.client_cert_file",
+                "client_cert_file and client_key_file must be given together",
+            ));
+        }
+        if let Some(s) = &self.status {
+            check_http_url("status.url", &s.url)?;
+            if s.interval_seconds == 0 {
+                return Err(err("status.interval_seconds", "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Long-poll wait for one bundle in seconds (0 = never long-poll).
+    pub fn long_poll_wait(&self, source: &BundleSource) -> u64 {
+        source
+            .long_poll_timeout_seconds
+            .unwrap_or(self.polling.long_poll_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<SyncConfig, String> {
+        let cfg: SyncConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn empty_section_uses_defaults() {
+        let cfg = parse("{}").unwrap();
+        assert!(cfg.bundles.is_empty());
+        assert_eq!(cfg.polling.min_delay_seconds, 10);
+        assert_eq!(cfg.http.max_bundle_bytes, 256 * 1024 * 1024);
+        assert!(!cfg.insecure_skip_verification);
+        assert!(!cfg.allow_rollback);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("polling: {min_delay_seconds: 1, max_delay: 2}").unwrap_err();
+        assert!(e.contains("max_delay"), "{e}");
+    }
+
+    #[test]
+    fn min_above_max_is_refused() {
+        let e = parse("polling: {min_delay_seconds: 5, max_delay_seconds: 2}").unwrap_err();
+        assert!(e.contains("sync.polling.min_delay_seconds"), "{e}");
+    }
+
+    #[test]
+    fn bundle_names_must_be_unique_and_safe() {
+        let keys = "keys: [{kid: k, public_key_file: /k.pem}]\n";
+        let e = parse(&format!(
+            "{keys}bundles: [{{name: a, url: 'http://x/a'}}, {{name: a, url: 'http://x/b'}}]"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("sync.bundles[1].name") && e.contains("duplicate"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{keys}bundles: [{{name: '../etc', url: 'http://x/a'}}]"
+        ))
+        .unwrap_err();
+        assert!(e.contains("sync.bundles[0].name"), "{e}");
+        let e = parse(&format!("{keys}bundles: [{{name: '', url: 'http://x/a'}}]")).unwrap_err();
+        assert!(e.contains("sync.bundles[0].name"), "{e}");
+    }
+
+    #[test]
+    fn url_scheme_must_be_http() {
+        let e = parse(
+            "keys: [{kid: k, public_key_file: /k.pem}]\nbundles: [{name: a, url: 'file:///tmp/b.tar.gz'}]",
+        )
+        .unwrap_err();
+        assert!(e.contains("sync.bundles[0].url"), "{e}");
+    }
+
+    #[test]
+    fn keys_required_unless_insecure() {
+        let e = parse("bundles: [{name: a, url: 'http://x/a'}]").unwrap_err();
+        assert!(e.contains("sync.keys"), "{e}");
+        parse("insecure_skip_verification: true\nbundles: [{name: a, url: 'http://x/a'}]").unwrap();
+    }
+
+    #[test]
+    fn client_cert_needs_key() {
+        let e = parse("http: {client_cert_file: /c.pem}").unwrap_err();
+        assert!(e.contains("sync.http.client_cert_file"), "{e}");
+    }
+}
