@@ -1,0 +1,229 @@
+//! The `attributes` part of the input: the CheckRequest's `AttributeContext` rendered the way
+//! OPA-Envoy's protoreflect walk renders it (proto JSON names, only populated fields, oneof
+//! members under their own name, `Struct` as plain JSON, nested messages such as `Timestamp`
+//! walked field by field, integers as JSON numbers, bytes as base64).
+//!
+//! prost has no reflection, so the walk is written out over the generated structs. Every field of
+//! every message reachable from `AttributeContext` is listed here; a field that is at its proto3
+//! default is left out, exactly like protoreflect's `Range`.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use envoy_types::pb::envoy::config::core::v3::{
+    address, envoy_internal_address, socket_address, Address, HeaderMap, Metadata,
+};
+use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Timestamp};
+use regorus::Value;
+
+use super::obj::Obj;
+
+pub(crate) fn attribute_context(ctx: &AttributeContext, headers: Option<Value>) -> Value {
+    let mut o = Obj::new();
+    if let Some(p) = &ctx.source {
+        o.put("source", peer(p));
+    }
+    if let Some(p) = &ctx.destination {
+        o.put("destination", peer(p));
+    }
+    if let Some(r) = &ctx.request {
+        o.put("request", request(r, headers));
+    }
+    o.put_map("contextExtensions", &ctx.context_extensions);
+    if let Some(m) = &ctx.metadata_context {
+        o.put("metadataContext", metadata(m));
+    }
+    if let Some(m) = &ctx.route_metadata_context {
+        o.put("routeMetadataContext", metadata(m));
+    }
+    if let Some(t) = &ctx.tls_session {
+        let mut tls = Obj::new();
+        tls.put_str("sni", &t.sni);
+        o.put("tlsSession", tls.into_value());
+    }
+    o.into_value()
+}
+
+fn peer(p: &attribute_context::Peer) -> Value {
+    let mut o = Obj::new();
+    if let Some(a) = &p.address {
+        o.put("address", address(a));
+    }
+    o.put_str("service", &p.service);
+    o.put_map("labels", &p.labels);
+    o.put_str("principal", &p.principal);
+    o.put_str("certificate", &p.certificate);
+    o.into_value()
+}
+
+fn address(a: &Address) -> Value {
+    let mut o = Obj::new();
+    match &a.address {
+        Some(address::Address::SocketAddress(s)) => {
+            let mut so = Obj::new();
+            so.put_int("protocol", i64::from(s.protocol));
+            so.put_str("address", &s.address);
+            match &s.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => {
+                    // A set oneof member is populated even when it holds 0.
+                    so.put("portValue", Value::from(u64::from(*p)));
+                }
+                Some(socket_address::PortSpecifier::NamedPort(n)) => {
+                    so.put("namedPort", Value::from(n.as_str()));
+                }
+                None => {}
+            }
+            so.put_str("resolverName", &s.resolver_name);
+            so.put_bool("ipv4Compat", s.ipv4_compat);
+            so.put_str("networkNamespaceFilepath", &s.network_namespace_filepath);
+            o.put("socketAddress", so.into_value());
+        }
+        Some(address::Address::Pipe(p)) => {
+            let mut po = Obj::new();
+            po.put_str("path", &p.path);
+            po.put_int("mode", i64::from(p.mode));
+            o.put("pipe", po.into_value());
+        }
+        Some(address::Address::EnvoyInternalAddress(e)) => {
+            let mut eo = Obj::new();
+            match &e.address_name_specifier {
+                Some(envoy_internal_address::AddressNameSpecifier::ServerListenerName(n)) => {
+                    eo.put("serverListenerName", Value::from(n.as_str()));
+                }
+                None => {}
+            }
+            eo.put_str("endpointId", &e.endpoint_id);
+            o.put("envoyInternalAddress", eo.into_value());
+        }
+        None => {}
+    }
+    o.into_value()
+}
+
+fn request(r: &attribute_context::Request, headers: Option<Value>) -> Value {
+    let mut o = Obj::new();
+    if let Some(t) = &r.time {
+        o.put("time", timestamp(t));
+    }
+    if let Some(h) = &r.http {
+        o.put("http", http_request(h, headers));
+    }
+    o.into_value()
+}
+
+/// `time` is rendered as `{seconds, nanos}` (only non-zero members), which is what OPA-Envoy HEAD
+/// produces through its protoreflect walk, not the RFC 3339 string its docs show.
+fn timestamp(t: &Timestamp) -> Value {
+    let mut o = Obj::new();
+    o.put_int("seconds", t.seconds);
+    o.put_int("nanos", i64::from(t.nanos));
+    o.into_value()
+}
+
+fn http_request(h: &attribute_context::HttpRequest, headers: Option<Value>) -> Value {
+    let mut o = Obj::new();
+    o.put_str("id", &h.id);
+    o.put_str("method", &h.method);
+    match headers {
+        Some(v) => o.put("headers", v),
+        None => o.put_map("headers", &h.headers),
+    }
+    if let Some(m) = &h.header_map {
+        o.put("headerMap", header_map(m));
+    }
+    o.put_str("path", &h.path);
+    o.put_str("host", &h.host);
+    o.put_str("scheme", &h.scheme);
+    o.put_str("query", &h.query);
+    o.put_str("fragment", &h.fragment);
+    o.put_int("size", h.size);
+    o.put_str("protocol", &h.protocol);
+    o.put_str("body", &h.body);
+    o.put_bytes("rawBody", &h.raw_body);
+    o.into_value()
+}
+
+fn header_map(m: &HeaderMap) -> Value {
+    let mut o = Obj::new();
+    if !m.headers.is_empty() {
+        let list: Vec<Value> = m
+            .headers
+            .iter()
+            .map(|hv| {
+                let mut e = Obj::new();
+                e.put_str("key", &hv.key);
+                e.put_str("value", &hv.value);
+                e.put_bytes("rawValue", &hv.raw_value);
+                e.into_value()
+            })
+            .collect();
+        o.put("headers", Value::from(list));
+    }
+    o.into_value()
+}
+
+/// `filterMetadata` entries are `Struct`s and become plain JSON. `typedFilterMetadata` entries are
+/// `Any`s; like OPA-Envoy we do not resolve their type, so they appear as `{typeUrl, value}` with
+/// `value` base64-encoded.
+fn metadata(m: &Metadata) -> Value {
+    let mut o = Obj::new();
+    if !m.filter_metadata.is_empty() {
+        let mut fm = Obj::new();
+        for (k, s) in &m.filter_metadata {
+            fm.put_owned(k, struct_to_value(s));
+        }
+        o.put("filterMetadata", fm.into_value());
+    }
+    if !m.typed_filter_metadata.is_empty() {
+        let mut tm = Obj::new();
+        for (k, a) in &m.typed_filter_metadata {
+            tm.put_owned(k, any(a));
+        }
+        o.put("typedFilterMetadata", tm.into_value());
+    }
+    o.into_value()
+}
+
+fn any(a: &Any) -> Value {
+    let mut o = Obj::new();
+    o.put_str("typeUrl", &a.type_url);
+    o.put_bytes("value", &a.value);
+    o.into_value()
+}
+
+/// A `google.protobuf.Struct` as plain JSON (numbers are doubles, as in Go's `AsMap`).
+pub(crate) fn struct_to_value(s: &Struct) -> Value {
+    let mut o = Obj::new();
+    for (k, v) in &s.fields {
+        o.put_owned(k, pb_value(v));
+    }
+    o.into_value()
+}
+
+fn pb_value(v: &envoy_types::pb::google::protobuf::Value) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => Value::from(*n),
+        Some(Kind::StringValue(s)) => Value::from(s.as_str()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_value(s),
+        Some(Kind::ListValue(l)) => list_value(l),
+    }
+}
+
+fn list_value(l: &ListValue) -> Value {
+    Value::from(l.values.iter().map(pb_value).collect::<Vec<_>>())
+}
+
+pub(crate) fn string_map(m: &HashMap<String, String>) -> Value {
+    let mut o = Obj::new();
+    for (k, v) in m {
+        o.put_owned(k, Value::from(v.as_str()));
+    }
+    o.into_value()
+}
+
+pub(crate) fn base64(bytes: &[u8]) -> Value {
+    Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
