@@ -3,3 +3,4 @@
 pub mod sync;
 pub mod decision;
 pub mod input;
+pub mod builtins;

@@ -1,0 +1,255 @@
+//! `io.jwt.decode`, `io.jwt.decode_verify` and `io.jwt.verify_*` with OPA's semantics.
+//!
+//! - A malformed token (not three base64url sections, header or payload not a JSON object, bad
+//!   signature encoding) is a builtin error in every function. OPA's `verify_*` and
+//!   `decode_verify` do not look at the payload before the signature checks out; we always do,
+//!   so a malformed token is an error whichever function sees it.
+//! - `verify_*` check the signature with the named algorithm whatever the header says.
+//! - `decode_verify` returns `[false, {}, {}]` unless: the header's `alg` is a supported algorithm
+//!   (`none` and unknown algorithms never verify), it equals the `alg` constraint when one is
+//!   given, a key verifies the signature, `exp` is in the future and `nbf` is not (at `time`, ns,
+//!   default now), `iss` equals the `iss` constraint when given, and the audience rule holds:
+//!   a token with `aud` needs an `aud` constraint naming one of them, and an `aud` constraint
+//!   needs a token with `aud`.
+//! - Nested tokens (`cty: JWT`) are not unwrapped.
+
+use base64::Engine as _;
+use regorus::Value;
+
+use super::jwt_keys::{Alg, Keys};
+
+/// Algorithms with a `io.jwt.verify_<alg>` builtin.
+pub(crate) const VERIFY_ALGORITHMS: [Alg; 13] = [
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+    Alg::ES256,
+    Alg::ES384,
+    Alg::ES512,
+    Alg::EdDSA,
+    Alg::HS256,
+    Alg::HS384,
+    Alg::HS512,
+];
+
+/// A JWT builtin was called with something it cannot work with (an error in Rego, not `false`).
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    /// The token is not `header.payload.signature` in base64url with JSON header and payload.
+    #[error("malformed JWT: {0}")]
+    Malformed(String),
+    /// The key argument is neither PEM nor a JWK/JWKS.
+    #[error("invalid key: {0}")]
+    Key(String),
+    /// The `decode_verify` constraints object is ill-formed.
+    #[error("invalid token constraints: {0}")]
+    Constraints(String),
+    /// A claim that must be a number (`exp`, `nbf`) is not.
+    #[error("{0} value must be a number")]
+    ClaimType(&'static str),
+}
+
+pub(crate) struct Token<'a> {
+    pub(crate) signing_input: &'a str,
+    pub(crate) header: Value,
+    pub(crate) payload: Value,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) signature_b64: &'a str,
+}
+
+fn b64url(s: &str, what: &str) -> Result<Vec<u8>, JwtError> {
+    // Padding is not part of JWS encoding, but OPA tolerates it.
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|e| JwtError::Malformed(format!("{what} is not base64url: {e}")))
+}
+
+fn json_object(bytes: &[u8], what: &str) -> Result<Value, JwtError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| JwtError::Malformed(format!("{what} is not UTF-8")))?;
+    let v = Value::from_json_str(text)
+        .map_err(|e| JwtError::Malformed(format!("{what} is not JSON: {e}")))?;
+    match v {
+        Value::Object(_) => Ok(v),
+        _ => Err(JwtError::Malformed(format!("{what} is not a JSON object"))),
+    }
+}
+
+pub(crate) fn parse(token: &str) -> Result<Token<'_>, JwtError> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [h, p, s] = parts.as_slice() else {
+        return Err(JwtError::Malformed(format!(
+            "expected 3 dot-separated sections, found {}",
+            parts.len()
+        )));
+    };
+    let header = json_object(&b64url(h, "header")?, "header")?;
+    let payload = json_object(&b64url(p, "payload")?, "payload")?;
+    let signature = b64url(s, "signature")?;
+    Ok(Token {
+        signing_input: &token[..h.len() + 1 + p.len()],
+        header,
+        payload,
+        signature,
+        signature_b64: s,
+    })
+}
+
+/// `io.jwt.decode(token)` -> `[header, payload, signature_hex]`, no verification.
+pub(crate) fn decode(token: &str) -> Result<Value, JwtError> {
+    let t = parse(token)?;
+    Ok(Value::from(vec![
+        t.header,
+        t.payload,
+        Value::from(hex::encode(&t.signature)),
+    ]))
+}
+
+/// `io.jwt.verify_<alg>(token, key)`: does any key verify the signature with `alg`?
+pub(crate) fn verify(token: &str, key: &str, alg: Alg) -> Result<bool, JwtError> {
+    let t = parse(token)?;
+    let keys = if alg.is_hmac() {
+        Keys::secret(key)
+    } else {
+        Keys::parse(key)?
+    };
+    Ok(keys.verify(&t, alg, None))
+}
+
+struct Constraints {
+    keys: Keys,
+    alg: Option<String>,
+    iss: Option<String>,
+    aud: Option<String>,
+    time_ns: f64,
+}
+
+fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
+    let Value::Object(obj) = v else {
+        return Err(JwtError::Constraints("must be an object".into()));
+    };
+    let mut cert = None;
+    let mut secret = None;
+    let mut c = Constraints {
+        keys: Keys::default(),
+        alg: None,
+        iss: None,
+        aud: None,
+        time_ns: now_ns as f64,
+    };
+    for (k, val) in obj.iter() {
+        let key = match k {
+            Value::String(s) => s.as_ref(),
+            _ => return Err(JwtError::Constraints("keys must be strings".into())),
+        };
+        let as_str = |what: &str| match val {
+            Value::String(s) => Ok(s.to_string()),
+            _ => Err(JwtError::Constraints(format!("{what} must be a string"))),
+        };
+        match key {
+            "cert" => cert = Some(as_str("cert")?),
+            "secret" => secret = Some(as_str("secret")?),
+            "alg" => c.alg = Some(as_str("alg")?),
+            "iss" => c.iss = Some(as_str("iss")?),
+            "aud" => c.aud = Some(as_str("aud")?),
+            "time" => {
+                c.time_ns = match val {
+                    Value::Number(n) => n
+                        .as_f64()
+                        .ok_or_else(|| JwtError::Constraints("time is out of range".into()))?,
+                    _ => return Err(JwtError::Constraints("time must be a number".into())),
+                }
+            }
+            other => {
+                return Err(JwtError::Constraints(format!(
+                    "unknown token validation constraint: {other}"
+                )))
+            }
+        }
+    }
+    c.keys = match (cert, secret) {
+        (Some(_), Some(_)) => {
+            return Err(JwtError::Constraints(
+                "give only one of cert and secret".into(),
+            ))
+        }
+        (None, None) => return Err(JwtError::Constraints("give one of cert or secret".into())),
+        (Some(cert), None) => Keys::parse(&cert)?,
+        (None, Some(secret)) => Keys::secret(&secret),
+    };
+    Ok(c)
+}
+
+/// `io.jwt.decode_verify(token, constraints)` -> `[valid, header, payload]`.
+pub(crate) fn decode_verify(
+    token: &str,
+    constraints_v: &Value,
+    now_ns: i128,
+) -> Result<Value, JwtError> {
+    let c = constraints(constraints_v, now_ns)?;
+    let t = parse(token)?;
+    let unverified = || {
+        Value::from(vec![
+            Value::Bool(false),
+            Value::new_object(),
+            Value::new_object(),
+        ])
+    };
+    let Some(alg_name) = t.header["alg"].as_string().ok().map(|s| s.to_string()) else {
+        return Ok(unverified());
+    };
+    // `none` and anything unknown never verify.
+    let Some(alg) = Alg::from_name(&alg_name) else {
+        return Ok(unverified());
+    };
+    if c.alg.as_deref().is_some_and(|pinned| pinned != alg_name) {
+        return Ok(unverified());
+    }
+    let kid = t.header["kid"].as_string().ok().map(|s| s.to_string());
+    if !c.keys.verify(&t, alg, kid.as_deref()) {
+        return Ok(unverified());
+    }
+    let payload = &t.payload;
+    let now_s = c.time_ns / 1e9;
+    match &payload["exp"] {
+        Value::Undefined => {}
+        Value::Number(n) => {
+            if now_s >= n.as_f64().unwrap_or(f64::NEG_INFINITY) {
+                return Ok(unverified());
+            }
+        }
+        _ => return Err(JwtError::ClaimType("exp")),
+    }
+    match &payload["nbf"] {
+        Value::Undefined => {}
+        Value::Number(n) => {
+            if now_s < n.as_f64().unwrap_or(f64::INFINITY) {
+                return Ok(unverified());
+            }
+        }
+        _ => return Err(JwtError::ClaimType("nbf")),
+    }
+    if let Some(iss) = &c.iss {
+        if payload["iss"].as_string().ok().map(|s| s.as_ref()) != Some(iss.as_str()) {
+            return Ok(unverified());
+        }
+    }
+    let aud_ok = match (&payload["aud"], &c.aud) {
+        (Value::Undefined, None) => true,
+        (Value::Undefined, Some(_)) => false,
+        (_, None) => false,
+        (Value::String(s), Some(want)) => s.as_ref() == want,
+        (Value::Array(a), Some(want)) => a
+            .iter()
+            .any(|x| matches!(x, Value::String(s) if s.as_ref() == want)),
+        (_, Some(_)) => false,
+    };
+    if !aud_ok {
+        return Ok(unverified());
+    }
+    let payload = payload.clone();
+    Ok(Value::from(vec![Value::Bool(true), t.header, payload]))
+}
