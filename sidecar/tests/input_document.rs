@@ -321,3 +321,92 @@ fn source_principal_only_when_non_empty() {
     assert!(doc.get("source_principal").is_none());
     assert_eq!(doc["attributes"]["source"], json!({"service": "svc"}));
 }
+
+#[test]
+fn address_oneofs_and_route_metadata() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        envoy_internal_address, EnvoyInternalAddress, Pipe,
+    };
+    let mut route = Struct::default();
+    route.fields.insert(
+        "tier".into(),
+        PbValue {
+            kind: Some(Kind::ListValue(
+                envoy_types::pb::google::protobuf::ListValue {
+                    values: vec![
+                        PbValue {
+                            kind: Some(Kind::BoolValue(true)),
+                        },
+                        PbValue { kind: None },
+                    ],
+                },
+            )),
+        },
+    );
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::Pipe(Pipe {
+                        path: "/run/app.sock".into(),
+                        mode: 0o600,
+                    })),
+                }),
+                certificate: "-----BEGIN CERTIFICATE-----".into(),
+                ..Default::default()
+            }),
+            destination: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::EnvoyInternalAddress(
+                        EnvoyInternalAddress {
+                            endpoint_id: "ep".into(),
+                            address_name_specifier: Some(
+                                envoy_internal_address::AddressNameSpecifier::ServerListenerName(
+                                    "internal".into(),
+                                ),
+                            ),
+                        },
+                    )),
+                }),
+                ..Default::default()
+            }),
+            route_metadata_context: Some(Metadata {
+                filter_metadata: [("envoy.lb".to_string(), route)].into(),
+                typed_filter_metadata: HashMap::new(),
+            }),
+            ..Default::default()
+        }),
+    };
+    let doc = input(&req);
+    assert_eq!(
+        doc["attributes"],
+        json!({
+            "source": {"address": {"pipe": {"path": "/run/app.sock", "mode": 384}},
+                       "certificate": "-----BEGIN CERTIFICATE-----"},
+            "destination": {"address": {"envoyInternalAddress": {
+                "serverListenerName": "internal", "endpointId": "ep"}}},
+            "routeMetadataContext": {"filterMetadata": {"envoy.lb": {"tier": [true, null]}}}
+        })
+    );
+    // A named port and a UDP socket: enum as its number, oneof under its own name.
+    let mut req = request(http_request("/", &[]));
+    if let Some(a) = req.attributes.as_mut() {
+        a.destination = Some(Peer {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    protocol: socket_address::Protocol::Udp as i32,
+                    address: "::1".into(),
+                    port_specifier: Some(socket_address::PortSpecifier::NamedPort("dns".into())),
+                    ipv4_compat: true,
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        });
+    }
+    assert_eq!(
+        input(&req)["attributes"]["destination"],
+        json!({"address": {"socketAddress": {"protocol": 1, "address": "::1",
+                                              "namedPort": "dns", "ipv4Compat": true}}})
+    );
+}
