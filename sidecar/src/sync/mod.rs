@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod config;
 pub mod download;
 pub mod persist;
+pub mod status;
 
 pub use config::{
     BundleSource, ConfigError, HttpConfig, KeyConfig, PollingConfig, StatusConfig, SyncConfig,
