@@ -1,11 +1,193 @@
 //! Bundle synchronisation: download, verify, activate and persist signed bundles.
+//!
+//! [`start_with`] first activates the persisted copy of every bundle (so a restart with the
+//! bundle server down is ready at once), then runs one polling task per bundle and, if
+//! configured, a status reporter. Any failure keeps the last good policy.
 
 pub mod backoff;
 pub mod config;
 pub mod download;
 pub mod persist;
+pub mod runner;
 pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use config::{
     BundleSource, ConfigError, HttpConfig, KeyConfig, PollingConfig, StatusConfig, SyncConfig,
 };
+pub use runner::{Activator, Refusal};
+pub use status::{BundleStatus, StatusBoard};
+
+use download::Downloader;
+use persist::PersistDir;
+use runner::{activate_and_record, BundleLoop};
+use status::SyncMetrics;
+
+/// Running sync tasks: observe their status, stop them.
+pub struct SyncHandle {
+    board: StatusBoard,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SyncHandle {
+    /// Current status of every bundle.
+    pub fn status(&self) -> BTreeMap<String, BundleStatus> {
+        self.board.snapshot()
+    }
+
+    /// A receiver that changes on every status update.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.board.subscribe()
+    }
+
+    /// Wait until `pred` holds for the status or `timeout` passes; returns whether it held.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&BTreeMap<String, BundleStatus>) -> bool,
+    ) -> bool {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if pred(&self.status()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return pred(&self.status()),
+            }
+        }
+    }
+
+    /// Stop every task and wait for them to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start syncing with any [`Activator`]. Validates `cfg`, registers the metrics, activates
+/// persisted bundles before returning, then polls in background tasks.
+pub async fn start_with(
+    cfg: &SyncConfig,
+    activator: Arc<dyn Activator>,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<SyncHandle> {
+    cfg.validate()?;
+    let metrics = SyncMetrics::register(registry).context("registering sync metrics")?;
+    let board = StatusBoard::new(cfg.bundles.iter().map(|b| b.name.as_str()));
+    let persist = cfg.persist_dir.as_ref().map(PersistDir::new);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    if cfg.insecure_skip_verification {
+        tracing::warn!(
+            "sync.insecure_skip_verification is true: bundle signatures are NOT checked"
+        );
+    }
+
+    let mut loops = Vec::new();
+    for src in &cfg.bundles {
+        let mut downloader = Downloader::new(&src.url, &cfg.http, cfg.long_poll_wait(src))
+            .with_context(|| format!("sync.bundles {:?}", src.name))?;
+        let mut active_revision = None;
+        if let Some(dir) = &persist {
+            active_revision =
+                restore(src, dir, &activator, &board, &metrics, &mut downloader).await;
+        }
+        loops.push(BundleLoop {
+            name: src.name.clone(),
+            downloader,
+            activator: Arc::clone(&activator),
+            persist: persist.clone(),
+            board: board.clone(),
+            metrics: metrics.clone(),
+            min_delay: Duration::from_secs(cfg.polling.min_delay_seconds),
+            max_delay: Duration::from_secs(cfg.polling.max_delay_seconds),
+            active_revision,
+        });
+    }
+
+    let mut tasks = Vec::new();
+    for l in loops {
+        tasks.push(tokio::spawn(l.run(shutdown_rx.clone())));
+    }
+    if let Some(status_cfg) = &cfg.status {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(cfg.http.connect_timeout_seconds))
+            .timeout(Duration::from_secs(cfg.http.read_timeout_seconds))
+            .build()
+            .context("building the status report HTTP client")?;
+        tasks.push(tokio::spawn(status::run_reporter(
+            status_cfg.clone(),
+            board.clone(),
+            client,
+            shutdown_rx.clone(),
+        )));
+    }
+    Ok(SyncHandle {
+        board,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Activate the persisted copy of one bundle, if there is one. A missing, unreadable or
+/// refused copy is reported and skipped; the file is left in place (it is overwritten by the
+/// next successful activation, and keeping it helps diagnose why it was refused).
+async fn restore(
+    src: &BundleSource,
+    dir: &PersistDir,
+    activator: &Arc<dyn Activator>,
+    board: &StatusBoard,
+    metrics: &SyncMetrics,
+    downloader: &mut Downloader,
+) -> Option<String> {
+    let (d, name) = (dir.clone(), src.name.clone());
+    let loaded = match tokio::task::spawn_blocking(move || d.load(&name)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(bundle = %src.name, error = %e, "persist read task failed");
+            return None;
+        }
+    };
+    let persisted = match loaded {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(bundle = %src.name, error = %e, "cannot read persisted bundle; skipping it");
+            metrics.activation_failure(&src.name, "persisted");
+            let msg = format!("persisted bundle: {e}");
+            board.update(&src.name, true, |s| s.fail(msg, None, Vec::new()));
+            return None;
+        }
+    };
+    match activate_and_record(
+        &src.name,
+        Arc::new(persisted.bytes),
+        activator,
+        board,
+        metrics,
+        None,
+    )
+    .await
+    {
+        Ok(rev) => {
+            downloader.set_etag(persisted.etag);
+            Some(rev)
+        }
+        Err(_) => {
+            tracing::error!(bundle = %src.name, "persisted bundle refused; skipped, waiting for a download");
+            None
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The per-bundle sync loop: download, hand to the activator, persist, report, wait.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::backoff::{error_backoff, poll_delay};
+use super::download::{Downloader, Fetched};
+use super::persist::PersistDir;
+use super::status::{now_rfc3339, StatusBoard, SyncMetrics};
+
+/// Why a bundle was not activated. `reason` is a short stable label used in metrics.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Refusal {
+    /// Metric label: e.g. `unpack`, `signature`, `roots`, `rollback`, `compile`, `internal`.
+    pub reason: &'static str,
+    /// Human readable description.
+    pub message: String,
+    /// Detailed errors (file:line etc.) for the status report.
+    pub errors: Vec<String>,
+}
+
+impl Refusal {
+    /// A refusal without detail lines.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Turns downloaded bytes into the policy in force. Blocking and CPU heavy: the loop calls it
+/// from `spawn_blocking`. On `Err` the policy in force must be unchanged.
+pub trait Activator: Send + Sync + 'static {
+    /// Unpack, verify and activate bundle `name` from `bytes`, together with the other bundles
+    /// already active. Returns the activated revision.
+    fn activate(&self, name: &str, bytes: &[u8]) -> Result<String, Refusal>;
+}
+
+/// Everything one bundle's loop needs.
+pub(crate) struct BundleLoop {
+    pub name: String,
+    pub downloader: Downloader,
+    pub activator: Arc<dyn Activator>,
+    pub persist: Option<PersistDir>,
+    pub board: StatusBoard,
+    pub metrics: SyncMetrics,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Revision in force for this bundle (from the persisted copy, if any).
+    pub active_revision: Option<String>,
+}
+
+/// Activate `bytes` for bundle `name` on a blocking thread, updating metrics and status.
+/// Returns the revision on success.
+pub(crate) async fn activate_and_record(
+    name: &str,
+    bytes: Arc<Vec<u8>>,
+    activator: &Arc<dyn Activator>,
+    board: &StatusBoard,
+    metrics: &SyncMetrics,
+    previous: Option<&str>,
+) -> Result<String, Refusal> {
+    let started = Instant::now();
+    let act = Arc::clone(activator);
+    let (n, b) = (name.to_string(), Arc::clone(&bytes));
+    let result = match tokio::task::spawn_blocking(move || act.activate(&n, &b)).await {
+        Ok(r) => r,
+        Err(e) => Err(Refusal::new(
+            "internal",
+            format!("activation task failed: {e}"),
+        )),
+    };
+    match &result {
+        Ok(revision) => {
+            metrics.activated(name, previous, revision, started.elapsed());
+            tracing::info!(bundle = name, revision = %revision, "bundle activated");
+            let rev = revision.clone();
+            board.update(name, true, |s| {
+                s.active_revision = rev;
+                s.last_successful_activation = Some(now_rfc3339());
+                s.clear_error();
+            });
+        }
+        Err(refusal) => {
+            metrics.activation_failure(name, refusal.reason);
+            tracing::error!(bundle = name, reason = refusal.reason, error = %refusal.message,
+                errors = ?refusal.errors, "bundle refused; keeping the last good policy");
+            let (msg, errs) = (refusal.to_string(), refusal.errors.clone());
+            board.update(name, true, |s| s.fail(msg, None, errs));
+        }
+    }
+    result
+}
+
+impl BundleLoop {
+    /// Poll until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut consecutive_errors: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            self.board
+                .update(&self.name, false, |s| s.last_request = Some(now_rfc3339()));
+            let fetched = tokio::select! {
+                r = self.downloader.fetch() => r,
+                _ = shutdown.changed() => return,
+            };
+            let delay = match fetched {
+                Ok(Fetched::NotModified) => {
+                    consecutive_errors = 0;
+                    self.metrics.download(&self.name, "not_modified");
+                    let was_failing = self
+                        .board
+                        .get(&self.name)
+                        .is_some_and(|s| !s.code.is_empty());
+                    // A 304 after a failed download means the active bundle is current again.
+                    self.board.update(&self.name, was_failing, |s| {
+                        s.last_successful_request = Some(now_rfc3339());
+                        if s.http_code.is_some() {
+                            s.clear_error();
+                        }
+                    });
+                    self.next_poll_delay()
+                }
+                Ok(Fetched::Bundle { bytes, etag }) => {
+                    consecutive_errors = 0;
+                    self.metrics.download(&self.name, "ok");
+                    self.board.update(&self.name, false, |s| {
+                        let now = now_rfc3339();
+                        s.last_successful_request = Some(now.clone());
+                        s.last_successful_download = Some(now);
+                    });
+                    let bytes = Arc::new(bytes);
+                    match activate_and_record(
+                        &self.name,
+                        Arc::clone(&bytes),
+                        &self.activator,
+                        &self.board,
+                        &self.metrics,
+                        self.active_revision.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(revision) => {
+                            self.active_revision = Some(revision);
+                            self.downloader.set_etag(etag.clone());
+                            self.persist(bytes, etag).await;
+                            self.next_poll_delay()
+                        }
+                        // The downloader still holds the last *activated* ETag, so the refused
+                        // bundle is fetched again; wait a normal poll interval rather than
+                        // re-requesting at once (a long-poll server would resend it instantly).
+                        Err(_) => poll_delay(self.min_delay, self.max_delay),
+                    }
+                }
+                Err(e) => {
+                    self.metrics.download(&self.name, "error");
+                    tracing::warn!(bundle = %self.name, error = %e, "bundle download failed; keeping the last good policy");
+                    let (msg, code) = (e.to_string(), e.http_code());
+                    self.board
+                        .update(&self.name, true, |s| s.fail(msg, code, Vec::new()));
+                    let d = error_backoff(consecutive_errors, self.max_delay);
+                    consecutive_errors = consecutive_errors.saturating_add(1);
+                    d
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn next_poll_delay(&self) -> Duration {
+        if self.downloader.long_polling() {
+            Duration::ZERO
+        } else {
+            poll_delay(self.min_delay, self.max_delay)
+        }
+    }
+
+    async fn persist(&self, bytes: Arc<Vec<u8>>, etag: Option<String>) {
+        let Some(dir) = self.persist.clone() else {
+            return;
+        };
+        let name = self.name.clone();
+        let res =
+            tokio::task::spawn_blocking(move || dir.save(&name, &bytes, etag.as_deref())).await;
+        match res {
+            Ok(Ok(())) => {}
+            // The bundle is active; only the restart-without-server guarantee is lost.
+            Ok(Err(e)) => {
+                tracing::error!(bundle = %self.name, error = %e, "persisting bundle failed")
+            }
+            Err(e) => tracing::error!(bundle = %self.name, error = %e, "persist task failed"),
+        }
+    }
+}
