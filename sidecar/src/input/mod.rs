@@ -19,6 +19,7 @@
 mod attributes;
 mod body;
 mod headers;
+mod http_request;
 mod multipart;
 mod obj;
 mod path;
@@ -31,6 +32,7 @@ use prost_reflect::DescriptorPool;
 use regorus::value::Object;
 use regorus::Value;
 
+pub use http_request::{check_request_from_http, HttpCheck};
 pub use path::{parse_path, parse_query, QueryError};
 
 /// How the input document is built; fixed for the lifetime of a server.

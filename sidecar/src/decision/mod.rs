@@ -28,6 +28,10 @@ use regorus::Value;
 
 use crate::input::RequestParseError;
 
+mod http_response;
+
+pub use http_response::{to_http_response, DECISION_ID_HEADER, HEADERS_TO_REMOVE_HEADER};
+
 /// gRPC status code for an allowed request.
 const OK: i32 = 0;
 /// gRPC status code for a denied request (`PERMISSION_DENIED`).
