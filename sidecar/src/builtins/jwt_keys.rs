@@ -65,10 +65,6 @@ impl Alg {
         }
     }
 
-    pub(crate) fn to_ascii_lowercase(self) -> String {
-        self.name().to_ascii_lowercase()
-    }
-
     pub(crate) fn is_hmac(self) -> bool {
         matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
     }

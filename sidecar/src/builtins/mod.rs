@@ -60,17 +60,16 @@ pub fn register(engine: &mut Engine) -> anyhow::Result<()> {
             })
         }),
     )?;
-    for alg in jwt::VERIFY_ALGORITHMS {
-        let name = format!("io.jwt.verify_{}", alg.to_ascii_lowercase());
-        let fname = name.clone();
+    for (alg, name) in jwt::VERIFY_ALGORITHMS.into_iter().zip(&BUILTIN_NAMES[2..]) {
+        // The closure captures only `&'static` data: regorus may clone it on a call.
         engine.add_extension(
-            name,
+            name.to_string(),
             2,
             Box::new(move |args: Vec<Value>| {
-                undefined_on_error(&fname, || {
-                    let [token, key] = args_n::<2>(args, &fname)?;
-                    let token = string_arg(&token, &fname, "jwt")?;
-                    let key = string_arg(&key, &fname, "certificate")?;
+                undefined_on_error(name, || {
+                    let [token, key] = args_n::<2>(args, name)?;
+                    let token = string_arg(&token, name, "jwt")?;
+                    let key = string_arg(&key, name, "certificate")?;
                     Ok(Value::Bool(jwt::verify(token, key, alg)?))
                 })
             }),
@@ -109,4 +108,20 @@ fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_builtin_names_line_up_with_algorithms() {
+        assert_eq!(jwt::VERIFY_ALGORITHMS.len(), BUILTIN_NAMES.len() - 2);
+        for (alg, name) in jwt::VERIFY_ALGORITHMS.iter().zip(&BUILTIN_NAMES[2..]) {
+            assert_eq!(
+                *name,
+                format!("io.jwt.verify_{}", alg.name().to_ascii_lowercase())
+            );
+        }
+    }
 }
