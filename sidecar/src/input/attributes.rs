@@ -17,30 +17,30 @@ use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeCont
 use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Timestamp};
 use regorus::Value;
 
-use super::obj::Obj;
+use super::obj::{key, Obj};
 
 pub(crate) fn attribute_context(ctx: &AttributeContext, headers: Option<Value>) -> Value {
     let mut o = Obj::new();
     if let Some(p) = &ctx.source {
-        o.put("source", peer(p));
+        o.put(key!("source"), peer(p));
     }
     if let Some(p) = &ctx.destination {
-        o.put("destination", peer(p));
+        o.put(key!("destination"), peer(p));
     }
     if let Some(r) = &ctx.request {
-        o.put("request", request(r, headers));
+        o.put(key!("request"), request(r, headers));
     }
-    o.put_map("contextExtensions", &ctx.context_extensions);
+    o.put_map(key!("contextExtensions"), &ctx.context_extensions);
     if let Some(m) = &ctx.metadata_context {
-        o.put("metadataContext", metadata(m));
+        o.put(key!("metadataContext"), metadata(m));
     }
     if let Some(m) = &ctx.route_metadata_context {
-        o.put("routeMetadataContext", metadata(m));
+        o.put(key!("routeMetadataContext"), metadata(m));
     }
     if let Some(t) = &ctx.tls_session {
         let mut tls = Obj::new();
-        tls.put_str("sni", &t.sni);
-        o.put("tlsSession", tls.into_value());
+        tls.put_str(key!("sni"), &t.sni);
+        o.put(key!("tlsSession"), tls.into_value());
     }
     o.into_value()
 }
@@ -48,12 +48,12 @@ pub(crate) fn attribute_context(ctx: &AttributeContext, headers: Option<Value>) 
 fn peer(p: &attribute_context::Peer) -> Value {
     let mut o = Obj::new();
     if let Some(a) = &p.address {
-        o.put("address", address(a));
+        o.put(key!("address"), address(a));
     }
-    o.put_str("service", &p.service);
-    o.put_map("labels", &p.labels);
-    o.put_str("principal", &p.principal);
-    o.put_str("certificate", &p.certificate);
+    o.put_str(key!("service"), &p.service);
+    o.put_map(key!("labels"), &p.labels);
+    o.put_str(key!("principal"), &p.principal);
+    o.put_str(key!("certificate"), &p.certificate);
     o.into_value()
 }
 
@@ -62,39 +62,42 @@ fn address(a: &Address) -> Value {
     match &a.address {
         Some(address::Address::SocketAddress(s)) => {
             let mut so = Obj::new();
-            so.put_int("protocol", i64::from(s.protocol));
-            so.put_str("address", &s.address);
+            so.put_int(key!("protocol"), i64::from(s.protocol));
+            so.put_str(key!("address"), &s.address);
             match &s.port_specifier {
                 Some(socket_address::PortSpecifier::PortValue(p)) => {
                     // A set oneof member is populated even when it holds 0.
-                    so.put("portValue", Value::from(u64::from(*p)));
+                    so.put(key!("portValue"), Value::from(u64::from(*p)));
                 }
                 Some(socket_address::PortSpecifier::NamedPort(n)) => {
-                    so.put("namedPort", Value::from(n.as_str()));
+                    so.put(key!("namedPort"), Value::from(n.as_str()));
                 }
                 None => {}
             }
-            so.put_str("resolverName", &s.resolver_name);
-            so.put_bool("ipv4Compat", s.ipv4_compat);
-            so.put_str("networkNamespaceFilepath", &s.network_namespace_filepath);
-            o.put("socketAddress", so.into_value());
+            so.put_str(key!("resolverName"), &s.resolver_name);
+            so.put_bool(key!("ipv4Compat"), s.ipv4_compat);
+            so.put_str(
+                key!("networkNamespaceFilepath"),
+                &s.network_namespace_filepath,
+            );
+            o.put(key!("socketAddress"), so.into_value());
         }
         Some(address::Address::Pipe(p)) => {
             let mut po = Obj::new();
-            po.put_str("path", &p.path);
-            po.put_int("mode", i64::from(p.mode));
-            o.put("pipe", po.into_value());
+            po.put_str(key!("path"), &p.path);
+            po.put_int(key!("mode"), i64::from(p.mode));
+            o.put(key!("pipe"), po.into_value());
         }
         Some(address::Address::EnvoyInternalAddress(e)) => {
             let mut eo = Obj::new();
             match &e.address_name_specifier {
                 Some(envoy_internal_address::AddressNameSpecifier::ServerListenerName(n)) => {
-                    eo.put("serverListenerName", Value::from(n.as_str()));
+                    eo.put(key!("serverListenerName"), Value::from(n.as_str()));
                 }
                 None => {}
             }
-            eo.put_str("endpointId", &e.endpoint_id);
-            o.put("envoyInternalAddress", eo.into_value());
+            eo.put_str(key!("endpointId"), &e.endpoint_id);
+            o.put(key!("envoyInternalAddress"), eo.into_value());
         }
         None => {}
     }
@@ -104,10 +107,10 @@ fn address(a: &Address) -> Value {
 fn request(r: &attribute_context::Request, headers: Option<Value>) -> Value {
     let mut o = Obj::new();
     if let Some(t) = &r.time {
-        o.put("time", timestamp(t));
+        o.put(key!("time"), timestamp(t));
     }
     if let Some(h) = &r.http {
-        o.put("http", http_request(h, headers));
+        o.put(key!("http"), http_request(h, headers));
     }
     o.into_value()
 }
@@ -116,31 +119,31 @@ fn request(r: &attribute_context::Request, headers: Option<Value>) -> Value {
 /// produces through its protoreflect walk, not the RFC 3339 string its docs show.
 fn timestamp(t: &Timestamp) -> Value {
     let mut o = Obj::new();
-    o.put_int("seconds", t.seconds);
-    o.put_int("nanos", i64::from(t.nanos));
+    o.put_int(key!("seconds"), t.seconds);
+    o.put_int(key!("nanos"), i64::from(t.nanos));
     o.into_value()
 }
 
 fn http_request(h: &attribute_context::HttpRequest, headers: Option<Value>) -> Value {
     let mut o = Obj::new();
-    o.put_str("id", &h.id);
-    o.put_str("method", &h.method);
+    o.put_str(key!("id"), &h.id);
+    o.put_str(key!("method"), &h.method);
     match headers {
-        Some(v) => o.put("headers", v),
-        None => o.put_map("headers", &h.headers),
+        Some(v) => o.put(key!("headers"), v),
+        None => o.put_map(key!("headers"), &h.headers),
     }
     if let Some(m) = &h.header_map {
-        o.put("headerMap", header_map(m));
+        o.put(key!("headerMap"), header_map(m));
     }
-    o.put_str("path", &h.path);
-    o.put_str("host", &h.host);
-    o.put_str("scheme", &h.scheme);
-    o.put_str("query", &h.query);
-    o.put_str("fragment", &h.fragment);
-    o.put_int("size", h.size);
-    o.put_str("protocol", &h.protocol);
-    o.put_str("body", &h.body);
-    o.put_bytes("rawBody", &h.raw_body);
+    o.put_str(key!("path"), &h.path);
+    o.put_str(key!("host"), &h.host);
+    o.put_str(key!("scheme"), &h.scheme);
+    o.put_str(key!("query"), &h.query);
+    o.put_str(key!("fragment"), &h.fragment);
+    o.put_int(key!("size"), h.size);
+    o.put_str(key!("protocol"), &h.protocol);
+    o.put_str(key!("body"), &h.body);
+    o.put_bytes(key!("rawBody"), &h.raw_body);
     o.into_value()
 }
 
@@ -152,13 +155,13 @@ fn header_map(m: &HeaderMap) -> Value {
             .iter()
             .map(|hv| {
                 let mut e = Obj::new();
-                e.put_str("key", &hv.key);
-                e.put_str("value", &hv.value);
-                e.put_bytes("rawValue", &hv.raw_value);
+                e.put_str(key!("key"), &hv.key);
+                e.put_str(key!("value"), &hv.value);
+                e.put_bytes(key!("rawValue"), &hv.raw_value);
                 e.into_value()
             })
             .collect();
-        o.put("headers", Value::from(list));
+        o.put(key!("headers"), Value::from(list));
     }
     o.into_value()
 }
@@ -173,22 +176,22 @@ fn metadata(m: &Metadata) -> Value {
         for (k, s) in &m.filter_metadata {
             fm.put_owned(k, struct_to_value(s));
         }
-        o.put("filterMetadata", fm.into_value());
+        o.put(key!("filterMetadata"), fm.into_value());
     }
     if !m.typed_filter_metadata.is_empty() {
         let mut tm = Obj::new();
         for (k, a) in &m.typed_filter_metadata {
             tm.put_owned(k, any(a));
         }
-        o.put("typedFilterMetadata", tm.into_value());
+        o.put(key!("typedFilterMetadata"), tm.into_value());
     }
     o.into_value()
 }
 
 fn any(a: &Any) -> Value {
     let mut o = Obj::new();
-    o.put_str("typeUrl", &a.type_url);
-    o.put_bytes("value", &a.value);
+    o.put_str(key!("typeUrl"), &a.type_url);
+    o.put_bytes(key!("value"), &a.value);
     o.into_value()
 }
 

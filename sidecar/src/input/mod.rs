@@ -100,31 +100,34 @@ pub fn build_input(req: &CheckRequest, opts: &InputOptions) -> Result<Value, Req
             )?,
             _ => (Value::Null, false),
         };
-        root.insert(Value::from("parsed_body"), parsed_body);
-        root.insert(Value::from("truncated_body"), Value::Bool(truncated));
+        root.insert(obj::key!("parsed_body").clone(), parsed_body);
+        root.insert(obj::key!("truncated_body").clone(), Value::Bool(truncated));
     }
     if let Some(p) = attrs
         .and_then(|a| a.source.as_ref())
         .map(|s| s.principal.as_str())
         .filter(|p| !p.is_empty())
     {
-        root.insert(Value::from("source_principal"), Value::from(p));
+        root.insert(obj::key!("source_principal").clone(), Value::from(p));
     }
-    root.insert(Value::from("attributes"), attributes_value);
+    root.insert(obj::key!("attributes").clone(), attributes_value);
     root.insert(
-        Value::from("parsed_path"),
+        obj::key!("parsed_path").clone(),
         path::parsed_path_value(&segments),
     );
-    root.insert(Value::from("parsed_query"), query);
-    root.insert(Value::from("version"), version());
+    root.insert(obj::key!("parsed_query").clone(), query);
+    root.insert(obj::key!("version").clone(), version());
     Ok(Value::from(root))
 }
 
 fn version() -> Value {
-    let mut o = Object::new();
-    o.insert(Value::from("ext_authz"), Value::from("v3"));
-    o.insert(Value::from("encoding"), Value::from("protojson"));
-    Value::from(o)
+    static VERSION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+        let mut o = Object::new();
+        o.insert(Value::from("ext_authz"), Value::from("v3"));
+        o.insert(Value::from("encoding"), Value::from("protojson"));
+        Value::from(o)
+    });
+    VERSION.clone()
 }
 
 /// Could not load a descriptor set for gRPC body decoding.
