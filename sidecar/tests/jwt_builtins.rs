@@ -452,3 +452,46 @@ fn garbage_token_denies_instead_of_failing_evaluation() {
     assert_eq!(allow("garbage"), Value::Bool(false));
     assert_eq!(allow("a.b.c"), Value::Bool(false));
 }
+
+/// The public key bytes at the end of a PEM SPKI (EC: 04||x||y, Ed25519: the 32-byte key).
+fn spki_tail(pem_file: &str, len: usize) -> Vec<u8> {
+    let der = pem::parse(fixture(pem_file)).expect("pem").into_contents();
+    der[der.len() - len..].to_vec()
+}
+
+fn ec_jwk(pem_file: &str, crv: &str, coord_len: usize) -> Json {
+    let point = spki_tail(pem_file, 1 + 2 * coord_len);
+    assert_eq!(point[0], 4, "uncompressed point");
+    json!({"kty": "EC", "crv": crv,
+           "x": b64(&point[1..1 + coord_len]), "y": b64(&point[1 + coord_len..])})
+}
+
+#[test]
+fn jwks_with_mixed_key_types_uses_the_keys_that_fit_the_algorithm() {
+    let ed =
+        json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&spki_tail("ed25519_public.pem", 32))});
+    let jwks = json!({"keys": [
+        ed,
+        ec_jwk("ec256_public.pem", "P-256", 32),
+        ec_jwk("ec384_public.pem", "P-384", 48),
+        ec_jwk("ec521_public.pem", "P-521", 66),
+        rsa_jwk("rsa_public.pem", "r1"),
+    ]})
+    .to_string();
+    let tokens = [
+        sign(Algorithm::EdDSA, "ed25519_private.pem", None, &claims()),
+        sign(Algorithm::ES256, "ec256_private.pem", None, &claims()),
+        sign(Algorithm::ES384, "ec384_private.pem", None, &claims()),
+        sign_es512(&claims()),
+        sign(Algorithm::RS256, "rsa_private.pem", None, &claims()),
+        sign(Algorithm::PS384, "rsa_private.pem", None, &claims()),
+    ];
+    for token in &tokens {
+        assert!(is_valid(token, constraints_for(&jwks)), "{token}");
+    }
+    let es512 = eval("es512", json!({"token": tokens[3], "cert": jwks})).expect("evaluates");
+    assert_eq!(es512, Value::Bool(true));
+    // The same keys, but the token was signed by a key that is not in the set.
+    let stranger = sign(Algorithm::RS256, "rsa2_private.pem", None, &claims());
+    assert!(!is_valid(&stranger, constraints_for(&jwks)));
+}
