@@ -4,6 +4,7 @@
 //! bundle server down is ready at once), then runs one polling task per bundle and, if
 //! configured, a status reporter. Any failure keeps the last good policy.
 
+pub mod activate;
 pub mod backoff;
 pub mod config;
 pub mod download;
