@@ -317,3 +317,62 @@ async fn invalid_config_is_refused_at_start() {
         .unwrap();
     assert!(e.to_string().contains("sync.bundles[0].url"), "{e}");
 }
+
+#[tokio::test]
+async fn long_poll_loop_picks_up_new_revision_without_waiting_for_the_poll_delay() {
+    let (srv, base) = sync_support::start().await;
+    srv.set(|s| s.long_poll = true);
+    srv.publish(b"r1".to_vec(), "\"e1\"");
+    let mut cfg = config(&format!("{base}/bundles/authz"), None);
+    // Periodic polling alone would take at least 60 s to see r2; the bound below is 15 s.
+    cfg.polling = PollingConfig {
+        min_delay_seconds: 60,
+        max_delay_seconds: 60,
+        long_poll_timeout_seconds: 30,
+    };
+    let act = Arc::new(RevisionActivator::default());
+    let h = start_with(&cfg, act.clone(), &prometheus::Registry::new())
+        .await
+        .unwrap();
+    wait_revision(&h, "r1").await;
+    // Wait until the long-poll request is parked, then publish.
+    for _ in 0..1000 {
+        if srv
+            .seen()
+            .iter()
+            .any(|s| s.prefer.as_deref() == Some("modes=snapshot,delta;wait=30"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    srv.publish(b"r2".to_vec(), "\"e2\"");
+    wait_revision(&h, "r2").await;
+    assert_eq!(act.active().as_deref(), Some("r2"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn hanging_server_times_out_and_policy_stays() {
+    let persist = tempfile::tempdir().unwrap();
+    let dir = persist.path().join("authz");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bundle.tar.gz"), b"r1").unwrap();
+    let act = Arc::new(RevisionActivator::default());
+    let url = sync_support::hanging_url().await;
+    let h = start_with(
+        &config(&url, Some(persist.path())),
+        act.clone(),
+        &prometheus::Registry::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        h.wait_for(WAIT, |s| s["authz"].code == "bundle_error")
+            .await,
+        "hanging request was not timed out"
+    );
+    assert_eq!(h.status()["authz"].active_revision, "r1");
+    assert_eq!(act.active().as_deref(), Some("r1"));
+    h.shutdown().await;
+}
