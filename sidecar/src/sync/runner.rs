@@ -107,6 +107,7 @@ impl BundleLoop {
             }
             self.board
                 .update(&self.name, false, |s| s.last_request = Some(now_rfc3339()));
+            let requested = Instant::now();
             let fetched = tokio::select! {
                 r = self.downloader.fetch() => r,
                 _ = shutdown.changed() => return,
@@ -126,7 +127,15 @@ impl BundleLoop {
                             s.clear_error();
                         }
                     });
-                    self.next_poll_delay()
+                    // A long-poll 304 should have waited; one that came back at once means the
+                    // server ignores `wait`, and re-asking immediately would spin.
+                    if self.downloader.long_polling()
+                        && requested.elapsed() < Duration::from_secs(1)
+                    {
+                        poll_delay(self.min_delay, self.max_delay)
+                    } else {
+                        self.next_poll_delay()
+                    }
                 }
                 Ok(Fetched::Bundle { bytes, etag }) => {
                     consecutive_errors = 0;
