@@ -1,0 +1,527 @@
+//! The in-memory bundle: every file by path, the parsed manifest, and the checks OPA makes on read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{path_under, Manifest, ManifestError};
+
+/// Name of the manifest file at the bundle root.
+pub const MANIFEST_FILE: &str = ".manifest";
+/// Name of the signatures file at the bundle root.
+pub const SIGNATURES_FILE: &str = ".signatures.json";
+
+/// Everything that can be wrong with a bundle's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading a source directory failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The source directory holds a symlink; bundles are built from regular files only.
+    #[error("{0}: symlinks are not allowed in a bundle source directory")]
+    Symlink(PathBuf),
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The archive was refused while unpacking.
+    #[error(transparent)]
+    Unpack(crate::archive::UnpackError),
+    /// A file path is not a clean relative path.
+    #[error("{0:?}: not a clean relative file path")]
+    BadPath(String),
+    /// A module is not UTF-8.
+    #[error("{0}: module is not valid UTF-8")]
+    NotUtf8(String),
+    /// A module does not parse; the message carries file:line:col.
+    #[error("{0}")]
+    Module(String),
+    /// A data file does not parse.
+    #[error("{file}: invalid data: {message}")]
+    Data {
+        /// The data file.
+        file: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A root-level data file is not an object.
+    #[error("{0}: root data must be an object")]
+    RootDataNotObject(String),
+    /// Two data files set the same path to different things.
+    #[error("data conflict at {path:?}: {file} conflicts with {other}")]
+    DataConflict {
+        /// Dotted data path of the conflict.
+        path: String,
+        /// File being merged.
+        file: String,
+        /// File that set the value first.
+        other: String,
+    },
+    /// A module's package lies outside every root.
+    #[error("{file}: package {package} is outside the bundle roots {roots:?}")]
+    PackageOutsideRoots {
+        /// Module path.
+        file: String,
+        /// Package, slash-separated.
+        package: String,
+        /// Manifest roots.
+        roots: Vec<String>,
+    },
+    /// A data path lies outside every root.
+    #[error("{file}: data path {path:?} is outside the bundle roots {roots:?}")]
+    DataOutsideRoots {
+        /// Data file.
+        file: String,
+        /// Slash-separated data path.
+        path: String,
+        /// Manifest roots.
+        roots: Vec<String>,
+    },
+}
+
+/// Options for [`Bundle::from_dir`].
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Include `*_test.rego` modules (excluded by default, as `opa build` users expect).
+    pub include_tests: bool,
+    /// Override the manifest revision.
+    pub revision: Option<String>,
+    /// Override the manifest roots.
+    pub roots: Option<Vec<String>>,
+}
+
+/// A bundle held in memory. Paths have no leading `/`.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    files: BTreeMap<String, Vec<u8>>,
+    manifest: Manifest,
+    packages: BTreeMap<String, String>,
+}
+
+/// Kind of a bundle file, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `.manifest`
+    Manifest,
+    /// `.signatures.json`
+    Signatures,
+    /// `*.rego`
+    Module,
+    /// `data.json`
+    DataJson,
+    /// `data.yaml` or `data.yml`
+    DataYaml,
+    /// Anything else: carried and signed, otherwise ignored (like OPA).
+    Other,
+}
+
+/// Classifies a bundle path.
+pub fn file_kind(path: &str) -> FileKind {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    match (path, base) {
+        (MANIFEST_FILE, _) => FileKind::Manifest,
+        (SIGNATURES_FILE, _) => FileKind::Signatures,
+        (_, "data.json") => FileKind::DataJson,
+        (_, "data.yaml" | "data.yml") => FileKind::DataYaml,
+        _ if base.ends_with(".rego") => FileKind::Module,
+        _ => FileKind::Other,
+    }
+}
+
+/// Checks that a path is relative, has no empty, `.` or `..` segment, and returns it without a leading `/`.
+pub fn clean_path(path: &str) -> Result<&str, BundleError> {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    if p.is_empty() || p.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(BundleError::BadPath(path.to_string()));
+    }
+    Ok(p)
+}
+
+/// Directory of a bundle path (`""` at the root).
+fn dir_of(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+impl Bundle {
+    /// Builds a bundle from files (path → bytes), validating manifest, modules, data and roots.
+    pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Bundle, BundleError> {
+        let manifest = match files.get(MANIFEST_FILE) {
+            Some(bytes) => Manifest::parse(bytes)?,
+            None => Manifest::default(),
+        };
+        let mut bundle = Bundle {
+            files,
+            manifest,
+            packages: BTreeMap::new(),
+        };
+        bundle.validate()?;
+        Ok(bundle)
+    }
+
+    /// Reads a policy directory: `*.rego` (without `*_test.rego` unless asked), `data.json`/`data.yaml`/
+    /// `data.yml`, a root `.manifest` and `.signatures.json`. Hidden files and directories (such as
+    /// `.git`) and all other files are left out. A `.manifest` is always written, with `rego_version`.
+    pub fn from_dir(dir: &Path, opts: &BuildOptions) -> Result<Bundle, BundleError> {
+        let mut files = BTreeMap::new();
+        collect_dir(dir, dir, opts, &mut files)?;
+        let mut manifest = match files.get(MANIFEST_FILE) {
+            Some(bytes) => Manifest::parse(bytes)?,
+            None => Manifest::default(),
+        };
+        if let Some(r) = &opts.revision {
+            manifest.revision = r.clone();
+        }
+        if let Some(roots) = &opts.roots {
+            manifest.roots = Some(roots.clone());
+        }
+        manifest.rego_version.get_or_insert(1);
+        manifest.normalize()?;
+        files.insert(MANIFEST_FILE.to_string(), manifest.to_bytes());
+        Bundle::from_files(files)
+    }
+
+    fn validate(&mut self) -> Result<(), BundleError> {
+        for path in self.files.keys() {
+            if clean_path(path)? != path {
+                return Err(BundleError::BadPath(path.clone()));
+            }
+        }
+        let roots = self.manifest.effective_roots();
+        // Parsing every module once here reports syntax errors with file:line at read time, and gives
+        // the package paths the root check needs (regorus decodes quoted package segments for us).
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v0(self.manifest.is_rego_v0());
+        for (path, src) in self.modules_checked()? {
+            engine
+                .add_policy(path.to_string(), src.to_string())
+                .map_err(|e| BundleError::Module(format!("{e:#}")))?;
+        }
+        let packages = engine
+            .get_policy_package_components()
+            .map_err(|e| BundleError::Module(format!("{e:#}")))?;
+        for p in packages {
+            let package = p.components.join("/");
+            if !roots.iter().any(|r| path_under(&package, r)) {
+                return Err(BundleError::PackageOutsideRoots {
+                    file: p.source_file,
+                    package,
+                    roots,
+                });
+            }
+            self.packages.insert(p.source_file, package);
+        }
+        for (path, value) in self.data_files()? {
+            let dir = dir_of(path);
+            let paths: Vec<String> = if dir.is_empty() {
+                let obj = value
+                    .as_object()
+                    .ok_or_else(|| BundleError::RootDataNotObject(path.to_string()))?;
+                obj.keys().cloned().collect()
+            } else {
+                vec![dir.to_string()]
+            };
+            for p in paths {
+                if !roots.iter().any(|r| path_under(&p, r)) {
+                    return Err(BundleError::DataOutsideRoots {
+                        file: path.to_string(),
+                        path: p,
+                        roots,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn modules_checked(&self) -> Result<Vec<(&str, &str)>, BundleError> {
+        self.files
+            .iter()
+            .filter(|(p, _)| file_kind(p) == FileKind::Module)
+            .map(|(p, b)| {
+                std::str::from_utf8(b)
+                    .map(|s| (p.as_str(), s))
+                    .map_err(|_| BundleError::NotUtf8(p.clone()))
+            })
+            .collect()
+    }
+
+    fn data_files(&self) -> Result<Vec<(&str, serde_json::Value)>, BundleError> {
+        let mut out = Vec::new();
+        for (path, bytes) in &self.files {
+            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            let value = match file_kind(path) {
+                FileKind::DataJson => {
+                    serde_json::from_slice(bytes).map_err(|e| BundleError::Data {
+                        file: path.clone(),
+                        message: e.to_string(),
+                    })?
+                }
+                FileKind::DataYaml => {
+                    serde_yaml::from_slice(bytes).map_err(|e| BundleError::Data {
+                        file: path.clone(),
+                        message: e.to_string(),
+                    })?
+                }
+                _ => continue,
+            };
+            out.push((path.as_str(), value));
+        }
+        Ok(out)
+    }
+
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest revision (empty when not set).
+    pub fn revision(&self) -> &str {
+        &self.manifest.revision
+    }
+
+    /// Every `.rego` module as (path, source).
+    pub fn modules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.files.iter().filter_map(|(p, b)| {
+            (file_kind(p) == FileKind::Module)
+                .then(|| std::str::from_utf8(b).ok().map(|s| (p.as_str(), s)))
+                .flatten()
+        })
+    }
+
+    /// The package of each module, slash-separated (`envoy/authz`), by module path.
+    pub fn packages(&self) -> &BTreeMap<String, String> {
+        &self.packages
+    }
+
+    /// Every file as (path, bytes), sorted by path, `.manifest` and `.signatures.json` included.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))
+    }
+
+    /// One file's bytes.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    /// Adds or replaces a file (used by signing). The path must be clean.
+    pub(crate) fn set_file(&mut self, path: &str, bytes: Vec<u8>) {
+        self.files.insert(path.to_string(), bytes);
+    }
+
+    /// Total size of all files in bytes.
+    pub fn size(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
+    }
+
+    /// The merged data document: each data file at its directory's path, deep-merged. Always an object.
+    pub fn data(&self) -> Result<serde_json::Value, BundleError> {
+        let mut root = serde_json::Value::Object(Default::default());
+        let mut origins: Vec<(Vec<String>, String)> = Vec::new();
+        for (file, value) in self.data_files()? {
+            let dir = dir_of(file);
+            let segments: Vec<String> = if dir.is_empty() {
+                Vec::new()
+            } else {
+                dir.split('/').map(str::to_string).collect()
+            };
+            merge_at(&mut root, &segments, value, file, &origins)?;
+            origins.push((segments, file.to_string()));
+        }
+        Ok(root)
+    }
+}
+
+fn collect_dir(
+    root: &Path,
+    dir: &Path,
+    opts: &BuildOptions,
+    out: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), BundleError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { path, source }
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name
+            .to_str()
+            .ok_or_else(|| BundleError::BadPath(path.display().to_string()))?;
+        let ft = entry.file_type().map_err(io(&path))?;
+        let rel = path
+            .strip_prefix(root)
+            .map_err(|_| BundleError::BadPath(path.display().to_string()))?
+            .to_str()
+            .ok_or_else(|| BundleError::BadPath(path.display().to_string()))?
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        let at_root = dir == root;
+        let wanted_hidden = at_root && (name == MANIFEST_FILE || name == SIGNATURES_FILE);
+        if name.starts_with('.') && !wanted_hidden {
+            continue;
+        }
+        if ft.is_symlink() {
+            return Err(BundleError::Symlink(path));
+        }
+        if ft.is_dir() {
+            collect_dir(root, &path, opts, out)?;
+            continue;
+        }
+        let keep = match file_kind(&rel) {
+            FileKind::Module => opts.include_tests || !name.ends_with("_test.rego"),
+            FileKind::Other => false,
+            _ => true,
+        };
+        if keep {
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            out.insert(rel, bytes);
+        }
+    }
+    Ok(())
+}
+
+fn merge_at(
+    root: &mut serde_json::Value,
+    segments: &[String],
+    value: serde_json::Value,
+    file: &str,
+    origins: &[(Vec<String>, String)],
+) -> Result<(), BundleError> {
+    let conflict = |path: &[String]| {
+        let other = origins
+            .iter()
+            .find(|(o, _)| o.starts_with(path) || path.starts_with(o))
+            .map_or_else(|| "another data file".to_string(), |(_, f)| f.clone());
+        BundleError::DataConflict {
+            path: path.join("."),
+            file: file.to_string(),
+            other,
+        }
+    };
+    let mut node = root;
+    for (i, seg) in segments.iter().enumerate() {
+        let obj = node
+            .as_object_mut()
+            .ok_or_else(|| conflict(&segments[..i]))?;
+        node = obj
+            .entry(seg.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+    let mut path = segments.to_vec();
+    deep_merge(node, value, &mut path, &conflict)
+}
+
+fn deep_merge(
+    into: &mut serde_json::Value,
+    value: serde_json::Value,
+    path: &mut Vec<String>,
+    conflict: &dyn Fn(&[String]) -> BundleError,
+) -> Result<(), BundleError> {
+    match (into, value) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                path.push(k.clone());
+                match a.get_mut(&k) {
+                    Some(existing) => deep_merge(existing, v, path, conflict)?,
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+                path.pop();
+            }
+            Ok(())
+        }
+        (slot @ serde_json::Value::Object(_), v)
+            if slot.as_object().is_some_and(|o| o.is_empty()) =>
+        {
+            // An empty object here is only the placeholder created for the file's own directory path.
+            *slot = v;
+            Ok(())
+        }
+        _ => Err(conflict(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        list.iter()
+            .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn data_files_merge_at_their_directory() {
+        let b = Bundle::from_files(files(&[
+            ("data.json", r#"{"top": 1, "roles": {"x": 1}}"#),
+            ("roles/bindings/data.json", r#"{"alice": ["admin"]}"#),
+            ("roles/data.yaml", "y: 2\n"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            b.data().unwrap(),
+            serde_json::json!({"top": 1, "roles": {"x": 1, "y": 2, "bindings": {"alice": ["admin"]}}})
+        );
+    }
+
+    #[test]
+    fn conflicting_data_names_both_files() {
+        let b = Bundle::from_files(files(&[
+            ("a/data.json", r#"{"b": 1}"#),
+            ("a/b/data.json", r#"{"c": 1}"#),
+        ]))
+        .unwrap();
+        let err = b.data().unwrap_err().to_string();
+        assert!(
+            err.contains("a/b/data.json") && err.contains("a/data.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn roots_are_enforced_for_packages_and_data() {
+        let m = r#"{"roots":["authz"]}"#;
+        let err = Bundle::from_files(files(&[(".manifest", m), ("x.rego", "package other\n")]))
+            .unwrap_err();
+        assert!(
+            matches!(err, BundleError::PackageOutsideRoots { .. }),
+            "{err}"
+        );
+        let err =
+            Bundle::from_files(files(&[(".manifest", m), ("roles/data.json", "{}")])).unwrap_err();
+        assert!(matches!(err, BundleError::DataOutsideRoots { .. }), "{err}");
+        let err = Bundle::from_files(files(&[(".manifest", m), ("data.json", r#"{"z":1}"#)]))
+            .unwrap_err();
+        assert!(matches!(err, BundleError::DataOutsideRoots { .. }), "{err}");
+        let ok = Bundle::from_files(files(&[
+            (".manifest", m),
+            ("authz/p.rego", "package authz.inner\nallow := true\n"),
+            ("authz/data.json", "{}"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.packages()["authz/p.rego"], "authz/inner");
+    }
+
+    #[test]
+    fn bad_modules_and_data_are_reported_with_file() {
+        let err =
+            Bundle::from_files(files(&[("dir/p.rego", "package p\nallow if {\n")])).unwrap_err();
+        assert!(err.to_string().contains("dir/p.rego"), "{err}");
+        let err = Bundle::from_files(files(&[("d/data.json", "{bad")])).unwrap_err();
+        assert!(
+            matches!(err, BundleError::Data { ref file, .. } if file == "d/data.json"),
+            "{err}"
+        );
+        let err = Bundle::from_files(files(&[("data.json", "[1]")])).unwrap_err();
+        assert!(matches!(err, BundleError::RootDataNotObject(_)), "{err}");
+    }
+}
