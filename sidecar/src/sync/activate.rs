@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use regent_bundle::manifest::paths_overlap;
+
 use super::runner::{Activator, Refusal};
 
 /// What the rules need from the bundle library.
@@ -61,18 +63,6 @@ pub struct SetActivator<F: BundleFormat, S: PolicySink<F::Bundle>> {
     // Held across the compile: activations of different bundles must not interleave, since
     // each compiles the whole set.
     active: Mutex<BTreeMap<String, Active<F>>>,
-}
-
-/// True if two roots claim overlapping parts of the data tree (`""` overlaps everything).
-pub fn roots_overlap(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim_matches('/'), b.trim_matches('/'));
-    if a.is_empty() || b.is_empty() || a == b {
-        return true;
-    }
-    let prefix = |long: &str, short: &str| {
-        long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'/'
-    };
-    prefix(a, b) || prefix(b, a)
 }
 
 impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
@@ -135,7 +125,7 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
         }
         for (other, a) in active.iter().filter(|(n, _)| n.as_str() != name) {
             for r in &roots {
-                if let Some(o) = a.roots.iter().find(|o| roots_overlap(r, o)) {
+                if let Some(o) = a.roots.iter().find(|o| paths_overlap(r, o)) {
                     return Err(Refusal::new(
                         "roots_overlap",
                         format!("root {r:?} of bundle {name:?} overlaps root {o:?} of active bundle {other:?}"),
@@ -166,17 +156,6 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn overlap_follows_path_segments() {
-        assert!(roots_overlap("a", "a"));
-        assert!(roots_overlap("a", "a/b"));
-        assert!(roots_overlap("a/b", "a"));
-        assert!(roots_overlap("", "x"));
-        assert!(!roots_overlap("a", "ab"));
-        assert!(!roots_overlap("a/b", "a/c"));
-        assert!(!roots_overlap("authz", "ratelimit"));
-    }
 
     // A textual stand-in for the bundle library: "rev;iat;root1,root2;signed|unsigned".
     struct Text;

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod download;
 pub mod persist;
+pub mod regent_format;
 pub mod runner;
 pub mod status;
 

@@ -1,0 +1,248 @@
+//! Real bundles, built and signed with regent-bundle, through the sync activation rules and
+//! compiled with regent-bundle's engine loader: every kind of bad bundle is refused and the
+//! previous policy keeps answering.
+
+mod sync_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use regent_bundle::signing::{self, SignClaims};
+use regent_bundle::Bundle;
+use regent_sidecar::sync::activate::{PolicySink, SetActivator};
+use regent_sidecar::sync::regent_format::{regent_activator, RegentFormat};
+use regent_sidecar::sync::{
+    start_with, Activator, BundleSource, KeyConfig, PollingConfig, Refusal, SyncConfig,
+};
+
+/// Compiles the whole set with regent-bundle's loader and swaps the engine in atomically.
+#[derive(Default, Clone)]
+struct EngineSink(Arc<ArcSwapOption<regorus::Engine>>);
+
+impl PolicySink<Bundle> for EngineSink {
+    fn activate(&self, bundles: Vec<(String, Arc<Bundle>)>) -> Result<(), Refusal> {
+        let refs: Vec<(&str, &Bundle)> = bundles.iter().map(|(n, b)| (n.as_str(), &**b)).collect();
+        let engine = regent_bundle::engine::load_bundles(&refs)
+            .map_err(|e| Refusal::new("compile", e.to_string()))?;
+        self.0.store(Some(Arc::new(engine)));
+        Ok(())
+    }
+}
+
+impl EngineSink {
+    fn eval(&self, rule: &str) -> Option<String> {
+        let engine = self.0.load_full()?;
+        let mut e = (*engine).clone();
+        e.eval_rule(rule.to_string()).ok().map(|v| v.to_string())
+    }
+}
+
+struct Keys {
+    key: ed25519_dalek::SigningKey,
+    other: ed25519_dalek::SigningKey,
+    dir: tempfile::TempDir,
+}
+
+fn keys() -> Keys {
+    let (private, public) = signing::generate_key_pem();
+    let (other, _) = signing::generate_key_pem();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k1.pem"), public).unwrap();
+    Keys {
+        key: signing::signing_key_from_pem(&private, "test key").unwrap(),
+        other: signing::signing_key_from_pem(&other, "other key").unwrap(),
+        dir,
+    }
+}
+
+fn bundle(rev: &str, root: &str) -> Bundle {
+    let mut files = BTreeMap::new();
+    files.insert(
+        ".manifest".to_string(),
+        format!(r#"{{"revision":"{rev}","roots":["{root}"]}}"#).into_bytes(),
+    );
+    files.insert(
+        format!("{root}/policy.rego"),
+        format!("package {root}\n\nrev := \"{rev}\"\n").into_bytes(),
+    );
+    Bundle::from_files(files).unwrap()
+}
+
+fn signed(rev: &str, root: &str, key: &ed25519_dalek::SigningKey, kid: &str, iat: i64) -> Vec<u8> {
+    let mut b = bundle(rev, root);
+    let claims = SignClaims {
+        iat: Some(iat),
+        ..SignClaims::default()
+    };
+    signing::sign(&mut b, key, kid, &claims).unwrap();
+    b.to_tar_gz().unwrap()
+}
+
+fn config(keys_dir: &Path, names: &[&str], url: &str) -> SyncConfig {
+    SyncConfig {
+        bundles: names
+            .iter()
+            .map(|n| BundleSource {
+                name: n.to_string(),
+                url: url.to_string(),
+                roots: None,
+                long_poll_timeout_seconds: None,
+            })
+            .collect(),
+        keys: vec![KeyConfig {
+            kid: "k1".into(),
+            public_key_file: keys_dir.join("k1.pem"),
+        }],
+        polling: PollingConfig {
+            min_delay_seconds: 1,
+            max_delay_seconds: 1,
+            long_poll_timeout_seconds: 0,
+        },
+        ..SyncConfig::default()
+    }
+}
+
+fn activator(k: &Keys, names: &[&str]) -> (SetActivator<RegentFormat, EngineSink>, EngineSink) {
+    let sink = EngineSink::default();
+    let cfg = config(k.dir.path(), names, "http://127.0.0.1:1/b");
+    (regent_activator(&cfg, sink.clone()).unwrap(), sink)
+}
+
+#[test]
+fn bad_bundles_are_refused_and_old_policy_keeps_answering() {
+    let k = keys();
+    let (act, sink) = activator(&k, &["authz"]);
+    assert_eq!(
+        act.activate("authz", &signed("r1", "authz", &k.key, "k1", 100))
+            .unwrap(),
+        "r1"
+    );
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r1\""));
+
+    // Tampered: a file changed after signing.
+    let mut files: BTreeMap<String, Vec<u8>> = {
+        let mut b = bundle("r2", "authz");
+        signing::sign(
+            &mut b,
+            &k.key,
+            "k1",
+            &SignClaims {
+                iat: Some(200),
+                ..SignClaims::default()
+            },
+        )
+        .unwrap();
+        b.files()
+            .map(|(p, d)| (p.to_string(), d.to_vec()))
+            .collect()
+    };
+    files.insert(
+        "authz/policy.rego".into(),
+        b"package authz\n\nrev := \"evil\"\n".to_vec(),
+    );
+    let tampered = Bundle::from_files(files).unwrap().to_tar_gz().unwrap();
+
+    let good = signed("r2", "authz", &k.key, "k1", 200);
+    let truncated = good[..good.len() / 2].to_vec();
+    let unsigned = bundle("r2", "authz").to_tar_gz().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("tampered", tampered, "signature"),
+        ("truncated", truncated, "unpack"),
+        (
+            "wrong key",
+            signed("r2", "authz", &k.other, "k1", 200),
+            "signature",
+        ),
+        (
+            "unknown kid",
+            signed("r2", "authz", &k.key, "nope", 200),
+            "signature",
+        ),
+        ("unsigned", unsigned, "signature"),
+        ("older", signed("r0", "authz", &k.key, "k1", 50), "rollback"),
+        ("not gzip", b"hello".to_vec(), "unpack"),
+    ];
+    for (what, bytes, reason) in cases {
+        let e = act.activate("authz", &bytes).unwrap_err();
+        assert_eq!(e.reason, reason, "{what}: {e}");
+        assert_eq!(
+            sink.eval("data.authz.rev").as_deref(),
+            Some("\"r1\""),
+            "{what}"
+        );
+    }
+    assert_eq!(act.activate("authz", &good).unwrap(), "r2");
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r2\""));
+}
+
+#[test]
+fn overlapping_roots_across_bundles_are_refused_for_the_newcomer() {
+    let k = keys();
+    let (act, sink) = activator(&k, &["authz", "extra"]);
+    act.activate("authz", &signed("r1", "authz", &k.key, "k1", 100))
+        .unwrap();
+    let e = act
+        .activate("extra", &signed("x1", "authz", &k.key, "k1", 100))
+        .unwrap_err();
+    assert_eq!(e.reason, "roots_overlap");
+    assert!(e.message.contains("\"extra\""), "{e}");
+    // A disjoint second bundle is compiled together with the first.
+    act.activate("extra", &signed("x1", "limits", &k.key, "k1", 100))
+        .unwrap();
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r1\""));
+    assert_eq!(sink.eval("data.limits.rev").as_deref(), Some("\"x1\""));
+}
+
+#[test]
+fn expected_roots_and_missing_key_file() {
+    let k = keys();
+    let mut cfg = config(k.dir.path(), &["authz"], "http://127.0.0.1:1/b");
+    cfg.bundles[0].roots = Some(vec!["authz".into()]);
+    let act = regent_activator(&cfg, EngineSink::default()).unwrap();
+    let e = act
+        .activate("authz", &signed("r1", "other", &k.key, "k1", 1))
+        .unwrap_err();
+    assert_eq!(e.reason, "roots");
+    cfg.keys[0].public_key_file = k.dir.path().join("missing.pem");
+    let e = regent_activator(&cfg, EngineSink::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("sync.keys[0]"), "{e:#}");
+}
+
+#[tokio::test]
+async fn served_bad_bundle_is_refused_end_to_end() {
+    let k = keys();
+    let (srv, base) = sync_support::start().await;
+    srv.publish(signed("r1", "authz", &k.key, "k1", 100), "\"e1\"");
+    let cfg = config(k.dir.path(), &["authz"], &format!("{base}/bundles/authz"));
+    let sink = EngineSink::default();
+    let act = Arc::new(regent_activator(&cfg, sink.clone()).unwrap());
+    let h = start_with(&cfg, act, &prometheus::Registry::new())
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(15);
+    assert!(
+        h.wait_for(wait, |s| s["authz"].active_revision == "r1")
+            .await
+    );
+    srv.publish(signed("r2", "authz", &k.other, "k1", 200), "\"e2\"");
+    assert!(
+        h.wait_for(wait, |s| s["authz"].code == "bundle_error")
+            .await
+    );
+    assert!(
+        h.status()["authz"].message.contains("signature"),
+        "{:?}",
+        h.status()
+    );
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r1\""));
+    srv.publish(signed("r3", "authz", &k.key, "k1", 300), "\"e3\"");
+    assert!(
+        h.wait_for(wait, |s| s["authz"].active_revision == "r3")
+            .await
+    );
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r3\""));
+    h.shutdown().await;
+}
