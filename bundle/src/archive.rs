@@ -216,6 +216,9 @@ pub fn read_tar_gz(
         }
         files.insert(path, data);
     }
+    // tar stops at its end-of-archive marker; reading on to the end of the gzip stream makes flate2
+    // check the CRC and length, so a truncated or corrupted trailer is refused too (within the limit).
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(malformed)?;
     Ok(files)
 }
 
