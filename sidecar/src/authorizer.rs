@@ -1,0 +1,202 @@
+//! One Check, from request to answer: input document, evaluation on the policy in force, decision
+//! mapping, dry-run, fail mode, metrics and the decision log. Shared by the gRPC service and Envoy's
+//! HTTP-service mode, so both give the same answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use regorus::Value;
+
+use crate::config::{FailMode, FailModeConfig};
+use crate::decision::{parse_error_response, to_check_response};
+use crate::decision_log::{DecisionEvent, DecisionLogger};
+use crate::input::{build_input, InputOptions};
+use crate::metrics::Metrics;
+use crate::policy::PolicyStore;
+
+/// gRPC status code OK.
+const GRPC_OK: i32 = 0;
+
+/// A Check that has no answer: Envoy applies its `failure_mode_allow` / `status_on_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFailure {
+    /// Metric label (`undefined_decision`, `eval_error`, `illegal_result`, ...).
+    pub reason: &'static str,
+    /// Explanation returned in the gRPC status message.
+    pub message: String,
+}
+
+/// Answers Checks.
+pub struct Authorizer {
+    store: Arc<PolicyStore>,
+    metrics: Metrics,
+    logger: DecisionLogger,
+    input: InputOptions,
+    dry_run: bool,
+    fail: FailModeConfig,
+    last_fail_open_warning: AtomicU64,
+}
+
+impl Authorizer {
+    /// Builds an authorizer over a policy store.
+    pub fn new(
+        store: Arc<PolicyStore>,
+        metrics: Metrics,
+        logger: DecisionLogger,
+        input: InputOptions,
+        dry_run: bool,
+        fail: FailModeConfig,
+    ) -> Self {
+        Authorizer {
+            store,
+            metrics,
+            logger,
+            input,
+            dry_run,
+            fail,
+            last_fail_open_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// The policy store.
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    /// Answers one Check.
+    pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckFailure> {
+        let started = Instant::now();
+        let timestamp = SystemTime::now();
+        let decision_id = uuid::Uuid::new_v4().to_string();
+        let policy = self.store.current();
+        let mut eval_ns = 0u64;
+        let mut logged_input = None;
+        let mut logged_result = None;
+
+        let outcome: Result<CheckResponse, CheckFailure> = match &policy {
+            None => self.no_policy(&decision_id),
+            Some(policy) => match build_input(req, &self.input) {
+                Err(e) => {
+                    self.metrics
+                        .errors
+                        .with_label_values(&["request_parse_error"])
+                        .inc();
+                    Ok(parse_error_response(&e, &decision_id))
+                }
+                Ok(input) => {
+                    if self.logger.enabled() {
+                        logged_input = Some(input.clone());
+                    }
+                    let t = Instant::now();
+                    let result = policy.evaluate(input);
+                    let elapsed = t.elapsed();
+                    eval_ns = elapsed.as_nanos() as u64;
+                    self.metrics
+                        .eval_duration
+                        .with_label_values(&[policy.kind().as_str()])
+                        .observe(elapsed.as_secs_f64());
+                    match result {
+                        Err(e) => Err(CheckFailure {
+                            reason: "eval_error",
+                            message: format!("policy evaluation failed: {}", e.message),
+                        }),
+                        Ok(value) => {
+                            let mapped =
+                                to_check_response(&value, &decision_id).map_err(|e| CheckFailure {
+                                    reason: e.reason(),
+                                    message: e.to_string(),
+                                });
+                            if self.logger.enabled() {
+                                logged_result = Some(value);
+                            }
+                            mapped
+                        }
+                    }
+                }
+            },
+        };
+
+        let allowed =
+            matches!(&outcome, Ok(r) if r.status.as_ref().map_or(GRPC_OK, |s| s.code) == GRPC_OK);
+        match &outcome {
+            Ok(_) if allowed => self.metrics.allow.inc(),
+            Ok(_) => self.metrics.deny.inc(),
+            Err(f) => {
+                self.metrics.error.inc();
+                self.metrics.errors.with_label_values(&[f.reason]).inc();
+            }
+        }
+        let replaced = self.dry_run && !allowed;
+        if self.logger.enabled() {
+            self.logger.log(DecisionEvent {
+                decision_id: decision_id.clone(),
+                timestamp,
+                input: logged_input,
+                result: logged_result,
+                error: match &outcome {
+                    Err(f) => Some(f.message.clone()),
+                    Ok(r) if !allowed => r
+                        .status
+                        .as_ref()
+                        .map(|s| s.message.clone())
+                        .filter(|m| !m.is_empty()),
+                    Ok(_) => None,
+                },
+                revisions: policy.as_ref().map(|p| p.revisions.clone()),
+                eval_ns,
+                handler_ns: started.elapsed().as_nanos() as u64,
+                dry_run: replaced,
+            });
+        }
+        self.metrics
+            .check_duration
+            .observe(started.elapsed().as_secs_f64());
+        if replaced {
+            // Dry-run allows everything, errors included; the real decision went to the log above.
+            return Ok(self.allow_response(&decision_id));
+        }
+        outcome
+    }
+
+    fn allow_response(&self, decision_id: &str) -> CheckResponse {
+        to_check_response(&Value::from(true), decision_id).unwrap_or_default()
+    }
+
+    fn no_policy(&self, decision_id: &str) -> Result<CheckResponse, CheckFailure> {
+        self.metrics.errors.with_label_values(&["no_policy"]).inc();
+        match self.fail.mode {
+            FailMode::Open => {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                // One warning every 10 s is enough to be seen without flooding the log.
+                let last = self.last_fail_open_warning.load(Ordering::Relaxed);
+                if now >= last + 10
+                    && self
+                        .last_fail_open_warning
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        "no policy is active: allowing requests (fail_mode.mode = open)"
+                    );
+                }
+                Ok(self.allow_response(decision_id))
+            }
+            FailMode::Closed => {
+                let decision = serde_json::json!({
+                    "allowed": false,
+                    "http_status": self.fail.status,
+                    "body": "regent: no policy is active",
+                });
+                let value: Value = serde_json::from_value(decision).unwrap_or(Value::Undefined);
+                to_check_response(&value, decision_id).map_err(|e| CheckFailure {
+                    reason: "no_policy",
+                    message: format!("no policy is active ({e})"),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! `regent-sidecar` configuration: one YAML file, every key optional with an embedded default.
+//! Unknown keys are errors that name the key and where it was found.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sync::SyncConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// The ext_authz gRPC listener.
+    pub grpc: GrpcConfig,
+    /// The side HTTP port (health, readiness, metrics) and Envoy's HTTP-service ext_authz mode.
+    pub http: HttpConfig,
+    /// Which decision to evaluate and how.
+    pub policy: PolicyConfig,
+    /// Decision logs.
+    pub decision_logs: DecisionLogConfig,
+    /// What Check answers while no policy is active.
+    pub fail_mode: FailModeConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Bundle download, verification, activation and persistence.
+    pub sync: SyncConfig,
+}
+
+/// `grpc:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// TCP address of the Authorization service.
+    pub addr: SocketAddr,
+    /// Also serve on this Unix socket path (a stale socket file is removed first).
+    pub unix_socket: Option<PathBuf>,
+    /// TLS on the gRPC listeners; with `client_ca_file`, mutual TLS.
+    pub tls: Option<TlsConfig>,
+    /// Serve gRPC server reflection (for grpcurl).
+    pub reflection: bool,
+    /// Largest accepted request message (Envoy sends bodies inside it).
+    pub max_recv_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            unix_socket: None,
+            tls: None,
+            reflection: false,
+            max_recv_message_bytes: 4 << 20,
+        }
+    }
+}
+
+/// `grpc.tls:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA bundle (PEM) that client certificates must chain to; setting it requires client certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `http:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/health`, `/ready` and `/metrics`.
+    pub addr: SocketAddr,
+    /// When set, also answer Envoy's HTTP-service ext_authz mode on this address.
+    pub ext_authz_addr: Option<SocketAddr>,
+    /// Path prefix Envoy's `http_service.path_prefix` adds, stripped before building the input.
+    pub ext_authz_path_prefix: String,
+    /// Largest request body accepted in HTTP-service mode.
+    pub ext_authz_max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            ext_authz_addr: None,
+            ext_authz_path_prefix: String::new(),
+            ext_authz_max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Which evaluator runs a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The bytecode VM when the policy compiles to it, else the interpreter.
+    #[default]
+    Auto,
+    /// Always the bytecode VM (activation fails if the policy does not compile to it).
+    Vm,
+    /// Always the interpreter.
+    Interpreter,
+}
+
+/// `policy:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Decision path in OPA's syntax.
+    pub path: String,
+    /// Allow every request (errors included) and log the real decision.
+    pub dry_run: bool,
+    /// A local `.tar.gz` bundle or policy directory, reloaded when it changes (instead of `sync`).
+    pub bundle: Option<PathBuf>,
+    /// Evaluator choice.
+    pub engine: EngineChoice,
+    /// Leave out `parsed_body` and `truncated_body`.
+    pub skip_request_body_parse: bool,
+    /// Binary FileDescriptorSet for decoding gRPC request bodies.
+    pub proto_descriptor: Option<PathBuf>,
+    /// Longest one evaluation may run before it is stopped (an error, so Envoy's failure mode applies).
+    pub eval_timeout_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            path: "envoy/authz/allow".into(),
+            dry_run: false,
+            bundle: None,
+            engine: EngineChoice::Auto,
+            skip_request_body_parse: false,
+            proto_descriptor: None,
+            eval_timeout_ms: 100,
+        }
+    }
+}
+
+/// Where decision logs go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOutput {
+    /// Not written.
+    #[default]
+    None,
+    /// Standard output, one JSON line each.
+    Stdout,
+    /// Appended to `decision_logs.file`.
+    File,
+}
+
+/// `decision_logs:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// Destination.
+    pub output: LogOutput,
+    /// File for `output: file`.
+    pub file: Option<PathBuf>,
+    /// JSON pointers erased from each event (recorded under `erased`).
+    pub mask: Vec<String>,
+    /// Fraction of decisions logged, 0.0 to 1.0.
+    pub sample_rate: f64,
+    /// Events buffered before new ones are dropped (and counted).
+    pub queue_size: usize,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            output: LogOutput::None,
+            file: None,
+            mask: vec![
+                "/input/attributes/request/http/headers/authorization".into(),
+                "/input/attributes/request/http/headers/cookie".into(),
+                "/input/attributes/request/http/headers/proxy-authorization".into(),
+            ],
+            sample_rate: 1.0,
+            queue_size: 10_000,
+        }
+    }
+}
+
+/// What to answer while no policy is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Deny with `fail_mode.status`.
+    #[default]
+    Closed,
+    /// Allow (logged).
+    Open,
+}
+
+/// `fail_mode:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailModeConfig {
+    /// `closed` or `open`.
+    pub mode: FailMode,
+    /// HTTP status Envoy returns when failing closed.
+    pub status: u16,
+}
+
+impl Default for FailModeConfig {
+    fn default() -> Self {
+        FailModeConfig {
+            mode: FailMode::Closed,
+            status: 503,
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `regent_sidecar=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// YAML syntax, an unknown key or a bad value; serde's message names the key and its position.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A value out of range or an inconsistent combination.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl SidecarConfig {
+    /// Reads and validates a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        // An empty file is an empty mapping: all defaults.
+        let cfg: SidecarConfig = if text.trim().is_empty() {
+            SidecarConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: PathBuf::from("<config>"),
+                message: e.to_string(),
+            })?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values and combinations serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        crate::policy::decision_rule(&self.policy.path).map_err(ConfigError::Invalid)?;
+        if !(0.0..=1.0).contains(&self.decision_logs.sample_rate) {
+            return bad(format!(
+                "decision_logs.sample_rate must be between 0 and 1, got {}",
+                self.decision_logs.sample_rate
+            ));
+        }
+        if self.decision_logs.output == LogOutput::File && self.decision_logs.file.is_none() {
+            return bad("decision_logs.output is `file` but decision_logs.file is not set".into());
+        }
+        if self.decision_logs.queue_size == 0 {
+            return bad("decision_logs.queue_size must be at least 1".into());
+        }
+        for p in &self.decision_logs.mask {
+            if !p.starts_with('/') {
+                return bad(format!(
+                    "decision_logs.mask: {p:?} is not a JSON pointer (must start with '/')"
+                ));
+            }
+        }
+        if !(100..=599).contains(&self.fail_mode.status) {
+            return bad(format!(
+                "fail_mode.status must be an HTTP status (100-599), got {}",
+                self.fail_mode.status
+            ));
+        }
+        if self.policy.eval_timeout_ms == 0 {
+            return bad("policy.eval_timeout_ms must be at least 1".into());
+        }
+        if self.policy.bundle.is_some() && !self.sync.bundles.is_empty() {
+            return bad("policy.bundle (a local bundle) and sync.bundles (downloaded bundles) cannot both be set".into());
+        }
+        if self.grpc.max_recv_message_bytes < 1024 {
+            return bad("grpc.max_recv_message_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = SidecarConfig::from_yaml("").unwrap();
+        assert_eq!(c.grpc.addr.to_string(), "127.0.0.1:9191");
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8181");
+        assert_eq!(c.policy.path, "envoy/authz/allow");
+        assert_eq!(c.fail_mode.mode, FailMode::Closed);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = SidecarConfig::from_yaml("policy:\n  pth: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `pth`"), "{err}");
+        let err = SidecarConfig::from_yaml("grpcc: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `grpcc`"), "{err}");
+        let err = SidecarConfig::from_yaml("sync:\n  nope: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (yaml, needle) in [
+            ("decision_logs: {sample_rate: 2}", "sample_rate"),
+            ("decision_logs: {output: file}", "decision_logs.file"),
+            ("fail_mode: {status: 42}", "fail_mode.status"),
+            ("policy: {path: 'a//b'}", "policy.path"),
+            ("policy: {engine: turbo}", "engine"),
+            ("grpc: {addr: 'not an address'}", "addr"),
+        ] {
+            let err = SidecarConfig::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
+    }
+}

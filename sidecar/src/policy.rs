@@ -1,0 +1,397 @@
+//! The policy in force: compiled once per activation, swapped atomically, evaluated without locks.
+//!
+//! Each activation produces an immutable [`ActivePolicy`] with a new generation number. A Check loads
+//! the current `Arc<ActivePolicy>` once and finishes on it even if a swap happens meanwhile. Evaluation
+//! state (a regorus VM, or an interpreter engine clone) is kept per thread and per generation, so the hot
+//! path takes no lock and shares no mutable state.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use regent_bundle::Bundle;
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::Value;
+
+use crate::config::EngineChoice;
+use crate::sync::activate::PolicySink;
+use crate::sync::Refusal;
+
+/// Converts a decision path in OPA's syntax (`envoy/authz/allow`) to a rule reference
+/// (`data.envoy.authz.allow`). Slashes at both ends are trimmed; segments that are not plain identifiers
+/// are quoted (`test/com.foo/allow` → `data.test["com.foo"].allow`).
+pub fn decision_rule(path: &str) -> Result<String, String> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err(format!("policy.path {path:?} is empty"));
+    }
+    let mut rule = String::from("data");
+    for seg in trimmed.split('/') {
+        if seg.is_empty() {
+            return Err(format!("policy.path {path:?} has an empty segment"));
+        }
+        let ident = seg
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident {
+            rule.push('.');
+            rule.push_str(seg);
+        } else {
+            rule.push_str(&serde_json::to_string(&[seg]).unwrap_or_default());
+        }
+    }
+    Ok(rule)
+}
+
+/// Settings that shape every compiled policy.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// Decision rule, `data.`-prefixed.
+    pub rule: String,
+    /// Evaluator choice.
+    pub engine: EngineChoice,
+    /// Per-evaluation time limit.
+    pub eval_timeout: Duration,
+}
+
+/// Which evaluator a policy runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaluatorKind {
+    /// regorus's bytecode VM.
+    Vm,
+    /// regorus's tree-walking interpreter.
+    Interpreter,
+}
+
+impl EvaluatorKind {
+    /// Lowercase name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluatorKind::Vm => "vm",
+            EvaluatorKind::Interpreter => "interpreter",
+        }
+    }
+}
+
+/// A compiled, immutable policy.
+pub struct ActivePolicy {
+    generation: u64,
+    rule: String,
+    kind: EvaluatorKind,
+    engine: regorus::Engine,
+    program: Option<Arc<Program>>,
+    data: Value,
+    timer: ExecutionTimerConfig,
+    /// Bundle name → revision.
+    pub revisions: Arc<BTreeMap<String, String>>,
+    /// When it was activated.
+    pub activated_at: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for ActivePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivePolicy")
+            .field("generation", &self.generation)
+            .field("rule", &self.rule)
+            .field("kind", &self.kind)
+            .field("revisions", &self.revisions)
+            .finish()
+    }
+}
+
+/// Why a policy cannot be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// Loading the bundles failed (roots, modules, data, conflicts).
+    #[error(transparent)]
+    Load(#[from] regent_bundle::engine::LoadError),
+    /// Registering Regent's builtins failed.
+    #[error("registering builtins: {0}")]
+    Builtins(String),
+    /// The decision rule does not exist or does not compile.
+    #[error("decision rule {rule}: {message}")]
+    Entrypoint {
+        /// The rule.
+        rule: String,
+        /// regorus message.
+        message: String,
+    },
+    /// `engine: vm` was required but the policy does not compile to the VM.
+    #[error("policy does not compile to the bytecode VM (policy.engine is `vm`): {0}")]
+    VmRequired(String),
+    /// The policy calls a function that does not exist.
+    #[error("decision rule {rule}: {message}")]
+    UnknownFunction {
+        /// The rule.
+        rule: String,
+        /// regorus message.
+        message: String,
+    },
+}
+
+/// Why one evaluation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct EvalError {
+    /// regorus message.
+    pub message: String,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    // One evaluator per thread, rebuilt when the thread first meets a new generation.
+    static LOCAL: RefCell<Option<(u64, LocalEval)>> = const { RefCell::new(None) };
+}
+
+enum LocalEval {
+    Vm(Box<RegoVM>),
+    Interpreter(Box<regorus::Engine>),
+}
+
+impl ActivePolicy {
+    /// Compiles bundles into a policy: load (with OPA's checks), register builtins, check the decision
+    /// rule, choose the evaluator, and run one trial evaluation to catch unknown functions now rather
+    /// than on the first request.
+    pub fn compile(
+        bundles: &[(String, Arc<Bundle>)],
+        settings: &PolicySettings,
+    ) -> Result<ActivePolicy, ActivationError> {
+        let refs: Vec<(&str, &Bundle)> = bundles
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_ref()))
+            .collect();
+        let mut engine = regent_bundle::engine::load_bundles(&refs)?;
+        crate::builtins::register(&mut engine)
+            .map_err(|e| ActivationError::Builtins(format!("{e:#}")))?;
+        let timer = ExecutionTimerConfig {
+            limit: settings.eval_timeout,
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        };
+        engine.set_execution_timer_config(timer);
+        let entry: regorus::Rc<str> = settings.rule.as_str().into();
+        let compiled =
+            engine
+                .compile_with_entrypoint(&entry)
+                .map_err(|e| ActivationError::Entrypoint {
+                    rule: settings.rule.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let program = match settings.engine {
+            EngineChoice::Interpreter => None,
+            EngineChoice::Auto => {
+                Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()]).ok()
+            }
+            EngineChoice::Vm => Some(
+                Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()])
+                    .map_err(|e| ActivationError::VmRequired(format!("{e:#}")))?,
+            ),
+        };
+        let kind = if program.is_some() {
+            EvaluatorKind::Vm
+        } else {
+            EvaluatorKind::Interpreter
+        };
+        let data = engine.get_data();
+        let policy = ActivePolicy {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            rule: settings.rule.clone(),
+            kind,
+            engine,
+            program,
+            data,
+            timer,
+            revisions: Arc::new(
+                bundles
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.revision().to_string()))
+                    .collect(),
+            ),
+            activated_at: std::time::SystemTime::now(),
+        };
+        // regorus reports a call to an unknown function only when the rule runs.
+        if let Err(e) = policy.fresh_eval(Value::new_object()) {
+            if e.message.contains("could not find function")
+                || e.message.contains("Unknown function")
+            {
+                return Err(ActivationError::UnknownFunction {
+                    rule: settings.rule.clone(),
+                    message: e.message,
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Which evaluator runs this policy.
+    pub fn kind(&self) -> EvaluatorKind {
+        self.kind
+    }
+
+    /// Generation number (increases with every activation).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn new_local(&self) -> Result<LocalEval, EvalError> {
+        match &self.program {
+            Some(program) => {
+                let mut vm = RegoVM::new();
+                vm.load_program(program.clone());
+                vm.set_data(self.data.clone()).map_err(|e| EvalError {
+                    message: format!("{e:#}"),
+                })?;
+                vm.set_execution_timer_config(Some(self.timer));
+                Ok(LocalEval::Vm(Box::new(vm)))
+            }
+            None => Ok(LocalEval::Interpreter(Box::new(self.engine.clone()))),
+        }
+    }
+
+    fn run(&self, local: &mut LocalEval, input: Value) -> Result<Value, EvalError> {
+        match local {
+            LocalEval::Vm(vm) => {
+                vm.set_input(input);
+                vm.execute().map_err(|e| EvalError {
+                    message: e.to_string(),
+                })
+            }
+            LocalEval::Interpreter(engine) => {
+                engine.set_input(input);
+                engine.eval_rule(self.rule.clone()).map_err(|e| EvalError {
+                    message: format!("{e:#}"),
+                })
+            }
+        }
+    }
+
+    /// Evaluates with a fresh evaluator (no thread-local reuse); used for trial runs and tests.
+    pub fn fresh_eval(&self, input: Value) -> Result<Value, EvalError> {
+        let mut local = self.new_local()?;
+        self.run(&mut local, input)
+    }
+
+    /// Evaluates the decision rule for `input` on this thread's evaluator. `Undefined` means no decision.
+    pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
+        LOCAL.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let reuse = matches!(&*slot, Some((g, _)) if *g == self.generation);
+            if !reuse {
+                *slot = Some((self.generation, self.new_local()?));
+            }
+            match slot.as_mut() {
+                Some((_, local)) => self.run(local, input),
+                None => Err(EvalError {
+                    message: "evaluator missing".into(),
+                }),
+            }
+        })
+    }
+}
+
+/// Holds the policy in force.
+pub struct PolicyStore {
+    current: ArcSwapOption<ActivePolicy>,
+    settings: PolicySettings,
+    activations: prometheus::IntCounter,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl PolicyStore {
+    /// An empty store (no policy: Check answers per `fail_mode`).
+    pub fn new(settings: PolicySettings, activations: prometheus::IntCounter) -> Self {
+        PolicyStore {
+            current: ArcSwapOption::empty(),
+            settings,
+            activations,
+            generation: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Changes to the generation of the policy in force (0 while none is active).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The settings every policy is compiled with.
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    /// The policy in force, if any. Cheap: no lock, one atomic load and a refcount.
+    pub fn current(&self) -> Option<Arc<ActivePolicy>> {
+        self.current.load_full()
+    }
+
+    /// Whether a policy is in force.
+    pub fn is_active(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Bundle name → revision of the policy in force.
+    pub fn revisions(&self) -> BTreeMap<String, String> {
+        self.current()
+            .map(|p| (*p.revisions).clone())
+            .unwrap_or_default()
+    }
+
+    /// Compiles the bundles and swaps the result in atomically. On error the current policy stays.
+    /// CPU-bound: async callers use `spawn_blocking`.
+    pub fn activate(
+        &self,
+        bundles: &[(String, Arc<Bundle>)],
+    ) -> Result<Arc<ActivePolicy>, ActivationError> {
+        let started = Instant::now();
+        let policy = Arc::new(ActivePolicy::compile(bundles, &self.settings)?);
+        self.current.store(Some(policy.clone()));
+        self.activations.inc();
+        self.generation.send_replace(policy.generation);
+        tracing::info!(
+            revisions = ?policy.revisions,
+            evaluator = policy.kind.as_str(),
+            generation = policy.generation,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "policy activated"
+        );
+        Ok(policy)
+    }
+}
+
+impl PolicySink<Bundle> for Arc<PolicyStore> {
+    fn activate(&self, bundles: Vec<(String, Arc<Bundle>)>) -> Result<(), Refusal> {
+        PolicyStore::activate(self, &bundles)
+            .map(|_| ())
+            .map_err(|e| Refusal::new("compile", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_paths_follow_opa_syntax() {
+        assert_eq!(
+            decision_rule("envoy/authz/allow").unwrap(),
+            "data.envoy.authz.allow"
+        );
+        assert_eq!(
+            decision_rule("/istio/authz/allow/").unwrap(),
+            "data.istio.authz.allow"
+        );
+        assert_eq!(
+            decision_rule("test/com.foo/allow").unwrap(),
+            r#"data.test["com.foo"].allow"#
+        );
+        assert!(decision_rule("").is_err());
+        assert!(decision_rule("a//b").is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! Starts every part of the sidecar from a configuration: the gRPC Authorization service (TCP, optional
+//! Unix socket and TLS/mTLS, health, reflection), the side HTTP port, the optional HTTP-service
+//! ext_authz listener, and the policy source (a local bundle or sync).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::authorizer::Authorizer;
+use crate::config::SidecarConfig;
+use crate::decision_log::DecisionLogger;
+use crate::input::{load_descriptor_set, InputOptions};
+use crate::metrics::Metrics;
+use crate::policy::{decision_rule, PolicySettings, PolicyStore};
+
+/// The gRPC `Authorization` service.
+pub struct CheckService(pub Arc<Authorizer>);
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        match self.0.check(request.get_ref()) {
+            Ok(resp) => Ok(tonic::Response::new(resp)),
+            Err(f) => Err(tonic::Status::unknown(format!(
+                "{}: {}",
+                f.reason, f.message
+            ))),
+        }
+    }
+}
+
+/// A running sidecar.
+pub struct Running {
+    /// Bound gRPC TCP address.
+    pub grpc_addr: SocketAddr,
+    /// Bound side HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound HTTP-service ext_authz address, when enabled.
+    pub ext_authz_addr: Option<SocketAddr>,
+    /// The policy store.
+    pub store: Arc<PolicyStore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Bundle sync, when configured.
+    pub sync: Option<crate::sync::SyncHandle>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops listeners and background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(sync) = self.sync {
+            sync.shutdown().await;
+        }
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SideState {
+    store: Arc<PolicyStore>,
+    metrics: Metrics,
+    listening: Arc<AtomicBool>,
+}
+
+/// Starts the sidecar. Listeners are bound before this returns (ports 0 are resolved), so callers can
+/// connect at once; the policy source starts after the gRPC listener, so Envoy gets `fail_mode` answers
+/// rather than connection errors while the first policy loads.
+pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let rule = decision_rule(&cfg.policy.path).map_err(anyhow::Error::msg)?;
+    let store = Arc::new(PolicyStore::new(
+        PolicySettings {
+            rule,
+            engine: cfg.policy.engine,
+            eval_timeout: Duration::from_millis(cfg.policy.eval_timeout_ms),
+        },
+        metrics.activations.clone(),
+    ));
+    let logger = DecisionLogger::start(
+        &cfg.decision_logs,
+        &cfg.policy.path,
+        metrics.logs_dropped.clone(),
+    )
+    .context("starting the decision logger")?;
+    let descriptors = match &cfg.policy.proto_descriptor {
+        Some(p) => Some(Arc::new(
+            load_descriptor_set(p).context("policy.proto_descriptor")?,
+        )),
+        None => None,
+    };
+    let input = InputOptions {
+        skip_request_body_parse: cfg.policy.skip_request_body_parse,
+        descriptors,
+    };
+    let authorizer = Arc::new(Authorizer::new(
+        store.clone(),
+        metrics.clone(),
+        logger,
+        input,
+        cfg.policy.dry_run,
+        cfg.fail_mode.clone(),
+    ));
+    if cfg.policy.dry_run {
+        tracing::warn!(
+            "dry-run is on: every request is allowed; decision logs show the real decisions"
+        );
+    }
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let listening = Arc::new(AtomicBool::new(false));
+
+    // gRPC
+    let tcp = tokio::net::TcpListener::bind(cfg.grpc.addr)
+        .await
+        .with_context(|| format!("binding grpc.addr {}", cfg.grpc.addr))?;
+    let grpc_addr = tcp.local_addr()?;
+    let tls = match &cfg.grpc.tls {
+        None => None,
+        Some(t) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("grpc.tls: reading {}", p.display()))
+            };
+            let mut tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&t.cert_file)?, read(&t.key_file)?));
+            if let Some(ca) = &t.client_ca_file {
+                tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+            }
+            Some(tls)
+        }
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = if cfg.grpc.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .context("building gRPC reflection")?,
+        )
+    } else {
+        None
+    };
+    let make_router =
+        |tls: &Option<ServerTlsConfig>| -> anyhow::Result<tonic::transport::server::Router> {
+            let mut builder = Server::builder();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls.clone()).context("grpc.tls")?;
+            }
+            let svc = AuthorizationServer::new(CheckService(authorizer.clone()))
+                .max_decoding_message_size(cfg.grpc.max_recv_message_bytes);
+            Ok(builder
+                .add_service(svc)
+                .add_service(health_service.clone())
+                .add_optional_service(reflection.clone()))
+        };
+    let router = make_router(&tls)?;
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    }));
+    #[cfg(unix)]
+    if let Some(path) = &cfg.grpc.unix_socket {
+        if path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let uds = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding grpc.unix_socket {}", path.display()))?;
+        let router = make_router(&tls)?;
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+            {
+                tracing::error!(error = %e, "gRPC Unix-socket server stopped");
+            }
+        }));
+    }
+    listening.store(true, Ordering::Release);
+
+    // gRPC health follows the policy: SERVING once one is active.
+    let mut generations = store.subscribe();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            if *generations.borrow_and_update() > 0 {
+                health_reporter
+                    .set_serving::<AuthorizationServer<CheckService>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            } else {
+                health_reporter
+                    .set_not_serving::<AuthorizationServer<CheckService>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            if generations.changed().await.is_err() {
+                return;
+            }
+        }
+    }));
+
+    // Side HTTP port.
+    let side = SideState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        listening: listening.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        .route("/ready", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .with_state(side);
+    let http = tokio::net::TcpListener::bind(cfg.http.addr)
+        .await
+        .with_context(|| format!("binding http.addr {}", cfg.http.addr))?;
+    let http_addr = http.local_addr()?;
+    tasks.push(spawn_axum(http, app, shutdown_rx.clone()));
+
+    // Envoy's HTTP-service ext_authz mode.
+    let ext_authz_addr = match cfg.http.ext_authz_addr {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding http.ext_authz_addr {addr}"))?;
+            let bound = l.local_addr()?;
+            let app = crate::http_mode::router(
+                authorizer.clone(),
+                cfg.http.ext_authz_path_prefix.clone(),
+                cfg.http.ext_authz_max_body_bytes,
+            );
+            tasks.push(spawn_axum(l, app, shutdown_rx.clone()));
+            Some(bound)
+        }
+    };
+
+    // Policy source.
+    let mut sync = None;
+    if let Some(path) = &cfg.policy.bundle {
+        tasks.push(crate::local_bundle::watch(
+            store.clone(),
+            path.clone(),
+            Duration::from_secs(1),
+        ));
+    } else if !cfg.sync.bundles.is_empty() {
+        let activator = crate::sync::regent_format::regent_activator(&cfg.sync, store.clone())?;
+        sync =
+            Some(crate::sync::start_with(&cfg.sync, Arc::new(activator), &metrics.registry).await?);
+    } else {
+        tracing::warn!(
+            "no policy source configured (policy.bundle or sync.bundles): answering per fail_mode"
+        );
+    }
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, ext_authz_http = ?ext_authz_addr, "regent-sidecar listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        ext_authz_addr,
+        store,
+        metrics,
+        sync,
+        shutdown,
+        tasks,
+    })
+}
+
+fn spawn_axum(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })
+}
+
+async fn ready(State(s): State<SideState>) -> impl IntoResponse {
+    let listening = s.listening.load(Ordering::Acquire);
+    let policy = s.store.current();
+    let body = serde_json::json!({
+        "ready": listening && policy.is_some(),
+        "listening": listening,
+        "policy_active": policy.is_some(),
+        "revisions": policy.as_ref().map(|p| (*p.revisions).clone()).unwrap_or_default(),
+    });
+    let code = if listening && policy.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
+async fn metrics_text(State(s): State<SideState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+}
