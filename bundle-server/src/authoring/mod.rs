@@ -1,0 +1,8 @@
+//! The policy authors' commands, one file each. Every `run` returns the process exit code.
+
+pub mod build;
+pub mod check;
+pub mod eval;
+pub mod keygen;
+pub mod sign;
+pub mod verify;
