@@ -125,7 +125,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     if let Some(v) = input {
         doc["input"] = serde_json::to_value(&v)?;
     }
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    outln!("{}", serde_json::to_string_pretty(&TopLevelOrder(&doc))?);
     Ok(if is_allowed(&response) {
         0
     } else {
@@ -234,5 +234,40 @@ fn grpc_code_name(code: i32) -> &'static str {
         14 => "UNAVAILABLE",
         16 => "UNAUTHENTICATED",
         _ => "OTHER",
+    }
+}
+
+/// Prints the top-level keys in reading order (verdict first, the large `input` last); serde_json
+/// would sort them.
+struct TopLevelOrder<'a>(&'a Json);
+
+impl serde::Serialize for TopLevelOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const ORDER: &[&str] = &[
+            "allowed",
+            "status",
+            "ok_response",
+            "denied_response",
+            "error_response",
+            "dynamic_metadata",
+            "decision",
+            "input",
+        ];
+        let Some(obj) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(obj.len()))?;
+        for key in ORDER {
+            if let Some(v) = obj.get(*key) {
+                map.serialize_entry(key, v)?;
+            }
+        }
+        for (k, v) in obj {
+            if !ORDER.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }

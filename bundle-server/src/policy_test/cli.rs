@@ -58,13 +58,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
     };
     let outcome = run_tests_with(&args.dir, &opts);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Rendered in memory first: a closed stdout (`| head`) must not change the exit code.
+    let mut buf = Vec::new();
     let code = match args.format {
-        OutputFormat::Text => write_text(&mut out, &args, outcome)?,
-        OutputFormat::Json => write_json(&mut out, &args, outcome)?,
+        OutputFormat::Text => write_text(&mut buf, &args, outcome)?,
+        OutputFormat::Json => write_json(&mut buf, &args, outcome)?,
     };
-    out.flush()?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf).and_then(|()| out.flush());
     Ok(code)
 }
 
