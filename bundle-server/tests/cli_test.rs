@@ -185,3 +185,42 @@ fn json_format_reports_each_test() {
         "envoy/extra_test.rego:7: trying POST as alice"
     );
 }
+
+/// Tests see the sidecar's `io.jwt.*` builtins, which regorus lacks, and can mock functions.
+#[test]
+fn tests_use_the_sidecar_builtins_and_with() {
+    let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIl19.c2lnbmF0dXJl";
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = "package jwt\n\nimport rego.v1\n\nclaims := io.jwt.decode(input.token)[1]\n\nis_admin if \"admin\" in claims.roles\n\nnow := time.now_ns()\n\nfresh if now > 0\n";
+    let tests = format!(
+        "package jwt_test\n\nimport rego.v1\n\ntest_admin_claim if data.jwt.is_admin with input as {{\"token\": \"{token}\"}}\n\nmock_now := 0\n\ntest_clock_mocked if not data.jwt.fresh with time.now_ns as mock_now\n\ntest_garbage_token if not data.jwt.is_admin with input as {{\"token\": \"x\"}}\n"
+    );
+    write_tree(
+        tmp.path(),
+        &[("j/jwt.rego", policy), ("j/jwt_test.rego", tests.as_str())],
+    );
+    let o = regent(tmp.path(), &["test", "j"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("3 passed, 0 failed"), "{}", stdout(&o));
+
+    std::fs::write(
+        tmp.path().join("in.json"),
+        format!("{{\"token\": \"{token}\"}}"),
+    )
+    .unwrap();
+    let o = regent(
+        tmp.path(),
+        &[
+            "eval",
+            "--bundle",
+            "j",
+            "--input",
+            "in.json",
+            "--path",
+            "jwt/claims",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["sub"], "alice");
+}
