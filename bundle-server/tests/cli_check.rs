@@ -101,6 +101,15 @@ fn check_allow_deny_and_bad_request() {
         "{doc}"
     );
 
+    // The request can come from standard input.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_regent"))
+        .args(["check", "--bundle", "policies", "--request", "-"])
+        .current_dir(cwd)
+        .stdin(std::fs::File::open(cwd.join("bob.json")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
     // The same through a built archive, and with the input shown.
     assert_eq!(
         code(&regent(cwd, &["build", "policies", "-o", "b.tar.gz"])),
