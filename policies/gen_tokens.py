@@ -10,6 +10,9 @@ thrown away, never written. The outputs are committed, so tests never need this 
 - policies/envoy/envoy/authz/jwks/data.json         JWKS of the demo issuer (bundle data)
 - policies/envoy/envoy/authz/tokens_test.rego        named tokens for the demo tests
 - policies/envoy/demo-tokens.json                   the demo tokens, for curl and the e2e harness
+- policies/*/checks/<decision.path>/<case>.<allowed|denied>.json
+                                                    Envoy CheckRequests that test.sh runs through
+                                                    `regent check` (the sidecar's own input builder)
 
 Library tokens are valid around T0 (2026-01-01T00:00:00Z): tests pin the evaluation time with
 the request time in the input. Demo tokens expire in 2100, so `make run` works on any clock.
@@ -18,6 +21,8 @@ the request time in the input. Demo tokens expire in 2100, so `make run` works o
 import base64
 import json
 import os
+import shutil
+import struct
 
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -175,6 +180,7 @@ def library():
           json.dumps({"keys": [rsa_key.jwk(), ec_key.jwk()]}, indent=2) + "\n")
     write("library/regent/testdata/tokens_test.rego",
           rego_tokens("regent.testdata", t, "tokens valid around 2026-01-01T00:00:00Z."))
+    return t
 
 
 def demo():
@@ -197,8 +203,117 @@ def demo():
     write("envoy/envoy/authz/tokens_test.rego",
           rego_tokens("envoy.testdata", t, "demo tokens (see policies/envoy/demo-tokens.json)."))
     write("envoy/demo-tokens.json", json.dumps(t, indent=2, sort_keys=True) + "\n")
+    return t
+
+
+def pb_string(field, value):
+    b = value.encode()
+    return bytes([(field << 3) | 2, len(b)]) + b
+
+
+def pb_varint(field, value):
+    out = bytes([field << 3])
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def check_request(method, path, headers, time=None, principal=None, callee=None, body=None, raw=None):
+    http = {"method": method, "path": path, "protocol": "HTTP/1.1",
+            "headers": dict({":path": path, ":method": method}, **headers)}
+    if body is not None:
+        http["body"] = body
+    if raw is not None:
+        http["protocol"] = "HTTP/2"
+        http["rawBody"] = base64.b64encode(b"\x00" + struct.pack(">I", len(raw)) + raw).decode()
+    attrs = {"request": {"http": http}}
+    if time:
+        attrs["request"]["time"] = time
+    if principal:
+        attrs["source"] = {"principal": principal}
+    if callee:
+        attrs["destination"] = {"principal": callee}
+    return {"attributes": attrs}
+
+
+def checks(lib, demo_tokens):
+    t0 = "2026-01-01T00:00:00Z"
+
+    def bearer(tok):
+        return {"authorization": "Bearer " + tok}
+
+    grpc = {"content-type": "application/grpc"}
+    orders_path = "/regent.example.v1.Orders/"
+    importer = "spiffe://regent.example/ns/shop/sa/importer"
+    frontend = "spiffe://regent.example/ns/shop/sa/frontend"
+    orders_svc = "spiffe://regent.example/ns/shop/sa/orders"
+    cases = {
+        "library": {
+            "regent.grpc.allow": {
+                "get_order_own_tenant.allowed": check_request(
+                    "POST", orders_path + "GetOrder", dict(grpc, **bearer(lib["alice_read_only"])), t0,
+                    raw=pb_string(1, "o-1") + pb_string(2, "acme")),
+                "get_order_other_tenant.denied": check_request(
+                    "POST", orders_path + "GetOrder", dict(grpc, **bearer(lib["alice_read_only"])), t0,
+                    raw=pb_string(1, "o-9") + pb_string(2, "globex")),
+                "create_refund.allowed": check_request(
+                    "POST", orders_path + "CreateRefund", dict(grpc, **bearer(lib["alice_refund"])), t0,
+                    raw=pb_string(1, "o-1") + pb_string(2, "acme") + pb_varint(3, 1500)),
+                "create_refund_old_order.denied": check_request(
+                    "POST", orders_path + "CreateRefund", dict(grpc, **bearer(lib["alice_refund"])), t0,
+                    raw=pb_string(1, "o-old") + pb_string(2, "acme") + pb_varint(3, 100)),
+                "upload_orders_by_importer.allowed": check_request(
+                    "POST", orders_path + "UploadOrders", grpc, t0, principal=importer,
+                    raw=pb_string(1, "o-5")),
+                "upload_orders_by_frontend.denied": check_request(
+                    "POST", orders_path + "UploadOrders", grpc, t0, principal=frontend,
+                    raw=pb_string(1, "o-5")),
+            },
+            "regent.edge.allow": {
+                "list_orders.allowed": check_request("GET", "/api/orders?limit=5", bearer(lib["alice"]), t0),
+                "no_token.denied": check_request("GET", "/api/orders", {}, t0),
+                "expired_token.denied": check_request("GET", "/api/orders", bearer(lib["expired"]), t0),
+                "encoded_slash_dot_segment.denied": check_request(
+                    "GET", "/api/orders/..%2Fadmin", bearer(lib["alice"]), t0),
+            },
+            "regent.s2s.allow": {
+                "frontend_reads_orders.allowed": check_request(
+                    "GET", "/api/orders/o-1", {}, principal=frontend, callee=orders_svc),
+                "cart_reads_orders.denied": check_request(
+                    "GET", "/api/orders/o-1", {}, principal="spiffe://regent.example/ns/shop/sa/cart",
+                    callee=orders_svc),
+            },
+            "regent.refunds.allow": {
+                "refund_json_body.allowed": check_request(
+                    "POST", "/api/orders/o-1/refunds",
+                    dict({"content-type": "application/json"}, **bearer(lib["alice_refund"])), t0,
+                    body='{"amount_cents": 1500}'),
+                "refund_over_total.denied": check_request(
+                    "POST", "/api/orders/o-1/refunds",
+                    dict({"content-type": "application/json"}, **bearer(lib["alice_refund"])), t0,
+                    body='{"amount_cents": 99999}'),
+            },
+        },
+        "envoy": {
+            "envoy.authz.allow": {
+                "alice_lists_orders.allowed": check_request("GET", "/api/orders", bearer(demo_tokens["alice"])),
+                "alice_deletes_order.denied": check_request("DELETE", "/api/orders/1", bearer(demo_tokens["alice"])),
+                "admin_deletes_order.allowed": check_request("DELETE", "/api/orders/1", bearer(demo_tokens["admin"])),
+                "no_token.denied": check_request("GET", "/api/orders", {}),
+                "health.allowed": check_request("GET", "/health", {}),
+            },
+        },
+    }
+    for bundle, paths in cases.items():
+        shutil.rmtree(os.path.join(ROOT, bundle, "checks"), ignore_errors=True)
+        for path, reqs in paths.items():
+            for name, req in reqs.items():
+                write(f"{bundle}/checks/{path}/{name}.json", json.dumps(req, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    library()
-    demo()
+    checks(library(), demo())

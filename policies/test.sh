@@ -6,6 +6,9 @@
 # A bundle directory is any directory right under policies/ holding a .rego file. The build also
 # compiles each decision path listed below exactly as a sidecar configured with it would (the rule
 # must exist and call no unknown function), so a renamed rule fails here, not in production.
+# Then every policies/<bundle>/checks/<decision.path>/<case>.<allowed|denied>.json (an Envoy
+# CheckRequest) goes through `regent check`, i.e. the sidecar's own input builder (path parsing,
+# JSON and gRPC body decoding with proto/orders.pb) and decision mapping, and must get that answer.
 # REGENT=/path/to/regent skips the cargo build.
 set -euo pipefail
 
@@ -47,6 +50,29 @@ for dir in policies/*/; do
 	if ! "$REGENT" build "$dir" -o "$work/$name.tar.gz" "${path_args[@]}"; then
 		failed+=("$dir (build)")
 	fi
+	for check in "$dir"/checks/*/*.json; do
+		[[ -e "$check" ]] || continue
+		path="$(basename "$(dirname "$check")")"
+		path="${path//.//}"
+		case "$check" in
+		*.allowed.json) want=0 ;;
+		*.denied.json) want=3 ;;
+		*)
+			failed+=("$check (name must end in .allowed.json or .denied.json)")
+			continue
+			;;
+		esac
+		got=0
+		"$REGENT" check --bundle "$dir" --path "$path" --proto-descriptor proto/orders.pb \
+			--request "$check" >"$work/check.out" 2>&1 || got=$?
+		if [[ "$got" == "$want" ]]; then
+			echo "PASS check $check"
+		else
+			echo "FAIL check $check (exit $got, want $want)"
+			cat "$work/check.out"
+			failed+=("$check")
+		fi
+	done
 done
 
 if ((${#failed[@]} > 0)); then

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates envoy/authz/bindings/data.json and sample-inputs.json of the RBAC reference bundle.
+"""Regenerates envoy/authz/bindings/data.json, sample-inputs.json and checks/ of the RBAC bundle.
 
 Deterministic (fixed seed): `python3 policies/rbac/gen_data.py` from the repository root gives the
 same files. 200 users in 20 tenants bound to the 9 roles of envoy/authz/data.json.
@@ -80,3 +80,25 @@ samples = {
 with open(os.path.join(HERE, "sample-inputs.json"), "w") as f:
     json.dump(samples, f, indent=1, sort_keys=True)
     f.write("\n")
+
+
+def check_request(method, path, subject):
+    """An Envoy CheckRequest (proto3 JSON) for `regent check`, run by policies/test.sh."""
+    return {"attributes": {
+        "request": {"http": {"method": method, "path": path, "headers": {":path": path, ":method": method}}},
+        "metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"verified_jwt": {"sub": subject}}}},
+    }}
+
+
+checks = {
+    "tenant_read.allowed": check_request("GET", "/api/v1/tenants/tenant-10/orders/o-1", "user-010"),
+    "tenant_write.denied": check_request("DELETE", "/api/v1/tenants/tenant-10/orders/o-1", "user-010"),
+    "cross_tenant.denied": check_request("GET", "/api/v1/tenants/tenant-03/orders", "user-010"),
+    "platform_admin.allowed": check_request("PUT", "/api/v1/tenants/tenant-11/users/u-1", "user-000"),
+}
+out = os.path.join(HERE, "checks/envoy.authz.allow")
+os.makedirs(out, exist_ok=True)
+for name, req in checks.items():
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(req, f, indent=1, sort_keys=True)
+        f.write("\n")
