@@ -145,6 +145,7 @@ def library():
         "alice_multi_aud": token(rsa_key, c(sub="alice", tenant="acme", scope="orders:read",
                                             aud=["billing.regent.example", aud])),
         "alice_no_tenant": token(rsa_key, c(sub="alice", scope="orders:read")),
+        "reporting_scp": token(rsa_key, c(sub="reporting", scp=["orders:read", "reports:read"])),
         "bob_globex": token(rsa_key, c(sub="bob", tenant="globex", scope="orders:read orders:write")),
         "erin_acme_admin": token(rsa_key, c(sub="erin", tenant="acme", roles=["tenant_admin"],
                                             scope="orders:read orders:write users:admin")),
