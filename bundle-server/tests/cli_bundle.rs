@@ -338,3 +338,42 @@ fn build_refuses_broken_policies() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--kid"), "{}", stderr(&o));
 }
+
+#[test]
+fn build_sets_roots_and_refuses_packages_outside_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    let o = regent(
+        cwd,
+        &[
+            "build", "policies", "-o", "b.tar.gz", "--root", "envoy", "--root", "authz",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let bundle = read_bundle(&cwd.join("b.tar.gz"));
+    assert_eq!(
+        bundle.manifest().effective_roots(),
+        vec!["envoy".to_string(), "authz".to_string()]
+    );
+
+    let o = regent(
+        cwd,
+        &["build", "policies", "-o", "c.tar.gz", "--root", "envoy"],
+    );
+    assert_clean_error(&o, "authz/data.json");
+    assert!(
+        stderr(&o).contains("outside the bundle roots"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!cwd.join("c.tar.gz").exists());
+
+    // A .manifest in the directory is used when no --root is given.
+    write_tree(
+        cwd,
+        &[("policies/.manifest", r#"{"roots": ["envoy/authz"]}"#)],
+    );
+    let o = regent(cwd, &["build", "policies", "-o", "d.tar.gz"]);
+    assert_clean_error(&o, "outside the bundle roots");
+}

@@ -101,6 +101,57 @@ fn check_allow_deny_and_bad_request() {
         "{doc}"
     );
 
+    // The request can come from standard input.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_regent"))
+        .args(["check", "--bundle", "policies", "--request", "-"])
+        .current_dir(cwd)
+        .stdin(std::fs::File::open(cwd.join("bob.json")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    // Both evaluators give the same answer; the VM refuses what only the interpreter runs.
+    for engine in ["vm", "interpreter"] {
+        let o = regent(
+            cwd,
+            &[
+                "check",
+                "--bundle",
+                "policies",
+                "--request",
+                "alice.json",
+                "--engine",
+                engine,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{engine}: {}", stderr(&o));
+    }
+    write_tree(
+        cwd,
+        &[(
+            "jwtpol/p.rego",
+            "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if io.jwt.decode(input.attributes.request.http.headers.authorization)[1].sub == \"alice\"\n",
+        )],
+    );
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "jwtpol",
+            "--request",
+            "alice.json",
+            "--engine",
+            "vm",
+        ],
+    );
+    assert_clean_error(&o, "bytecode VM");
+    let o = regent(
+        cwd,
+        &["check", "--bundle", "jwtpol", "--request", "alice.json"],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+
     // The same through a built archive, and with the input shown.
     assert_eq!(
         code(&regent(cwd, &["build", "policies", "-o", "b.tar.gz"])),

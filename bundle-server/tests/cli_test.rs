@@ -146,6 +146,15 @@ fn coverage_reports_uncovered_lines() {
     assert!(!uncovered.split(", ").any(|r| r == "6"), "{line}");
     assert!(out.contains("total: "), "{out}");
 
+    // -v shows the code of each line never evaluated.
+    let o = regent(tmp.path(), &["test", "cov", "--coverage", "-v"]);
+    assert!(
+        stdout(&o).contains("      10 | \tx > 1000"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("| \tx < 10"), "{}", stdout(&o));
+
     let o = regent(
         tmp.path(),
         &["test", "cov", "--coverage", "--format", "json"],

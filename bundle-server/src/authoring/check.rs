@@ -55,12 +55,26 @@ pub struct CheckArgs {
     /// Longest the evaluation may run (the sidecar's `policy.eval_timeout_ms` defaults to 100ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub eval_timeout: Duration,
+    /// Evaluator, as the sidecar's `policy.engine` (`vm` fails when the policy needs the interpreter).
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
     /// Decision id put in the response's dynamic metadata (default: a random UUID, as the sidecar).
     #[arg(long)]
     pub decision_id: Option<String>,
     /// Also print the input document the policy saw.
     #[arg(long)]
     pub show_input: bool,
+}
+
+/// The sidecar's `policy.engine` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// The bytecode VM when the policy compiles to it, else the interpreter.
+    Auto,
+    /// Always the bytecode VM.
+    Vm,
+    /// Always the interpreter.
+    Interpreter,
 }
 
 /// Runs `regent check`; returns the exit code (0 allowed, 3 denied, 1 error).
@@ -84,7 +98,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let bundle = read_bundle(&args.bundle)?;
     let settings = PolicySettings {
         rule: rule.clone(),
-        engine: EngineChoice::Auto,
+        engine: match args.engine {
+            Engine::Auto => EngineChoice::Auto,
+            Engine::Vm => EngineChoice::Vm,
+            Engine::Interpreter => EngineChoice::Interpreter,
+        },
         eval_timeout: args.eval_timeout,
     };
     let policy = ActivePolicy::compile(
