@@ -16,7 +16,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 if [[ -z "${REGENT:-}" ]]; then
-	cargo build --quiet -p regent-bundle-server
+	"${CARGO:-cargo}" build --quiet -p regent-bundle-server
 	REGENT="${CARGO_TARGET_DIR:-$repo/target}/debug/regent"
 fi
 
