@@ -277,6 +277,12 @@ fn decode_verify_rejects_expired_not_yet_valid_wrong_iss_and_aud() {
     no_time.as_object_mut().expect("object").remove("time");
     assert!(!is_valid(&with(json!({})), no_time.clone()));
     assert!(is_valid(&with(json!({"exp": null, "nbf": null})), no_time));
+    // `time` as an integer number of nanoseconds, as `time.now_ns()` returns it: far above 2^53.
+    let mut int_time = constraints_for(&rsa);
+    int_time["time"] = json!(NOW * 1_000_000_000);
+    assert!(is_valid(&with(json!({})), int_time.clone()));
+    int_time["time"] = json!((NOW + 7200) * 1_000_000_000);
+    assert!(!is_valid(&with(json!({})), int_time));
 }
 
 #[test]

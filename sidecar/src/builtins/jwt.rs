@@ -157,8 +157,10 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
             "aud" => c.aud = Some(as_str("aud")?),
             "time" => {
                 c.time_ns = match val {
+                    // `time.now_ns()` is an integer above 2^53, which regorus's `as_f64` refuses.
                     Value::Number(n) => n
                         .as_f64()
+                        .or_else(|| n.as_i128().map(|i| i as f64))
                         .ok_or_else(|| JwtError::Constraints("time is out of range".into()))?,
                     _ => return Err(JwtError::Constraints("time must be a number".into())),
                 }
