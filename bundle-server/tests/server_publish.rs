@@ -196,6 +196,30 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         "same commit, same bundle"
     );
     srv.shutdown().await;
+
+    // Key rotation: add k2 and make it the signer. The k1-signed bundles are still restored
+    // (k1 is configured), then the same commit is re-signed with k2.
+    let k2 = Keys::new();
+    let mut cfg = config(&repo.origin, data.path(), &keys.private, &extra);
+    cfg.signing
+        .keys
+        .push(regent_bundle_server::server::config::SigningKeyConfig {
+            kid: "k2".into(),
+            private_key_file: k2.private.clone(),
+        });
+    cfg.signing.active_kid = "k2".into();
+    let srv = start(cfg).await;
+    assert!(srv.is_ready());
+    assert!(srv.build_now(BUILD).await);
+    let resp = client()
+        .get(url(&srv, "/bundles/authz"))
+        .send()
+        .await
+        .unwrap();
+    let (bundle, sig) = verify(&resp.bytes().await.unwrap(), &k2.keyring("k2"));
+    assert_eq!(sig.kid, "k2");
+    assert_eq!(bundle.revision(), fixed);
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
