@@ -268,6 +268,20 @@ fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {
         .map_err(|e| Failure::new(name, "compile", e.to_string()))?;
     regent_sidecar::builtins::register(&mut engine)
         .map_err(|e| Failure::new(name, "internal", format!("registering builtins: {e:#}")))?;
+    // regorus reports a call to a function that does not exist only when the call runs.
+    // Evaluating the whole document once on an empty input reaches every rule body that does
+    // not depend on the input; other evaluation errors are the tests' business.
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: ENTRYPOINT_EVAL_TIMEOUT,
+        check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
+    });
+    engine.set_input(regorus::Value::new_object());
+    if let Err(e) = engine.eval_query("data".to_string(), false) {
+        let message = format!("{e:#}");
+        if message.contains("could not find function") {
+            return Err(Failure::new(name, "compile", message));
+        }
+    }
     Ok(())
 }
 
@@ -311,6 +325,47 @@ mod tests {
             Some(("a/x.rego".into(), 12))
         );
         assert_eq!(find_location("no location"), None);
+    }
+
+    fn signer() -> Signer {
+        let (private, _) = signing::generate_key_pem();
+        Signer {
+            kid: "k".into(),
+            key: signing::signing_key_from_pem(&private, "test key").unwrap(),
+            scope: None,
+            issuer: "regent".into(),
+        }
+    }
+
+    fn bundle(dir: &str) -> BundleConfig {
+        BundleConfig {
+            name: "lib".into(),
+            dir: dir.into(),
+            roots: Some(vec!["lib".into()]),
+            entrypoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_function_outside_any_entrypoint_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("lib")).unwrap();
+        std::fs::write(
+            root.path().join("lib/lib.rego"),
+            "package lib\n\nx := 1\n\ny := nope.nothing(1)\n",
+        )
+        .unwrap();
+        let f = gate_commit(root.path(), "c1", &[bundle("lib")], &signer()).unwrap_err();
+        assert_eq!(f[0].reason, "compile", "{f:?}");
+        assert!(f[0].message.contains("nope.nothing"), "{f:?}");
+        assert_eq!(f[0].file.as_deref(), Some("lib/lib.rego"), "{f:?}");
+
+        std::fs::write(root.path().join("lib/lib.rego"), "package lib\n\nx := 1\n").unwrap();
+        let built = gate_commit(root.path(), "c2", &[bundle("lib")], &signer()).unwrap();
+        assert_eq!(built[0].revision, "c2");
+        assert_eq!(built[0].etag, etag_of(&built[0].bytes));
+        let missing = gate_commit(root.path(), "c3", &[bundle("nowhere")], &signer()).unwrap_err();
+        assert_eq!(missing[0].reason, "build");
     }
 
     #[test]
