@@ -208,3 +208,38 @@ async fn post_receive_hook_publishes_a_plain_push() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_answers_202_when_the_build_outlasts_its_wait() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, wait_seconds: 0}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+    repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
+    let second = repo.commit_push("second");
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let resp = client()
+        .post(url(&srv, "/v1/hooks/git"))
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(r["result"], "building");
+    // The build it requested still runs and publishes.
+    wait_published(&srv, "authz", &second).await;
+    srv.shutdown().await;
+}

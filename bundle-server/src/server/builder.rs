@@ -27,6 +27,7 @@ pub struct Builder {
 impl Builder {
     /// Runs until `shutdown` turns true. The first build starts at once.
     pub async fn run(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+        self.remove_stale_exports();
         let mut requests = shared.requested.subscribe();
         requests.mark_changed();
         let poll = Duration::from_secs(shared.cfg.git.poll_interval_seconds);
@@ -159,6 +160,20 @@ impl Builder {
             book.last_rejected = Some(report.clone());
         }
         book.last = Some(report);
+    }
+
+    /// A build interrupted by a crash or a kill leaves its exported tree behind.
+    fn remove_stale_exports(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.tmp_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("commit-") {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
+                }
+            }
+        }
     }
 
     /// Exports the commit and runs the gate on a blocking thread.
