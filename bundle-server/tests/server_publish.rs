@@ -342,3 +342,30 @@ async fn missing_branch_is_an_error_and_nothing_is_served() {
     assert_eq!(body["code"], "bundle_not_published");
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_identical_bundles() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(config(&repo.origin, d1.path(), &keys.private, "")).await;
+    let b = start(config(&repo.origin, d2.path(), &keys.private, "")).await;
+    wait_published(&a, "authz", &first).await;
+    wait_published(&b, "authz", &first).await;
+    for name in ["authz", "platform"] {
+        let path = format!("/bundles/{name}");
+        let ra = client().get(url(&a, &path)).send().await.unwrap();
+        let rb = client().get(url(&b, &path)).send().await.unwrap();
+        assert_eq!(ra.headers()["etag"], rb.headers()["etag"]);
+        let (ba, bb) = (ra.bytes().await.unwrap(), rb.bytes().await.unwrap());
+        assert_eq!(ba, bb, "{name}: same commit and key, same bytes");
+        let (_, sig) = verify(&ba, &keys.keyring("k1"));
+        let committed: i64 = git(&repo.work, &["log", "-1", "--format=%ct"])
+            .parse()
+            .unwrap();
+        assert_eq!(sig.iat, Some(committed));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -193,13 +193,19 @@ impl Builder {
             .await
             .map_err(|e| e.to_string())?;
         let root = tree.path().to_path_buf();
+        let signed_at = self
+            .git
+            .commit_time(commit)
+            .await
+            .map_err(|e| e.to_string())?;
         let commit_s = commit.to_string();
         let bundles = shared.cfg.bundles.clone();
         let signer = Arc::clone(&self.signer);
-        let res =
-            tokio::task::spawn_blocking(move || gate_commit(&root, &commit_s, &bundles, &signer))
-                .await
-                .map_err(|e| format!("build task failed: {e}"));
+        let res = tokio::task::spawn_blocking(move || {
+            gate_commit(&root, &commit_s, signed_at, &bundles, &signer)
+        })
+        .await
+        .map_err(|e| format!("build task failed: {e}"));
         drop(tree);
         res
     }

@@ -137,18 +137,21 @@ fn find_location(message: &str) -> Option<(String, u32)> {
     Some((file.to_string(), line))
 }
 
-/// Builds, checks and signs every bundle of the commit exported at `root`. Blocking and CPU
-/// heavy: run it on a blocking thread.
+/// Builds, checks and signs every bundle of the commit exported at `root`. `signed_at` becomes
+/// the signature's `iat`: the commit's committer time, so every replica (and every rebuild)
+/// produces byte-identical bundles for a commit. Blocking and CPU heavy: run it on a blocking
+/// thread.
 pub fn gate_commit(
     root: &Path,
     commit: &str,
+    signed_at: i64,
     bundles: &[BundleConfig],
     signer: &Signer,
 ) -> Result<Vec<BuiltBundle>, Vec<Failure>> {
     let mut failures = Vec::new();
     let mut built = Vec::new();
     for cfg in bundles {
-        match gate_bundle(root, commit, cfg, signer) {
+        match gate_bundle(root, commit, signed_at, cfg, signer) {
             Ok(b) => built.push(b),
             Err(mut f) => failures.append(&mut f),
         }
@@ -163,6 +166,7 @@ pub fn gate_commit(
 fn gate_bundle(
     root: &Path,
     commit: &str,
+    signed_at: i64,
     cfg: &BundleConfig,
     signer: &Signer,
 ) -> Result<BuiltBundle, Vec<Failure>> {
@@ -247,7 +251,7 @@ fn gate_bundle(
     let claims = SignClaims {
         iss: Some(signer.issuer.clone()),
         scope: signer.scope.clone(),
-        iat: None,
+        iat: Some(signed_at),
     };
     signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
         .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
@@ -355,16 +359,23 @@ mod tests {
             "package lib\n\nx := 1\n\ny := nope.nothing(1)\n",
         )
         .unwrap();
-        let f = gate_commit(root.path(), "c1", &[bundle("lib")], &signer()).unwrap_err();
+        let f = gate_commit(root.path(), "c1", 1, &[bundle("lib")], &signer()).unwrap_err();
         assert_eq!(f[0].reason, "compile", "{f:?}");
         assert!(f[0].message.contains("nope.nothing"), "{f:?}");
         assert_eq!(f[0].file.as_deref(), Some("lib/lib.rego"), "{f:?}");
 
         std::fs::write(root.path().join("lib/lib.rego"), "package lib\n\nx := 1\n").unwrap();
-        let built = gate_commit(root.path(), "c2", &[bundle("lib")], &signer()).unwrap();
+        let s = signer();
+        let built = gate_commit(root.path(), "c2", 2, &[bundle("lib")], &s).unwrap();
         assert_eq!(built[0].revision, "c2");
         assert_eq!(built[0].etag, etag_of(&built[0].bytes));
-        let missing = gate_commit(root.path(), "c3", &[bundle("nowhere")], &signer()).unwrap_err();
+        let again = gate_commit(root.path(), "c2", 2, &[bundle("lib")], &s).unwrap();
+        assert_eq!(
+            again[0].bytes, built[0].bytes,
+            "same commit, same key: same bytes"
+        );
+        let missing =
+            gate_commit(root.path(), "c3", 3, &[bundle("nowhere")], &signer()).unwrap_err();
         assert_eq!(missing[0].reason, "build");
     }
 
