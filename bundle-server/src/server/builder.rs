@@ -123,6 +123,11 @@ impl Builder {
             }
             Ok(Err(failures)) => {
                 for f in &failures {
+                    let failed_tests: Vec<String> = f
+                        .tests
+                        .iter()
+                        .map(|t| format!("{} ({}:{})", t.name, t.file, t.line))
+                        .collect();
                     shared
                         .metrics
                         .publish_failures
@@ -134,7 +139,7 @@ impl Builder {
                         reason = f.reason,
                         file = f.file.as_deref().unwrap_or(""),
                         line = f.line.unwrap_or(0),
-                        failed_tests = f.tests.len(),
+                        failed_tests = %failed_tests.join(", "),
                         message = %f.message,
                         "commit refused by the publish gate; the previous revision stays served"
                     );
