@@ -266,6 +266,14 @@ async fn etag_304_long_poll_and_errors() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
+    let resp = c.post(url(&srv, "/bundles/authz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+    let resp = c.get(url(&srv, "/bundles/%FF")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "bad_bundle_name");
 
     // Several long polls wait; a push wakes them all with the new bundle.
     let mut waiting = Vec::new();
