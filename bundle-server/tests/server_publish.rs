@@ -62,6 +62,16 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         etag
     );
 
+    {
+        // Readable by a web server running as another user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(publish.path().join("authz.tar.gz"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
     // A commit whose test fails is refused; the first revision stays served.
     repo.write(
         "authz/policy.rego",
