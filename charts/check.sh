@@ -26,6 +26,8 @@ KUBE_VERSIONS=("1.25.0" "1.37.0")
 HELM_DIR="$TOOLS/helm-$HELM_VERSION"
 HELM="$HELM_DIR/helm"
 KV="$VENV/bin/kubernetes-validate"
+# Used, when built (`make test` builds it first), to parse the rendered injector template.
+REGENT_BIN="${REGENT_BIN:-$ROOT/target/debug/regent}"
 
 failures=()
 passes=0
@@ -124,6 +126,23 @@ for values in "$CHART"/ci/*-values.yaml; do
       fail "kubernetes-validate -k $kv $name"
     fi
   done
+  if [[ -x "$REGENT_BIN" ]]; then
+    # The injector's template, parsed by the real `regent inject-webhook`.
+    "$VENV/bin/python" - "$rendered" "$OUT/$name-inject.yaml" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "ConfigMap" and "inject.yaml" in (d.get("data") or {}):
+        open(sys.argv[2], "w").write(d["data"]["inject.yaml"])
+PY
+    if [[ -f "$OUT/$name-inject.yaml" ]]; then
+      if "$REGENT_BIN" inject-webhook --check-config --config "$OUT/$name-inject.yaml" >"$OUT/$name-inject.log" 2>&1; then
+        pass "regent inject-webhook --check-config accepts the injector template of $name"
+      else
+        cat "$OUT/$name-inject.log" >&2
+        fail "regent inject-webhook --check-config $name"
+      fi
+    fi
+  fi
   if "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" manifests "$rendered"; then
     pass "custom resources, embedded configs and invariants of $name"
   else
@@ -160,6 +179,7 @@ for values in "$BAD_DIR"/*.yaml; do
 done
 
 echo
+[[ -x "$REGENT_BIN" ]] || echo "note: $REGENT_BIN not built: the injector template was checked by schema only"
 echo "== summary: $passes passed, ${#failures[@]} failed (helm $HELM_VERSION, kubernetes-validate $KV_VERSION)"
 if ((${#failures[@]})); then
   printf '   - %s\n' "${failures[@]}"

@@ -108,7 +108,7 @@ The signing key secret is required and never taken from values: fail early with 
 */}}
 {{- define "regent.server.signingSecret" -}}
 {{- if not .Values.server.signing.existingSecret }}
-{{- fail "server.signing.existingSecret is required: create the bundle signing key Secret first, e.g.\n  regent keygen --out-dir keys && kubectl create secret generic regent-signing --from-file=private.pem=keys/private.pem\nthen set --set server.signing.existingSecret=regent-signing (the private key is never put in values)." }}
+{{- fail "server.signing.existingSecret is required: create the bundle signing key Secret first, e.g.\n  openssl genpkey -algorithm ed25519 -out private.pem && kubectl create secret generic regent-signing --from-file=private.pem\nthen set --set server.signing.existingSecret=regent-signing (the private key is never put in values)." }}
 {{- end }}
 {{- .Values.server.signing.existingSecret }}
 {{- end }}
