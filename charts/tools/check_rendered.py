@@ -119,9 +119,14 @@ def check_configmap(doc, where, ctx):
                 problem(where, f"{key} is not YAML: {e}")
                 continue
             if key == "server.yaml":
-                for k in ("listen", "data_dir", "publish_dir", "signing", "git", "bundles"):
+                for k in ("listen", "data_dir", "signing", "git", "bundles"):
                     if k not in cfg:
                         problem(where, f"server.yaml has no {k}")
+                if not (cfg.get("git") or {}).get("repo"):
+                    problem(where, "server.yaml has no git.repo")
+                for b in cfg.get("bundles") or []:
+                    if not b.get("name") or not b.get("dir"):
+                        problem(where, f"server.yaml bundle {b} needs name and dir")
                 signing = cfg.get("signing", {})
                 kids = [k.get("kid") for k in signing.get("keys", [])]
                 if signing.get("active_kid") not in kids:

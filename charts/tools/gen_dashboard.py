@@ -79,6 +79,16 @@ def dashboard():
         panel(10, "Bundle activation failures by reason", "timeseries", [
             target(f'sum by (bundle, reason) (rate(regent_bundle_activation_failures_total{{{NS}}}[{RATE}]))', "{{bundle}} {{reason}}", "A"),
         ], 12, 27, unit="ops", description="Refused bundles (signature, rollback, compile...); the last good policy stays active."),
+        row(11, "Bundle server", 35),
+        panel(12, "Builds by result", "timeseries", [
+            target(f'sum by (result) (increase(regent_builds_total[{RATE}]))', "{{result}}", "A"),
+            target(f'sum by (bundle, reason) (increase(regent_publish_failures_total[{RATE}]))', "refused {{bundle}}: {{reason}}", "B"),
+        ], 0, 36, unit="short", description="Commits built by regent serve, and commits refused by the publish gate (the previous revision stays served)."),
+        panel(13, "Published revision", "table", [
+            target('max by (bundle, revision) (regent_published_revision_info)', "", "A", instant=True, fmt="table"),
+        ], 12, 36, description="The revision each bundle is served at; compare with the fleet spread above.",
+            extra={"options": {"showHeader": True},
+                   "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]}),
     ]
     return {
         "id": None,

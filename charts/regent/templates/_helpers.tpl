@@ -100,7 +100,12 @@ app.kubernetes.io/component: sidecar-injector
 
 {{/* In-cluster URL of the bundle server (the sidecars' default bundle source). */}}
 {{- define "regent.server.url" -}}
-{{- printf "http://%s.%s.svc:%v" (include "regent.server.fullname" .) (include "regent.namespace" .) .Values.server.service.port }}
+{{- printf "%s://%s.%s.svc:%v" (include "regent.server.scheme" . | lower) (include "regent.server.fullname" .) (include "regent.namespace" .) .Values.server.service.port }}
+{{- end }}
+
+{{/* HTTPS when the server config has a `tls` section (its files come via extraVolumes). */}}
+{{- define "regent.server.scheme" -}}
+{{- if (default dict .Values.server.config).tls }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
 
 {{/*
@@ -116,22 +121,31 @@ The signing key secret is required and never taken from values: fail early with 
 {{/*
 The bundle server's config file. `server.config` is passed through unchanged, so keys the chart does
 not know about still reach the binary (which rejects unknown ones by name); the keys the chart's
-mounts and ports depend on are set here and take precedence.
+mounts and ports depend on (listen, data_dir, signing, webhook.secret_file) are set here and win.
 */}}
 {{- define "regent.server.config" -}}
-{{- if not (dig "git" "url" "" (default dict .Values.server.config)) }}
-{{- fail "server.config.git.url is required: the URL of the policy git repository the bundle server watches" }}
+{{- if not (dig "git" "repo" "" (default dict .Values.server.config)) }}
+{{- fail "server.config.git.repo is required: the URL of the policy git repository the bundle server watches" }}
 {{- end }}
 {{- $cfg := deepCopy (default dict .Values.server.config) }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%v" .Values.server.port) }}
 {{- $_ := set $cfg "data_dir" "/var/lib/regent/data" }}
-{{- $_ := set $cfg "publish_dir" "/var/lib/regent/publish" }}
-{{- $signing := dict "active_kid" .Values.server.signing.kid "keys" (list (dict "kid" .Values.server.signing.kid "private_key_file" (printf "/etc/regent/signing/%s" .Values.server.signing.secretKey))) }}
+{{- /* The key from the Secret signs; keys listed in server.config.signing.keys (e.g. the previous
+     key during a rotation, mounted with extraVolumes) are kept after it. */}}
+{{- $signing := deepCopy (default dict (get $cfg "signing")) }}
+{{- $keys := list (dict "kid" .Values.server.signing.kid "private_key_file" (printf "/etc/regent/signing/%s" .Values.server.signing.secretKey)) }}
+{{- range (default list (get $signing "keys")) }}
+{{- if ne .kid $.Values.server.signing.kid }}
+{{- $keys = append $keys . }}
+{{- end }}
+{{- end }}
+{{- $_ := set $signing "keys" $keys }}
+{{- $_ := set $signing "active_kid" .Values.server.signing.kid }}
 {{- $_ := set $cfg "signing" $signing }}
 {{- if .Values.server.gitWebhook.existingSecret }}
-{{- $git := deepCopy (default dict (get $cfg "git")) }}
-{{- $_ := set $git "webhook_secret_file" (printf "/etc/regent/git-webhook/%s" .Values.server.gitWebhook.secretKey) }}
-{{- $_ := set $cfg "git" $git }}
+{{- $hook := deepCopy (default dict (get $cfg "webhook")) }}
+{{- $_ := set $hook "secret_file" (printf "/etc/regent/git-webhook/%s" .Values.server.gitWebhook.secretKey) }}
+{{- $_ := set $cfg "webhook" $hook }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -168,7 +182,7 @@ the probes and Envoy depend on, the keyring mount and the persist dir are set he
 {{- end }}
 {{- $_ := set $sync "persist_dir" "/var/lib/regent-sidecar" }}
 {{- if and .Values.sidecar.statusReport (not (hasKey $sync "status")) }}
-{{- $_ := set $sync "status" (dict "url" (printf "%s/status" (include "regent.server.url" .))) }}
+{{- $_ := set $sync "status" (dict "url" (printf "%s/v1/status/report" (include "regent.server.url" .))) }}
 {{- end }}
 {{- $_ := set $cfg "sync" $sync }}
 {{- toYaml $cfg }}
