@@ -96,7 +96,9 @@ pub fn run(args: InjectWebhookArgs) -> anyhow::Result<u8> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // try_init: a subscriber installed by an embedding program wins.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
