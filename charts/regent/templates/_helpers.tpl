@@ -190,7 +190,8 @@ the probes and Envoy depend on, the keyring mount and the persist dir are set he
 
 {{/*
 regent-sidecar as a container, for pods that run Envoy (or an Istio proxy). Used by the injector's
-template and usable from a parent chart:  {{ include "regent.sidecarContainer" . | nindent 8 }}
+template and usable from a parent chart, with the subchart's values as context:
+  include "regent.sidecarContainer" (dict "Values" .Values.regent "Chart" .Chart) | nindent 8
 The pod also needs the volumes from "regent.sidecarVolumes" and the ConfigMap named by
 sidecar.configMapName in its namespace.
 */}}
