@@ -161,6 +161,21 @@ PY
   fi
 done
 
+step "the documented sidecar templates, used from a parent chart"
+parent="$OUT/parent-chart"
+cp -r "$ROOT/charts/test-values/parent-chart" "$parent"
+mkdir -p "$parent/charts"
+cp -r "$CHART" "$parent/charts/regent"
+if "$HELM" template shop "$parent" >"$OUT/parent.yaml" 2>"$OUT/parent.err" &&
+  "$KV" --strict --quiet "$OUT/parent.yaml" >"$OUT/parent-kv.log" 2>&1 &&
+  "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" manifests "$OUT/parent.yaml" &&
+  grep -q 'name: regent-sidecar$' "$OUT/parent.yaml"; then
+  pass "parent chart with regent.sidecarContainer + regent.sidecarVolumes renders and validates"
+else
+  cat "$OUT/parent.err" "$OUT/parent-kv.log" >&2
+  fail "parent chart using the sidecar templates"
+fi
+
 step "the default values render nothing without the required values"
 if "$HELM" template regent "$CHART" >"$OUT/default.yaml" 2>"$OUT/default.err"; then
   fail "rendering with the bare defaults succeeded (the signing key Secret must be required)"
