@@ -276,6 +276,15 @@ fn conflicts_skip_injection_with_a_warning() {
         .unwrap()
         .contains("9191"));
 
+    let mut pod = app_pod();
+    pod["spec"]["hostNetwork"] = json!(true);
+    let (resp, outcome, _) = run(pod, &template());
+    assert!(matches!(outcome, Outcome::Skipped(SkipReason::Conflict(_))));
+    assert!(resp["response"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("hostNetwork"));
+
     // A finished (ordinary) init container on the port is no conflict; a native sidecar is.
     let mut pod = app_pod();
     pod["spec"]["initContainers"] = json!([{"name": "init", "ports": [{"containerPort": 8181}]}]);

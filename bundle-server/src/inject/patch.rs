@@ -71,6 +71,13 @@ pub fn plan(pod: &Value, tpl: &InjectTemplate) -> Result<Plan, PodError> {
         .ok_or_else(|| PodError("the pod has no spec".into()))?
         .as_object()
         .ok_or_else(|| PodError("spec is not an object".into()))?;
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        // The sidecar's ports would be the node's, shared by every such pod on it.
+        return Ok(Plan::Skip(SkipReason::Conflict(
+            "regent-sidecar not injected: the pod uses hostNetwork (its ports would be the node's)"
+                .into(),
+        )));
+    }
     let containers = optional_array(spec, "containers", "spec.containers")?;
     let init_containers = optional_array(spec, "initContainers", "spec.initContainers")?;
     let volumes = optional_array(spec, "volumes", "spec.volumes")?;
