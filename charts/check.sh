@@ -215,6 +215,21 @@ else
   fail "bare defaults refused, but without the expected message"
 fi
 
+step "cluster version checks"
+if "$HELM" template regent "$CHART" -f "$CHART/ci/full-values.yaml" --kube-version 1.28.0 >/dev/null 2>"$OUT/kv.err"; then
+  fail "injector.nativeSidecar was accepted for Kubernetes 1.28"
+elif grep -q "nativeSidecar needs Kubernetes >= 1.29" "$OUT/kv.err"; then
+  pass "injector.nativeSidecar refused for Kubernetes 1.28"
+else
+  cat "$OUT/kv.err" >&2
+  fail "nativeSidecar on 1.28 refused without the expected message"
+fi
+if "$HELM" template regent "$CHART" -f "$CHART/ci/minimal-values.yaml" --kube-version 1.24.0 >/dev/null 2>"$OUT/kv.err"; then
+  fail "Kubernetes 1.24 was accepted (Chart.yaml kubeVersion is >= 1.25)"
+else
+  pass "Kubernetes 1.24 refused: $(head -c 100 "$OUT/kv.err")"
+fi
+
 step "bad values are refused (schema and template checks)"
 for values in "$BAD_DIR"/*.yaml; do
   name="$(basename "$values")"

@@ -250,6 +250,9 @@ sidecar.configMapName in its namespace.
 
 {{/* The injector's TLS comes from cert-manager or from a provided Secret plus its CA. */}}
 {{- define "regent.injector.validate" -}}
+{{- if and .Values.injector.nativeSidecar (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "injector.nativeSidecar needs Kubernetes >= 1.29 (sidecar containers); this cluster is %s" .Capabilities.KubeVersion.Version) }}
+{{- end }}
 {{- if and (not .Values.injector.tls.certManager.enabled) (not .Values.injector.tls.existingSecret) }}
 {{- fail "injector: the webhook needs TLS: set injector.tls.certManager.enabled=true, or injector.tls.existingSecret (a kubernetes.io/tls Secret) with injector.tls.caBundle" }}
 {{- end }}
