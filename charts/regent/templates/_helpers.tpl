@@ -231,6 +231,9 @@ sidecar.configMapName in its namespace.
       readOnly: true
     - name: regent-sidecar-data
       mountPath: /var/lib/regent-sidecar
+    {{- with .Values.sidecar.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/* The volumes "regent.sidecarContainer" mounts. */}}
@@ -246,6 +249,9 @@ sidecar.configMapName in its namespace.
 - name: regent-sidecar-data
   emptyDir:
     sizeLimit: {{ .Values.sidecar.persistSizeLimit }}
+{{- with .Values.sidecar.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The injector's TLS comes from cert-manager or from a provided Secret plus its CA. */}}
