@@ -333,9 +333,9 @@ fn build_refuses_broken_policies() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
-    // --key without --kid is a usage error from clap (exit 2), not a panic.
+    // --key without --kid is a usage error (exit 1, like any error), not a panic.
     let o = regent(cwd, &["build", "p2", "--key", "k.key"]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("--kid"), "{}", stderr(&o));
 }
 
