@@ -267,6 +267,26 @@ pub fn valid_bundle_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// A branch name git accepts (`git check-ref-format --branch` rules) that cannot be read as an
+/// option or change the meaning of the fetch refspec it is put in.
+pub fn valid_branch_name(branch: &str) -> bool {
+    !branch.is_empty()
+        && branch != "@"
+        && !branch.starts_with('-')
+        && !branch.starts_with('/')
+        && !branch.ends_with('/')
+        && !branch.ends_with('.')
+        && !branch.contains("..")
+        && !branch.contains("//")
+        && !branch.contains("@{")
+        && !branch
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
+        && branch
+            .split('/')
+            .all(|part| !part.starts_with('.') && !part.ends_with(".lock"))
+}
+
 impl ServerConfig {
     /// Reads and parses a YAML file (unknown keys are errors naming the key).
     pub fn from_file(path: &Path) -> anyhow::Result<ServerConfig> {
@@ -285,17 +305,10 @@ impl ServerConfig {
         if self.git.repo.trim().is_empty() {
             return Err(err("git.repo", "must not be empty"));
         }
-        if self.git.repo.starts_with('-') || self.git.branch.starts_with('-') {
-            return Err(err("git", "repo and branch must not start with '-'"));
+        if self.git.repo.starts_with('-') {
+            return Err(err("git.repo", "must not start with '-'"));
         }
-        if self.git.branch.is_empty()
-            || self.git.branch.contains("..")
-            || self
-                .git
-                .branch
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
-        {
+        if !valid_branch_name(&self.git.branch) {
             return Err(err(
                 "git.branch",
                 format!("{:?} is not a valid branch name", self.git.branch),
@@ -477,8 +490,31 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
             sha256: "ABC".into(),
         });
         assert_eq!(c.validate().unwrap_err().key, "auth.tokens[0].sha256");
+        for bad in [
+            "a..b",
+            "-main",
+            "--upload-pack=x",
+            "main:refs/heads/x",
+            "a/.hidden",
+            "x.lock",
+            "a//b",
+            "/a",
+            "a/",
+            "a.",
+            "a@{1}",
+            "@",
+            "a b",
+            "*",
+        ] {
+            let mut c = ServerConfig::from_yaml(MIN).unwrap();
+            c.git.branch = bad.into();
+            assert_eq!(c.validate().unwrap_err().key, "git.branch", "{bad}");
+        }
+        for good in ["main", "release/v1.2", "feature-x_y", "policy@prod"] {
+            assert!(valid_branch_name(good), "{good}");
+        }
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
-        c.git.branch = "a..b".into();
-        assert_eq!(c.validate().unwrap_err().key, "git.branch");
+        c.git.repo = "--upload-pack=touch /tmp/x".into();
+        assert_eq!(c.validate().unwrap_err().key, "git.repo");
     }
 }
