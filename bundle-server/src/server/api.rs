@@ -482,5 +482,13 @@ mod tests {
         );
         assert!(etag_matches(&h, "\"a\""));
         assert!(!etag_matches(&h, "\"b\""));
+        // An unquoted tag is not the quoted one.
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("b"));
+        assert!(!etag_matches(&h, "\"b\""));
+        // Several header lines count as one list.
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        assert!(etag_matches(&h, "\"b\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(etag_matches(&h, "\"anything\""));
     }
 }
