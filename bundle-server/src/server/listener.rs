@@ -51,6 +51,26 @@ pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<TlsAcce
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// The TLS handshake of an accepted connection, bounded in time so a client that connects and
+/// stays silent does not hold a task forever. `None` (logged at debug) when it fails.
+pub async fn accept_tls(
+    acceptor: &TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -95,20 +115,9 @@ pub async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let Some(stream) = accept_tls(&acceptor, tcp, peer).await else {
+                        return;
+                    };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
