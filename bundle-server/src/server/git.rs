@@ -172,10 +172,16 @@ impl GitSource {
                 .arg(&self.mirror)
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
-            let out = cmd.output().await.map_err(|source| GitError::Spawn {
-                args: "init --bare".into(),
-                source,
-            })?;
+            let out = tokio::time::timeout(self.timeout, cmd.output())
+                .await
+                .map_err(|_| GitError::Timeout {
+                    args: "init --bare".into(),
+                    seconds: self.timeout.as_secs(),
+                })?
+                .map_err(|source| GitError::Spawn {
+                    args: "init --bare".into(),
+                    source,
+                })?;
             if !out.status.success() {
                 return Err(GitError::Failed {
                     args: "init --bare".into(),
@@ -348,6 +354,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a full commit id"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_never_answers_times_out() {
+        // Accepts connections (the kernel backlog does) and never says a word.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let d = tempfile::tempdir().unwrap();
+        let g = GitSource::new(
+            &format!("git://127.0.0.1:{port}/policy.git"),
+            "main",
+            d.path().join("m.git"),
+            Duration::from_secs(1),
+        );
+        let e = g.fetch().await.unwrap_err();
+        assert!(matches!(e, GitError::Timeout { .. }), "{e}");
+        drop(silent);
     }
 
     #[test]
