@@ -13,6 +13,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::auth::verify_webhook;
+use super::config::MAX_LONG_POLL_SECONDS;
 use super::fleet::{ReportError, StatusReport};
 use super::state::{now_rfc3339, Published, Shared};
 
@@ -214,7 +215,11 @@ async fn get_bundle(
     let mut rx = tx.subscribe();
     let max = s.cfg.distribution.max_long_poll_seconds;
     let wait = prefer_wait(&headers).map(|w| w.min(max)).unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // checked: `Instant + Duration` panics on overflow, and `wait` comes from the client.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_secs(wait))
+        .unwrap_or(now + Duration::from_secs(MAX_LONG_POLL_SECONDS));
     let mut shutdown = s.shutdown.clone();
     let mut waiting: Option<Waiting<'_>> = None;
     loop {

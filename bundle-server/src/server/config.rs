@@ -151,6 +151,10 @@ pub struct SigningKeyConfig {
     pub private_key_file: PathBuf,
 }
 
+/// Largest accepted `distribution.max_long_poll_seconds` (an hour): clients re-poll anyway, and
+/// a longer hold only hides dead connections.
+pub const MAX_LONG_POLL_SECONDS: u64 = 3600;
+
 /// Serving bundles.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -401,6 +405,12 @@ impl ServerConfig {
                 ));
             }
         }
+        if self.distribution.max_long_poll_seconds > MAX_LONG_POLL_SECONDS {
+            return Err(err(
+                "distribution.max_long_poll_seconds",
+                format!("at most {MAX_LONG_POLL_SECONDS}"),
+            ));
+        }
         if self.webhook.max_body_bytes == 0 {
             return Err(err("webhook.max_body_bytes", "must be at least 1"));
         }
@@ -513,6 +523,12 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
         for good in ["main", "release/v1.2", "feature-x_y", "policy@prod"] {
             assert!(valid_branch_name(good), "{good}");
         }
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.distribution.max_long_poll_seconds = u64::MAX;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "distribution.max_long_poll_seconds"
+        );
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
         c.git.repo = "--upload-pack=touch /tmp/x".into();
         assert_eq!(c.validate().unwrap_err().key, "git.repo");
