@@ -205,6 +205,16 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         old_etag,
         "same commit, same bundle"
     );
+    // Deterministic bundles would hide a rebuild behind the same ETag: the build counter shows
+    // that the restored commit was not gated again.
+    let page = metrics(&srv).await;
+    for result in ["published", "rejected", "error"] {
+        let n = metric(
+            &page,
+            &format!("regent_builds_total{{result=\"{result}\"}}"),
+        );
+        assert!(n.unwrap_or(0.0) == 0.0, "{result}: {n:?}\n{page}");
+    }
     srv.shutdown().await;
 
     // Key rotation: add k2 and make it the signer. The k1-signed bundles are still restored
