@@ -206,6 +206,18 @@ async fn post_receive_hook_publishes_a_plain_push() {
         "the push was published: {}",
         status(&srv).await
     );
+
+    // git allows '"' in a branch name; the hook must still send JSON (the server then ignores
+    // the branch instead of answering 400).
+    let out = std::process::Command::new("git")
+        .current_dir(&repo.work)
+        .args(["push", "origin", "HEAD:refs/heads/we\"ird"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(r#""result":"ignored""#), "{stderr}");
     srv.shutdown().await;
 }
 
