@@ -27,7 +27,9 @@ pub struct Builder {
 impl Builder {
     /// Runs until `shutdown` turns true. The first build starts at once.
     pub async fn run(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-        self.remove_stale_exports();
+        let tmp_dir = self.tmp_dir.clone();
+        // A large leftover tree must not hold up the runtime that already serves requests.
+        let _ = tokio::task::spawn_blocking(move || remove_stale_exports(&tmp_dir)).await;
         let mut requests = shared.requested.subscribe();
         requests.mark_changed();
         let poll = Duration::from_secs(shared.cfg.git.poll_interval_seconds);
@@ -196,20 +198,6 @@ impl Builder {
         }
     }
 
-    /// A build interrupted by a crash or a kill leaves its exported tree behind.
-    fn remove_stale_exports(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.tmp_dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("commit-") {
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
-                }
-            }
-        }
-    }
-
     /// Exports the commit and runs the gate on a blocking thread.
     async fn gate(
         &self,
@@ -243,5 +231,19 @@ impl Builder {
         })
         .await
         .map_err(|e| format!("build task failed: {e}"))
+    }
+}
+
+/// A build interrupted by a crash or a kill leaves its exported tree behind.
+fn remove_stale_exports(tmp_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("commit-") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
+            }
+        }
     }
 }
