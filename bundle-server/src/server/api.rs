@@ -373,7 +373,7 @@ async fn status_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: B
     s.fleet.record(report).map_err(|e| {
         count("refused");
         match e {
-            ReportError::Full(_) => {
+            ReportError::Full(_) | ReportError::TooMuchData(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "fleet_full", e.to_string())
             }
             ReportError::Invalid(_) => {

@@ -212,6 +212,9 @@ pub struct FleetConfig {
     pub max_report_bytes: usize,
     /// Most sidecars tracked; reports from new ids beyond it are refused with 429 (default 100000).
     pub max_sidecars: usize,
+    /// Most bytes of status reports kept in memory, all sidecars together; a report that would
+    /// exceed it is refused with 429 (default 256 MiB).
+    pub max_total_report_bytes: usize,
 }
 
 impl Default for FleetConfig {
@@ -220,6 +223,7 @@ impl Default for FleetConfig {
             ttl_seconds: 300,
             max_report_bytes: 256 * 1024,
             max_sidecars: 100_000,
+            max_total_report_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -260,6 +260,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let fleet = Fleet::new(
         Duration::from_secs(cfg.fleet.ttl_seconds),
         cfg.fleet.max_sidecars,
+        cfg.fleet.max_total_report_bytes,
         metrics.clone(),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
