@@ -1,7 +1,7 @@
 //! The fleet view: OPA-compatible status reports from sidecars, kept per sidecar id until they
 //! stop reporting for `fleet.ttl_seconds`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -173,6 +173,9 @@ struct Inner {
 
 /// Every sidecar that reported within the TTL.
 pub struct Fleet {
+    /// Bundles counted in `regent_fleet_sidecars`: the ones this server serves. Names come
+    /// from unauthenticated reports, so any other name would let a client add metric series.
+    metric_bundles: BTreeSet<String>,
     ttl: Duration,
     max_sidecars: usize,
     max_bytes: usize,
@@ -183,8 +186,16 @@ pub struct Fleet {
 impl Fleet {
     /// An empty fleet holding at most `max_sidecars` sidecars and `max_bytes` of reports (so an
     /// open status endpoint cannot be used to fill the server's memory).
-    pub fn new(ttl: Duration, max_sidecars: usize, max_bytes: usize, metrics: Metrics) -> Fleet {
+    /// Only the bundles in `metric_bundles` are counted in `regent_fleet_sidecars`.
+    pub fn new(
+        metric_bundles: BTreeSet<String>,
+        ttl: Duration,
+        max_sidecars: usize,
+        max_bytes: usize,
+        metrics: Metrics,
+    ) -> Fleet {
         Fleet {
+            metric_bundles,
             ttl,
             max_sidecars,
             max_bytes,
@@ -238,6 +249,9 @@ impl Fleet {
     /// Adds `delta` to the counts of every (bundle, revision) of `s`, and updates the gauge.
     fn count(&self, inner: &mut Inner, s: &Sidecar, delta: i64) {
         for (bundle, b) in &s.bundles {
+            if !self.metric_bundles.contains(bundle) {
+                continue;
+            }
             let key = (bundle.clone(), b.active_revision.clone());
             let n = {
                 let n = inner.counts.entry(key.clone()).or_default();
@@ -365,6 +379,7 @@ mod tests {
     fn stored_reports_are_bounded_in_bytes() {
         let size = report("a", "r1").size;
         let f = Fleet::new(
+            BTreeSet::new(),
             Duration::from_secs(300),
             100,
             2 * size,
@@ -384,13 +399,22 @@ mod tests {
     #[test]
     fn fleet_counts_revisions_and_ages_out() {
         let m = Metrics::new().unwrap();
-        let f = Fleet::new(Duration::from_secs(2), 2, usize::MAX, m.clone());
+        let served = BTreeSet::from(["authz".to_string()]);
+        let f = Fleet::new(served, Duration::from_secs(2), 3, usize::MAX, m.clone());
         f.record(report("a", "r1")).unwrap();
         f.record(report("b", "r2")).unwrap();
-        assert_eq!(f.record(report("c", "r2")), Err(ReportError::Full(2)));
+        // A bundle this server does not serve is in the view but adds no metric series.
+        let stranger = StatusReport::parse(
+            br#"{"labels":{"id":"x"},"bundles":{"made-up":{"active_revision":"r9"}}}"#,
+        )
+        .unwrap();
+        f.record(stranger).unwrap();
+        assert!(!m.render().contains("made-up"));
+        assert_eq!(f.record(report("c", "r2")), Err(ReportError::Full(3)));
         f.record(report("a", "r2")).unwrap();
         let v = f.view(&BTreeMap::from([("authz".to_string(), "r2".to_string())]));
-        assert_eq!(v.sidecars.len(), 2);
+        assert_eq!(v.sidecars.len(), 3);
+        assert_eq!(v.bundles["made-up"].sidecars, 1);
         assert_eq!(v.bundles["authz"].on_published, 2);
         assert!(m
             .render()
