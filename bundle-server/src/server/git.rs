@@ -90,7 +90,10 @@ impl GitSource {
 
     async fn git(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {
         use tokio::io::AsyncReadExt;
-        let shown = args.join(" ");
+        // Errors end up in logs and `GET /v1/status`: a token in the repository URL must not.
+        let redacted = self.display_repo();
+        let hide = |text: &str| text.replace(self.repo.as_str(), &redacted);
+        let shown = hide(&args.join(" "));
         let mut cmd = tokio::process::Command::new("git");
         cmd.arg("--git-dir")
             .arg(&self.mirror)
@@ -150,7 +153,7 @@ impl GitSource {
         if !status.success() {
             return Err(GitError::Failed {
                 args: shown,
-                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+                stderr: hide(String::from_utf8_lossy(&stderr).trim()),
             });
         }
         Ok(stdout)
@@ -371,6 +374,21 @@ mod tests {
         let e = g.fetch().await.unwrap_err();
         assert!(matches!(e, GitError::Timeout { .. }), "{e}");
         drop(silent);
+    }
+
+    #[tokio::test]
+    async fn fetch_errors_do_not_show_url_credentials() {
+        // Port 1 on loopback refuses the connection at once.
+        let d = tempfile::tempdir().unwrap();
+        let g = GitSource::new(
+            "https://bot:s3cr3t-token@127.0.0.1:1/policy.git",
+            "main",
+            d.path().join("m.git"),
+            Duration::from_secs(30),
+        );
+        let e = g.fetch().await.unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t-token"), "{e}");
+        assert!(e.contains("127.0.0.1:1/policy.git"), "{e}");
     }
 
     #[test]
