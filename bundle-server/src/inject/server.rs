@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
@@ -133,7 +133,7 @@ pub async fn serve(
             let Some(tls) = crate::server::listener::accept_tls(&acceptor, tcp, peer).await else {
                 return;
             };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = crate::server::listener::connection_builder();
             let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::pin!(conn);
             tokio::select! {

@@ -51,6 +51,17 @@ pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<TlsAcce
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// HTTP/1.1 and HTTP/2 connection settings shared by `regent serve` and the inject webhook: a
+/// client that opens a connection and trickles its headers must not hold it forever.
+pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+}
+
 /// The TLS handshake of an accepted connection, bounded in time so a client that connects and
 /// stays silent does not hold a task forever. `None` (logged at debug) when it fails.
 pub async fn accept_tls(
@@ -79,12 +90,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that opens a connection and trickles its headers must not hold it forever.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = connection_builder();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
