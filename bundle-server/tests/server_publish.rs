@@ -368,6 +368,15 @@ async fn missing_branch_is_an_error_and_nothing_is_served() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "bundle_not_published");
+    // A long poll that ends with still nothing published says so too (not a 304, which would
+    // tell a client without a bundle that its copy is current).
+    let resp = client()
+        .get(url(&srv, "/bundles/authz"))
+        .header("Prefer", "modes=snapshot,delta;wait=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     srv.shutdown().await;
 }
 

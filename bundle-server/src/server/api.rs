@@ -179,6 +179,20 @@ fn not_modified(s: &Shared, etag: &str) -> Response {
     r
 }
 
+/// 503 for a configured bundle that no build has published yet.
+fn not_published(s: &Shared, name: &str) -> Response {
+    s.metrics.bundle_requests.with_label_values(&["503"]).inc();
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "bundle_not_published",
+        format!("bundle {name:?} has not been published yet"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 /// Decrements the waiting gauge however the wait ends (including a dropped connection).
 struct Waiting<'a>(&'a prometheus::IntGauge);
 
@@ -227,18 +241,7 @@ async fn get_bundle(
         match current {
             Some(p) if !etag_matches(&headers, &p.etag) => return Ok(bundle_response(&s, &p)),
             Some(p) if wait == 0 => return Ok(not_modified(&s, &p.etag)),
-            None if wait == 0 => {
-                s.metrics.bundle_requests.with_label_values(&["503"]).inc();
-                let mut r = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "bundle_not_published",
-                    format!("bundle {name:?} has not been published yet"),
-                )
-                .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return Ok(r);
-            }
+            None if wait == 0 => return Ok(not_published(&s, &name)),
             _ => {}
         }
         if waiting.is_none() {
@@ -256,10 +259,8 @@ async fn get_bundle(
             return Ok(match current {
                 Some(p) if !etag_matches(&headers, &p.etag) => bundle_response(&s, &p),
                 Some(p) => not_modified(&s, &p.etag),
-                None => {
-                    s.metrics.bundle_requests.with_label_values(&["304"]).inc();
-                    StatusCode::NOT_MODIFIED.into_response()
-                }
+                // A 304 would claim the client's copy is current, and it may have none.
+                None => not_published(&s, &name),
             });
         }
     }
