@@ -421,6 +421,15 @@ impl ServerConfig {
         if self.fleet.ttl_seconds == 0 {
             return Err(err("fleet.ttl_seconds", "must be at least 1"));
         }
+        if self.fleet.max_sidecars == 0 {
+            return Err(err("fleet.max_sidecars", "must be at least 1"));
+        }
+        if self.fleet.max_total_report_bytes < self.fleet.max_report_bytes {
+            return Err(err(
+                "fleet.max_total_report_bytes",
+                "must be at least fleet.max_report_bytes",
+            ));
+        }
         if self.fleet.max_report_bytes == 0 {
             return Err(err("fleet.max_report_bytes", "must be at least 1"));
         }
@@ -527,6 +536,15 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
         for good in ["main", "release/v1.2", "feature-x_y", "policy@prod"] {
             assert!(valid_branch_name(good), "{good}");
         }
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.fleet.max_sidecars = 0;
+        assert_eq!(c.validate().unwrap_err().key, "fleet.max_sidecars");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.fleet.max_total_report_bytes = 1;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "fleet.max_total_report_bytes"
+        );
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
         c.distribution.max_long_poll_seconds = u64::MAX;
         assert_eq!(
