@@ -14,7 +14,9 @@ secretfile=$(git config regent.secretfile) || { echo "regent: git config regent.
 secret=$(cat "$secretfile") || exit 0
 
 while read -r old new ref; do
-	body=$(printf '{"ref":"%s","before":"%s","after":"%s"}' "$ref" "$old" "$new")
+	# A branch name may contain '"' (git allows it): escape it so the body stays JSON.
+	ref_json=$(printf '%s' "$ref" | sed 's/\\/\\\\/g; s/"/\\"/g')
+	body=$(printf '{"ref":"%s","before":"%s","after":"%s"}' "$ref_json" "$old" "$new")
 	sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
 	# The server answers once the build is done (up to webhook.wait_seconds), so the pusher
 	# sees whether the commit was published or refused, and why.

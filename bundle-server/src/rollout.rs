@@ -43,8 +43,8 @@ pub struct StatusArgs {
     /// Extra PEM CA certificate to trust (for a server with a private CA).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// Request timeout in seconds.
-    #[arg(long, default_value_t = 10)]
+    /// Request timeout in seconds (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_seconds: u64,
 }
 

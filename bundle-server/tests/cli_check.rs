@@ -191,41 +191,18 @@ fn check_errors_are_clear() {
         &json!({"attributes": {"request": {"http": {"headers": {"x-user": 7}}}}}),
     );
 
-    let o = regent(
-        cwd,
-        &["check", "--bundle", "policies", "--request", "nope.json"],
-    );
-    assert_clean_error(&o, "nope.json");
-    let o = regent(
-        cwd,
-        &[
-            "check",
-            "--bundle",
-            "policies",
-            "--request",
-            "malformed.json",
-        ],
-    );
-    assert_clean_error(&o, "not valid JSON");
-    let o = regent(
-        cwd,
-        &["check", "--bundle", "policies", "--request", "unknown.json"],
-    );
-    assert_clean_error(&o, "atributes: unknown field");
-    let o = regent(
-        cwd,
-        &[
-            "check",
-            "--bundle",
-            "policies",
-            "--request",
+    for (file, expected) in [
+        ("nope.json", "nope.json"),
+        ("malformed.json", "not valid JSON"),
+        ("unknown.json", "atributes: unknown field"),
+        (
             "wrongtype.json",
-        ],
-    );
-    assert_clean_error(
-        &o,
-        "attributes.request.http.headers.x-user: expected a string",
-    );
+            "attributes.request.http.headers.x-user: expected a string",
+        ),
+    ] {
+        let o = regent(cwd, &["check", "--bundle", "policies", "--request", file]);
+        assert_clean_error(&o, expected);
+    }
     let o = regent(
         cwd,
         &["check", "--bundle", "missing", "--request", "unknown.json"],

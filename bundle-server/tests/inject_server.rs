@@ -231,15 +231,33 @@ async fn a_renewed_certificate_is_served_without_restart() {
     );
     let err = format!("{:#}", cert.unwrap_err());
     assert!(err.contains("do not belong together"), "{err}");
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let r = client(&second, running.addr, false)
-            .get(&url)
+    // Wait (bounded) until the server has tried the broken pair, then check it kept the old one.
+    let metrics_url = format!("https://{HOST}:{}/metrics", running.addr.port());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = client(&second, running.addr, false)
+            .get(&metrics_url)
             .send()
             .await
+            .unwrap()
+            .text()
+            .await
             .unwrap();
-        assert_eq!(r.status(), 200);
+        if page.contains(r#"regent_inject_certificate_reloads_total{result="error"}"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken renewal was never tried: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let r = client(&second, running.addr, false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     stop(running).await;
 }
 

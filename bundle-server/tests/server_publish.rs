@@ -205,6 +205,16 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         old_etag,
         "same commit, same bundle"
     );
+    // Deterministic bundles would hide a rebuild behind the same ETag: the build counter shows
+    // that the restored commit was not gated again.
+    let page = metrics(&srv).await;
+    for result in ["published", "rejected", "error"] {
+        let n = metric(
+            &page,
+            &format!("regent_builds_total{{result=\"{result}\"}}"),
+        );
+        assert!(n.unwrap_or(0.0) == 0.0, "{result}: {n:?}\n{page}");
+    }
     srv.shutdown().await;
 
     // Key rotation: add k2 and make it the signer. The k1-signed bundles are still restored
@@ -358,6 +368,15 @@ async fn missing_branch_is_an_error_and_nothing_is_served() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "bundle_not_published");
+    // A long poll that ends with still nothing published says so too (not a 304, which would
+    // tell a client without a bundle that its copy is current).
+    let resp = client()
+        .get(url(&srv, "/bundles/authz"))
+        .header("Prefer", "modes=snapshot,delta;wait=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     srv.shutdown().await;
 }
 

@@ -12,6 +12,62 @@ use server_support::*;
 
 const SECRET: &str = "webhook-secret-for-tests";
 
+/// A repository with one published commit and a server whose webhook uses [`SECRET`] (written
+/// with a trailing newline, as editors do) and the extra `webhook` keys `more`.
+struct Setup {
+    repo: PolicyRepo,
+    first: String,
+    srv: regent_bundle_server::server::Running,
+    secret_file: std::path::PathBuf,
+    // Bind these (`_keys, _data`) when destructuring: `..` would drop them, deleting the data
+    // dir and the keys under the running server.
+    _keys: Keys,
+    _data: tempfile::TempDir,
+}
+
+async fn setup(more: &str) -> Setup {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, {more}}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+    // Ready is set just after the publication that wait_published sees.
+    let ready = eventually(Duration::from_secs(30), || async {
+        srv.is_ready().then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the first build makes the server ready");
+    Setup {
+        repo,
+        first,
+        srv,
+        secret_file,
+        _keys: keys,
+        _data: data,
+    }
+}
+
+/// `POST` to the webhook, signed with [`SECRET`] as GitHub signs.
+async fn post_signed(hook: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(hook)
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn builds(srv: &regent_bundle_server::server::Running) -> f64 {
     let page = metrics(srv).await;
     ["published", "rejected", "error"]
@@ -22,23 +78,14 @@ async fn builds(srv: &regent_bundle_server::server::Running) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_authentication_and_bad_input() {
-    let repo = PolicyRepo::new();
-    let first = git(&repo.work, &["rev-parse", "HEAD"]);
-    let keys = Keys::new();
-    let data = tempfile::tempdir().unwrap();
-    let secret_file = data.path().join("webhook.secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let extra = format!(
-        "webhook: {{secret_file: {}, max_body_bytes: 4096, wait_seconds: 60}}",
-        secret_file.display()
-    );
-    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
-    wait_published(&srv, "authz", &first).await;
-    let ready = eventually(Duration::from_secs(30), || async {
-        srv.is_ready().then_some(())
-    })
-    .await;
-    assert!(ready.is_some());
+    let Setup {
+        repo,
+        first,
+        srv,
+        _keys,
+        _data,
+        ..
+    } = setup("max_body_bytes: 4096, wait_seconds: 60").await;
     let c = client();
     let hook = url(&srv, "/v1/hooks/git");
     let second = {
@@ -76,46 +123,19 @@ async fn webhook_authentication_and_bad_input() {
 
     // Oversized body: 413 before anything else.
     let big = vec![b' '; 5000];
-    let resp = c
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET.as_bytes(), &big),
-        )
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed(&hook, big).await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let e: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(e["code"], "body_too_large");
 
     // Correctly signed but not JSON: 400.
     let junk = b"ref=refs/heads/main".to_vec();
-    let resp = c
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET.as_bytes(), &junk),
-        )
-        .body(junk)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed(&hook, junk).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // Another branch is acknowledged and ignored.
     let other = br#"{"ref":"refs/heads/feature"}"#.to_vec();
-    let resp = c
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET.as_bytes(), &other),
-        )
-        .body(other)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed(&hook, other).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let r: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(r["result"], "ignored");
@@ -163,18 +183,14 @@ async fn webhook_authentication_and_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_receive_hook_publishes_a_plain_push() {
-    let repo = PolicyRepo::new();
-    let first = git(&repo.work, &["rev-parse", "HEAD"]);
-    let keys = Keys::new();
-    let data = tempfile::tempdir().unwrap();
-    let secret_file = data.path().join("webhook.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let extra = format!(
-        "webhook: {{secret_file: {}, wait_seconds: 60}}",
-        secret_file.display()
-    );
-    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
-    wait_published(&srv, "authz", &first).await;
+    let Setup {
+        repo,
+        srv,
+        secret_file,
+        _keys,
+        _data,
+        ..
+    } = setup("wait_seconds: 60").await;
 
     // The hook script documented in the README, installed as it would be on a git host.
     let hook_path = repo.origin.join("hooks/post-receive");
@@ -206,36 +222,34 @@ async fn post_receive_hook_publishes_a_plain_push() {
         "the push was published: {}",
         status(&srv).await
     );
+
+    // git allows '"' in a branch name; the hook must still send JSON (the server then ignores
+    // the branch instead of answering 400).
+    let out = std::process::Command::new("git")
+        .current_dir(&repo.work)
+        .args(["push", "origin", "HEAD:refs/heads/we\"ird"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(r#""result":"ignored""#), "{stderr}");
     srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_answers_202_when_the_build_outlasts_its_wait() {
-    let repo = PolicyRepo::new();
-    let first = git(&repo.work, &["rev-parse", "HEAD"]);
-    let keys = Keys::new();
-    let data = tempfile::tempdir().unwrap();
-    let secret_file = data.path().join("webhook.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let extra = format!(
-        "webhook: {{secret_file: {}, wait_seconds: 0}}",
-        secret_file.display()
-    );
-    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
-    wait_published(&srv, "authz", &first).await;
+    let Setup {
+        repo,
+        srv,
+        _keys,
+        _data,
+        ..
+    } = setup("wait_seconds: 0").await;
     repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
     let second = repo.commit_push("second");
     let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
-    let resp = client()
-        .post(url(&srv, "/v1/hooks/git"))
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET.as_bytes(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_signed(&url(&srv, "/v1/hooks/git"), body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let r: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(r["result"], "building");
@@ -246,23 +260,13 @@ async fn webhook_answers_202_when_the_build_outlasts_its_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_webhooks_build_each_commit_once() {
-    let repo = PolicyRepo::new();
-    let first = git(&repo.work, &["rev-parse", "HEAD"]);
-    let keys = Keys::new();
-    let data = tempfile::tempdir().unwrap();
-    let secret_file = data.path().join("webhook.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let extra = format!(
-        "webhook: {{secret_file: {}, wait_seconds: 60}}",
-        secret_file.display()
-    );
-    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
-    wait_published(&srv, "authz", &first).await;
-    let ready = eventually(Duration::from_secs(30), || async {
-        srv.is_ready().then_some(())
-    })
-    .await;
-    assert!(ready.is_some());
+    let Setup {
+        repo,
+        srv,
+        _keys,
+        _data,
+        ..
+    } = setup("wait_seconds: 60").await;
     repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
     let second = repo.commit_push("second");
     let body = br#"{"ref":"refs/heads/main"}"#.to_vec();

@@ -1,7 +1,6 @@
 //! File helpers shared by the authoring commands: reading inputs with errors that name the file and
 //! flag, and replacing outputs atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -39,33 +38,15 @@ pub(crate) fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written bundle and a failure leaves the old file intact.
+/// Writes `bytes` to `path` atomically (the server's temporary file + fsync + rename + directory
+/// fsync), so a reader never sees a half-written bundle and a failure leaves the old file
+/// intact. Mode 0644: a bundle is not a secret and is often served by others.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if path.is_dir() {
         bail!("{} is a directory", path.display());
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    // Temporary files are created 0600; a bundle is not a secret and is often served by others.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::server::store::write_atomic_mode(path, bytes, 0o644)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The `iat` to sign with: `--iat`, else `SOURCE_DATE_EPOCH` (reproducible builds), else now.

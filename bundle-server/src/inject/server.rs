@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
@@ -23,8 +23,6 @@ use super::tls::ReloadingCert;
 
 /// Pods are at most ~1.5 MiB in etcd; the review carries the object once (CREATE has no old object).
 const MAX_REVIEW_BYTES: usize = 8 << 20;
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -132,18 +130,10 @@ pub async fn serve(
         let app = app.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = crate::server::listener::accept_tls(&acceptor, tcp, peer).await else {
+                return;
             };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = crate::server::listener::connection_builder();
             let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::pin!(conn);
             tokio::select! {

@@ -13,6 +13,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::auth::verify_webhook;
+use super::config::MAX_LONG_POLL_SECONDS;
 use super::fleet::{ReportError, StatusReport};
 use super::state::{now_rfc3339, Published, Shared};
 
@@ -178,6 +179,20 @@ fn not_modified(s: &Shared, etag: &str) -> Response {
     r
 }
 
+/// 503 for a configured bundle that no build has published yet.
+fn not_published(s: &Shared, name: &str) -> Response {
+    s.metrics.bundle_requests.with_label_values(&["503"]).inc();
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "bundle_not_published",
+        format!("bundle {name:?} has not been published yet"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 /// Decrements the waiting gauge however the wait ends (including a dropped connection).
 struct Waiting<'a>(&'a prometheus::IntGauge);
 
@@ -214,7 +229,11 @@ async fn get_bundle(
     let mut rx = tx.subscribe();
     let max = s.cfg.distribution.max_long_poll_seconds;
     let wait = prefer_wait(&headers).map(|w| w.min(max)).unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // checked: `Instant + Duration` panics on overflow, and `wait` comes from the client.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_secs(wait))
+        .unwrap_or(now + Duration::from_secs(MAX_LONG_POLL_SECONDS));
     let mut shutdown = s.shutdown.clone();
     let mut waiting: Option<Waiting<'_>> = None;
     loop {
@@ -222,18 +241,7 @@ async fn get_bundle(
         match current {
             Some(p) if !etag_matches(&headers, &p.etag) => return Ok(bundle_response(&s, &p)),
             Some(p) if wait == 0 => return Ok(not_modified(&s, &p.etag)),
-            None if wait == 0 => {
-                s.metrics.bundle_requests.with_label_values(&["503"]).inc();
-                let mut r = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "bundle_not_published",
-                    format!("bundle {name:?} has not been published yet"),
-                )
-                .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return Ok(r);
-            }
+            None if wait == 0 => return Ok(not_published(&s, &name)),
             _ => {}
         }
         if waiting.is_none() {
@@ -251,10 +259,8 @@ async fn get_bundle(
             return Ok(match current {
                 Some(p) if !etag_matches(&headers, &p.etag) => bundle_response(&s, &p),
                 Some(p) => not_modified(&s, &p.etag),
-                None => {
-                    s.metrics.bundle_requests.with_label_values(&["304"]).inc();
-                    StatusCode::NOT_MODIFIED.into_response()
-                }
+                // A 304 would claim the client's copy is current, and it may have none.
+                None => not_published(&s, &name),
             });
         }
     }
@@ -368,7 +374,7 @@ async fn status_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: B
     s.fleet.record(report).map_err(|e| {
         count("refused");
         match e {
-            ReportError::Full(_) => {
+            ReportError::Full(_) | ReportError::TooMuchData(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "fleet_full", e.to_string())
             }
             ReportError::Invalid(_) => {
@@ -482,5 +488,13 @@ mod tests {
         );
         assert!(etag_matches(&h, "\"a\""));
         assert!(!etag_matches(&h, "\"b\""));
+        // An unquoted tag is not the quoted one.
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("b"));
+        assert!(!etag_matches(&h, "\"b\""));
+        // Several header lines count as one list.
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        assert!(etag_matches(&h, "\"b\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(etag_matches(&h, "\"anything\""));
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::gate::{gate_commit, Failure, Signer};
+use super::gate::{gate_commit, BuiltBundle, Failure, Signer};
 use super::git::GitSource;
 use super::state::{now_rfc3339, BuildReport, BuildResult, Shared};
 use super::store::{write_publish_dir, DataStore, PublishedState};
@@ -27,7 +27,9 @@ pub struct Builder {
 impl Builder {
     /// Runs until `shutdown` turns true. The first build starts at once.
     pub async fn run(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-        self.remove_stale_exports();
+        let tmp_dir = self.tmp_dir.clone();
+        // A large leftover tree must not hold up the runtime that already serves requests.
+        let _ = tokio::task::spawn_blocking(move || remove_stale_exports(&tmp_dir)).await;
         let mut requests = shared.requested.subscribe();
         requests.mark_changed();
         let poll = Duration::from_secs(shared.cfg.git.poll_interval_seconds);
@@ -90,16 +92,7 @@ impl Builder {
                     fingerprint: fingerprint.clone(),
                     published_at: published_at.clone(),
                 };
-                // A disk problem must not keep a good commit from the fleet: it is logged, and
-                // the only cost is a rebuild after a restart.
-                if let Err(e) = self.store.save(&built, &state) {
-                    tracing::error!(%commit, error = %e, "persisting the published bundles failed");
-                }
-                if let Some(dir) = &shared.cfg.publish_dir {
-                    if let Err(e) = write_publish_dir(dir, &built) {
-                        tracing::error!(%commit, dir = %dir.display(), error = %e, "writing the publish dir failed");
-                    }
-                }
+                self.persist(shared, &commit, &built, state).await;
                 shared.publish(&built, &published_at);
                 for b in &built {
                     tracing::info!(bundle = %b.name, revision = %b.revision, etag = %b.etag, kid = %b.kid, size = b.bytes.len(), "bundle published");
@@ -167,16 +160,40 @@ impl Builder {
         book.last = Some(report);
     }
 
-    /// A build interrupted by a crash or a kill leaves its exported tree behind.
-    fn remove_stale_exports(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.tmp_dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("commit-") {
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
+    /// Writes the publication to the data dir and the publish dir on a blocking thread (fsyncs
+    /// must not stall the runtime that serves thousands of long polls). A disk problem must not
+    /// keep a good commit from the fleet: it is logged, and the only cost is a rebuild after a
+    /// restart.
+    async fn persist(
+        &self,
+        shared: &Shared,
+        commit: &str,
+        built: &[BuiltBundle],
+        state: PublishedState,
+    ) {
+        let store = self.store.clone();
+        let publish_dir = shared.cfg.publish_dir.clone();
+        // Cheap: the bundle bytes are reference-counted.
+        let built = built.to_vec();
+        let task = tokio::task::spawn_blocking(move || {
+            let saved = store.save(&built, &state);
+            let published = publish_dir
+                .as_ref()
+                .map(|dir| (dir.clone(), write_publish_dir(dir, &built)));
+            (saved, published)
+        })
+        .await;
+        match task {
+            Ok((saved, published)) => {
+                if let Err(e) = saved {
+                    tracing::error!(%commit, error = %e, "persisting the published bundles failed");
                 }
+                if let Some((dir, Err(e))) = published {
+                    tracing::error!(%commit, dir = %dir.display(), error = %e, "writing the publish dir failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(%commit, error = %e, "persisting the published bundles failed")
             }
         }
     }
@@ -186,7 +203,7 @@ impl Builder {
         &self,
         shared: &Shared,
         commit: &str,
-    ) -> Result<Result<Vec<super::gate::BuiltBundle>, Vec<Failure>>, String> {
+    ) -> Result<Result<Vec<BuiltBundle>, Vec<Failure>>, String> {
         std::fs::create_dir_all(&self.tmp_dir)
             .map_err(|e| format!("creating {}: {e}", self.tmp_dir.display()))?;
         let tree = tempfile::Builder::new()
@@ -206,12 +223,27 @@ impl Builder {
         let commit_s = commit.to_string();
         let bundles = shared.cfg.bundles.clone();
         let signer = Arc::clone(&self.signer);
-        let res = tokio::task::spawn_blocking(move || {
-            gate_commit(&root, &commit_s, signed_at, &bundles, &signer)
+        // The exported tree is removed on the blocking thread too.
+        tokio::task::spawn_blocking(move || {
+            let res = gate_commit(&root, &commit_s, signed_at, &bundles, &signer);
+            drop(tree);
+            res
         })
         .await
-        .map_err(|e| format!("build task failed: {e}"));
-        drop(tree);
-        res
+        .map_err(|e| format!("build task failed: {e}"))
+    }
+}
+
+/// A build interrupted by a crash or a kill leaves its exported tree behind.
+fn remove_stale_exports(tmp_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("commit-") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
+            }
+        }
     }
 }

@@ -151,6 +151,10 @@ pub struct SigningKeyConfig {
     pub private_key_file: PathBuf,
 }
 
+/// Largest accepted `distribution.max_long_poll_seconds` (an hour): clients re-poll anyway, and
+/// a longer hold only hides dead connections.
+pub const MAX_LONG_POLL_SECONDS: u64 = 3600;
+
 /// Serving bundles.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -208,6 +212,9 @@ pub struct FleetConfig {
     pub max_report_bytes: usize,
     /// Most sidecars tracked; reports from new ids beyond it are refused with 429 (default 100000).
     pub max_sidecars: usize,
+    /// Most bytes of status reports kept in memory, all sidecars together; a report that would
+    /// exceed it is refused with 429 (default 256 MiB).
+    pub max_total_report_bytes: usize,
 }
 
 impl Default for FleetConfig {
@@ -216,6 +223,7 @@ impl Default for FleetConfig {
             ttl_seconds: 300,
             max_report_bytes: 256 * 1024,
             max_sidecars: 100_000,
+            max_total_report_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -267,6 +275,26 @@ pub fn valid_bundle_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// A branch name git accepts (`git check-ref-format --branch` rules) that cannot be read as an
+/// option or change the meaning of the fetch refspec it is put in.
+pub fn valid_branch_name(branch: &str) -> bool {
+    !branch.is_empty()
+        && branch != "@"
+        && !branch.starts_with('-')
+        && !branch.starts_with('/')
+        && !branch.ends_with('/')
+        && !branch.ends_with('.')
+        && !branch.contains("..")
+        && !branch.contains("//")
+        && !branch.contains("@{")
+        && !branch
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
+        && branch
+            .split('/')
+            .all(|part| !part.starts_with('.') && !part.ends_with(".lock"))
+}
+
 impl ServerConfig {
     /// Reads and parses a YAML file (unknown keys are errors naming the key).
     pub fn from_file(path: &Path) -> anyhow::Result<ServerConfig> {
@@ -285,17 +313,10 @@ impl ServerConfig {
         if self.git.repo.trim().is_empty() {
             return Err(err("git.repo", "must not be empty"));
         }
-        if self.git.repo.starts_with('-') || self.git.branch.starts_with('-') {
-            return Err(err("git", "repo and branch must not start with '-'"));
+        if self.git.repo.starts_with('-') {
+            return Err(err("git.repo", "must not start with '-'"));
         }
-        if self.git.branch.is_empty()
-            || self.git.branch.contains("..")
-            || self
-                .git
-                .branch
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
-        {
+        if !valid_branch_name(&self.git.branch) {
             return Err(err(
                 "git.branch",
                 format!("{:?} is not a valid branch name", self.git.branch),
@@ -388,11 +409,26 @@ impl ServerConfig {
                 ));
             }
         }
+        if self.distribution.max_long_poll_seconds > MAX_LONG_POLL_SECONDS {
+            return Err(err(
+                "distribution.max_long_poll_seconds",
+                format!("at most {MAX_LONG_POLL_SECONDS}"),
+            ));
+        }
         if self.webhook.max_body_bytes == 0 {
             return Err(err("webhook.max_body_bytes", "must be at least 1"));
         }
         if self.fleet.ttl_seconds == 0 {
             return Err(err("fleet.ttl_seconds", "must be at least 1"));
+        }
+        if self.fleet.max_sidecars == 0 {
+            return Err(err("fleet.max_sidecars", "must be at least 1"));
+        }
+        if self.fleet.max_total_report_bytes < self.fleet.max_report_bytes {
+            return Err(err(
+                "fleet.max_total_report_bytes",
+                "must be at least fleet.max_report_bytes",
+            ));
         }
         if self.fleet.max_report_bytes == 0 {
             return Err(err("fleet.max_report_bytes", "must be at least 1"));
@@ -477,8 +513,46 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
             sha256: "ABC".into(),
         });
         assert_eq!(c.validate().unwrap_err().key, "auth.tokens[0].sha256");
+        for bad in [
+            "a..b",
+            "-main",
+            "--upload-pack=x",
+            "main:refs/heads/x",
+            "a/.hidden",
+            "x.lock",
+            "a//b",
+            "/a",
+            "a/",
+            "a.",
+            "a@{1}",
+            "@",
+            "a b",
+            "*",
+        ] {
+            let mut c = ServerConfig::from_yaml(MIN).unwrap();
+            c.git.branch = bad.into();
+            assert_eq!(c.validate().unwrap_err().key, "git.branch", "{bad}");
+        }
+        for good in ["main", "release/v1.2", "feature-x_y", "policy@prod"] {
+            assert!(valid_branch_name(good), "{good}");
+        }
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
-        c.git.branch = "a..b".into();
-        assert_eq!(c.validate().unwrap_err().key, "git.branch");
+        c.fleet.max_sidecars = 0;
+        assert_eq!(c.validate().unwrap_err().key, "fleet.max_sidecars");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.fleet.max_total_report_bytes = 1;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "fleet.max_total_report_bytes"
+        );
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.distribution.max_long_poll_seconds = u64::MAX;
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "distribution.max_long_poll_seconds"
+        );
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.git.repo = "--upload-pack=touch /tmp/x".into();
+        assert_eq!(c.validate().unwrap_err().key, "git.repo");
     }
 }

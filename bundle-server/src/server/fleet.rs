@@ -1,7 +1,7 @@
 //! The fleet view: OPA-compatible status reports from sidecars, kept per sidecar id until they
 //! stop reporting for `fleet.ttl_seconds`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,6 +52,10 @@ pub struct StatusReport {
     /// Per-bundle status.
     #[serde(default)]
     pub bundles: BTreeMap<String, ReportedBundle>,
+    /// Size of the report body: what keeping the report is charged against
+    /// `fleet.max_total_report_bytes`.
+    #[serde(skip)]
+    pub size: usize,
 }
 
 /// Why a report was refused.
@@ -63,13 +67,17 @@ pub enum ReportError {
     /// `fleet.max_sidecars` reached.
     #[error("fleet is full ({0} sidecars tracked); report refused")]
     Full(usize),
+    /// `fleet.max_total_report_bytes` reached.
+    #[error("stored status reports would exceed {0} bytes (fleet.max_total_report_bytes); report refused")]
+    TooMuchData(usize),
 }
 
 impl StatusReport {
     /// Parses and validates a report body.
     pub fn parse(body: &[u8]) -> Result<StatusReport, ReportError> {
-        let r: StatusReport =
+        let mut r: StatusReport =
             serde_json::from_slice(body).map_err(|e| ReportError::Invalid(e.to_string()))?;
+        r.size = body.len();
         let id = r.labels.get("id").map(String::as_str).unwrap_or("");
         if id.trim().is_empty() {
             return Err(ReportError::Invalid(
@@ -104,6 +112,7 @@ impl StatusReport {
 }
 
 struct Sidecar {
+    size: usize,
     labels: BTreeMap<String, String>,
     bundles: BTreeMap<String, ReportedBundle>,
     received: Instant,
@@ -158,22 +167,38 @@ struct Inner {
     /// Live sidecars per (bundle, revision), kept in step with `sidecars` so a report costs
     /// O(bundles in it), not O(fleet).
     counts: HashMap<(String, String), i64>,
+    /// Sum of the stored reports' sizes.
+    bytes: usize,
 }
 
 /// Every sidecar that reported within the TTL.
 pub struct Fleet {
+    /// Bundles counted in `regent_fleet_sidecars`: the ones this server serves. Names come
+    /// from unauthenticated reports, so any other name would let a client add metric series.
+    metric_bundles: BTreeSet<String>,
     ttl: Duration,
     max_sidecars: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
     metrics: Metrics,
 }
 
 impl Fleet {
-    /// An empty fleet.
-    pub fn new(ttl: Duration, max_sidecars: usize, metrics: Metrics) -> Fleet {
+    /// An empty fleet holding at most `max_sidecars` sidecars and `max_bytes` of reports (so an
+    /// open status endpoint cannot be used to fill the server's memory).
+    /// Only the bundles in `metric_bundles` are counted in `regent_fleet_sidecars`.
+    pub fn new(
+        metric_bundles: BTreeSet<String>,
+        ttl: Duration,
+        max_sidecars: usize,
+        max_bytes: usize,
+        metrics: Metrics,
+    ) -> Fleet {
         Fleet {
+            metric_bundles,
             ttl,
             max_sidecars,
+            max_bytes,
             inner: Mutex::new(Inner::default()),
             metrics,
         }
@@ -196,7 +221,19 @@ impl Fleet {
                 return Err(ReportError::Full(inner.sidecars.len()));
             }
         }
+        let after = |inner: &Inner| {
+            let replaced = inner.sidecars.get(&id).map_or(0, |s| s.size);
+            inner.bytes - replaced + report.size
+        };
+        if after(&inner) > self.max_bytes {
+            self.prune_locked(&mut inner);
+            if after(&inner) > self.max_bytes {
+                return Err(ReportError::TooMuchData(self.max_bytes));
+            }
+        }
+        inner.bytes = after(&inner);
         let new = Sidecar {
+            size: report.size,
             labels: report.labels,
             bundles: report.bundles,
             received: Instant::now(),
@@ -212,6 +249,9 @@ impl Fleet {
     /// Adds `delta` to the counts of every (bundle, revision) of `s`, and updates the gauge.
     fn count(&self, inner: &mut Inner, s: &Sidecar, delta: i64) {
         for (bundle, b) in &s.bundles {
+            if !self.metric_bundles.contains(bundle) {
+                continue;
+            }
             let key = (bundle.clone(), b.active_revision.clone());
             let n = {
                 let n = inner.counts.entry(key.clone()).or_default();
@@ -247,6 +287,7 @@ impl Fleet {
             .collect();
         for id in &expired {
             if let Some(s) = inner.sidecars.remove(id) {
+                inner.bytes -= s.size;
                 self.count(inner, &s, -1);
             }
         }
@@ -335,15 +376,45 @@ mod tests {
     }
 
     #[test]
+    fn stored_reports_are_bounded_in_bytes() {
+        let size = report("a", "r1").size;
+        let f = Fleet::new(
+            BTreeSet::new(),
+            Duration::from_secs(300),
+            100,
+            2 * size,
+            Metrics::new().unwrap(),
+        );
+        f.record(report("a", "r1")).unwrap();
+        f.record(report("b", "r1")).unwrap();
+        assert_eq!(
+            f.record(report("c", "r1")),
+            Err(ReportError::TooMuchData(2 * size))
+        );
+        // A sidecar replacing its own report does not grow the total.
+        f.record(report("a", "r1")).unwrap();
+        assert_eq!(f.view(&BTreeMap::new()).sidecars.len(), 2);
+    }
+
+    #[test]
     fn fleet_counts_revisions_and_ages_out() {
         let m = Metrics::new().unwrap();
-        let f = Fleet::new(Duration::from_secs(2), 2, m.clone());
+        let served = BTreeSet::from(["authz".to_string()]);
+        let f = Fleet::new(served, Duration::from_secs(2), 3, usize::MAX, m.clone());
         f.record(report("a", "r1")).unwrap();
         f.record(report("b", "r2")).unwrap();
-        assert_eq!(f.record(report("c", "r2")), Err(ReportError::Full(2)));
+        // A bundle this server does not serve is in the view but adds no metric series.
+        let stranger = StatusReport::parse(
+            br#"{"labels":{"id":"x"},"bundles":{"made-up":{"active_revision":"r9"}}}"#,
+        )
+        .unwrap();
+        f.record(stranger).unwrap();
+        assert!(!m.render().contains("made-up"));
+        assert_eq!(f.record(report("c", "r2")), Err(ReportError::Full(3)));
         f.record(report("a", "r2")).unwrap();
         let v = f.view(&BTreeMap::from([("authz".to_string(), "r2".to_string())]));
-        assert_eq!(v.sidecars.len(), 2);
+        assert_eq!(v.sidecars.len(), 3);
+        assert_eq!(v.bundles["made-up"].sidecars, 1);
         assert_eq!(v.bundles["authz"].on_published, 2);
         assert!(m
             .render()

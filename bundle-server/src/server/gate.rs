@@ -302,7 +302,7 @@ fn entrypoint_check(
     };
     let policy = ActivePolicy::compile(bundles, &settings)
         .map_err(|e| Failure::new(name, "entrypoint", format!("entrypoint {entrypoint}: {e}")))?;
-    policy
+    let value = policy
         .fresh_eval(regorus::Value::new_object())
         .map_err(|e| {
             Failure::new(
@@ -311,6 +311,18 @@ fn entrypoint_check(
                 format!("entrypoint {entrypoint}: evaluation on an empty input failed: {e}"),
             )
         })?;
+    // The decision contract: a defined decision must be one the sidecar can turn into an
+    // answer (a boolean, or an object with a boolean `allowed` and well-typed fields).
+    // Undefined is allowed here: a rule without a default is undefined on an empty input.
+    if value != regorus::Value::Undefined {
+        regent_sidecar::decision::to_check_response(&value, "regent-gate").map_err(|e| {
+            Failure::new(
+                name,
+                "entrypoint",
+                format!("entrypoint {entrypoint}: on an empty input the decision is unusable: {e}"),
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -377,6 +389,32 @@ mod tests {
         let missing =
             gate_commit(root.path(), "c3", 3, &[bundle("nowhere")], &signer()).unwrap_err();
         assert_eq!(missing[0].reason, "build");
+    }
+
+    #[test]
+    fn entrypoint_decisions_must_follow_the_contract() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("lib")).unwrap();
+        let mut cfg = bundle("lib");
+        cfg.entrypoints = vec!["lib/allow".into()];
+        let gate = |policy: &str| {
+            std::fs::write(root.path().join("lib/lib.rego"), policy).unwrap();
+            gate_commit(root.path(), "c", 1, std::slice::from_ref(&cfg), &signer())
+        };
+        // A boolean, an object with `allowed`, or undefined on an empty input: publishable.
+        assert!(gate("package lib\n\ndefault allow := false\n").is_ok());
+        assert!(gate("package lib\n\nallow := {\"allowed\": true}\n").is_ok());
+        assert!(gate("package lib\n\nallow if input.user == \"a\"\n").is_ok());
+        // A decision the sidecar cannot map to an answer is refused before any sidecar sees it.
+        for bad in [
+            "package lib\n\nallow := \"yes\"\n",
+            "package lib\n\nallow := {\"ok\": true}\n",
+            "package lib\n\nallow := {\"allowed\": false, \"http_status\": \"x\"}\n",
+        ] {
+            let f = gate(bad).unwrap_err();
+            assert_eq!(f[0].reason, "entrypoint", "{bad}: {f:?}");
+            assert!(f[0].message.contains("unusable"), "{bad}: {f:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 /// Local ref the tracked branch is fetched into.
 const TRACKED_REF: &str = "refs/heads/regent-tracked";
+/// Largest output read from one git command (the exported tree of a commit): a repository
+/// that grew out of bounds fails the build instead of exhausting memory.
+const MAX_GIT_OUTPUT_BYTES: u64 = 512 * 1024 * 1024;
+/// Most of git's standard error kept for the error message.
+const MAX_GIT_STDERR_BYTES: u64 = 64 * 1024;
 
 /// A git command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +89,11 @@ impl GitSource {
     }
 
     async fn git(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {
-        let shown = args.join(" ");
+        use tokio::io::AsyncReadExt;
+        // Errors end up in logs and `GET /v1/status`: a token in the repository URL must not.
+        let redacted = self.display_repo();
+        let hide = |text: &str| text.replace(self.repo.as_str(), &redacted);
+        let shown = hide(&args.join(" "));
         let mut cmd = tokio::process::Command::new("git");
         cmd.arg("--git-dir")
             .arg(&self.mirror)
@@ -96,27 +105,58 @@ impl GitSource {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|source| GitError::Spawn {
+        let spawn_err = |source| GitError::Spawn {
             args: shown.clone(),
             source,
-        })?;
-        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(spawn_err(std::io::Error::other("no pipes to git")));
+        };
+        let run = async {
+            // Both pipes are drained together so git never blocks on a full one; output past
+            // the limit ends the command (the child is killed when dropped).
+            let out = async {
+                let mut buf = Vec::new();
+                stdout
+                    .take(MAX_GIT_OUTPUT_BYTES + 1)
+                    .read_to_end(&mut buf)
+                    .await?;
+                if buf.len() as u64 > MAX_GIT_OUTPUT_BYTES {
+                    return Err(std::io::Error::other(format!(
+                        "output larger than {MAX_GIT_OUTPUT_BYTES} bytes"
+                    )));
+                }
+                Ok(buf)
+            };
+            let err = async {
+                let mut buf = Vec::new();
+                let mut stderr = stderr;
+                (&mut stderr)
+                    .take(MAX_GIT_STDERR_BYTES)
+                    .read_to_end(&mut buf)
+                    .await?;
+                tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await?;
+                Ok(buf)
+            };
+            let (out, err) = tokio::try_join!(out, err)?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out, err))
+        };
+        let (status, stdout, stderr) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| GitError::Timeout {
                 args: shown.clone(),
                 seconds: self.timeout.as_secs(),
             })?
-            .map_err(|source| GitError::Spawn {
-                args: shown.clone(),
-                source,
-            })?;
-        if !out.status.success() {
+            .map_err(spawn_err)?;
+        if !status.success() {
             return Err(GitError::Failed {
                 args: shown,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr: hide(String::from_utf8_lossy(&stderr).trim()),
             });
         }
-        Ok(out.stdout)
+        Ok(stdout)
     }
 
     /// Fetches the branch into the mirror (created on first use) and returns its commit SHA.
@@ -135,10 +175,16 @@ impl GitSource {
                 .arg(&self.mirror)
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
-            let out = cmd.output().await.map_err(|source| GitError::Spawn {
-                args: "init --bare".into(),
-                source,
-            })?;
+            let out = tokio::time::timeout(self.timeout, cmd.output())
+                .await
+                .map_err(|_| GitError::Timeout {
+                    args: "init --bare".into(),
+                    seconds: self.timeout.as_secs(),
+                })?
+                .map_err(|source| GitError::Spawn {
+                    args: "init --bare".into(),
+                    source,
+                })?;
             if !out.status.success() {
                 return Err(GitError::Failed {
                     args: "init --bare".into(),
@@ -158,11 +204,19 @@ impl GitSource {
         let out = self
             .git(&["rev-parse", "--verify", "--quiet", &spec])
             .await?;
-        Ok(String::from_utf8_lossy(&out).trim().to_string())
+        let sha = String::from_utf8_lossy(&out).trim().to_string();
+        if !is_object_id(&sha) {
+            return Err(GitError::Failed {
+                args: format!("rev-parse --verify {spec}"),
+                stderr: format!("unexpected output {sha:?}"),
+            });
+        }
+        Ok(sha)
     }
 
     /// Author and subject of `commit`.
     pub async fn commit_info(&self, commit: &str) -> Result<CommitInfo, GitError> {
+        check_object_id(commit)?;
         let out = self
             .git(&["log", "-1", "--format=%an <%ae>%x00%s", commit, "--"])
             .await?;
@@ -176,6 +230,7 @@ impl GitSource {
 
     /// Committer time of `commit` (Unix seconds).
     pub async fn commit_time(&self, commit: &str) -> Result<i64, GitError> {
+        check_object_id(commit)?;
         let out = self
             .git(&["log", "-1", "--format=%ct", commit, "--"])
             .await?;
@@ -188,6 +243,7 @@ impl GitSource {
 
     /// Writes the tree of `commit` into `dest` (which must exist and be empty).
     pub async fn export(&self, commit: &str, dest: &Path) -> Result<(), GitError> {
+        check_object_id(commit)?;
         let tar_bytes = self.git(&["archive", "--format=tar", commit]).await?;
         let dest = dest.to_path_buf();
         let commit_s = commit.to_string();
@@ -216,6 +272,23 @@ impl GitSource {
     /// The tracked branch.
     pub fn branch(&self) -> &str {
         &self.branch
+    }
+}
+
+/// A full hex object name (SHA-1 or SHA-256), as `rev-parse` prints it. Only such names are
+/// passed to git commands as revisions, so none can be read as an option or a range.
+pub fn is_object_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_object_id(commit: &str) -> Result<(), GitError> {
+    if is_object_id(commit) {
+        Ok(())
+    } else {
+        Err(GitError::Failed {
+            args: commit.chars().take(80).collect(),
+            stderr: "not a full commit id".into(),
+        })
     }
 }
 
@@ -257,6 +330,65 @@ mod tests {
             redact_url("git@github.com:o/r.git"),
             "git@github.com:o/r.git"
         );
+    }
+
+    #[test]
+    fn only_full_object_ids_reach_git() {
+        assert!(is_object_id(&"a".repeat(40)));
+        assert!(is_object_id(&"0f".repeat(32)));
+        assert!(!is_object_id("--output=/tmp/x"));
+        assert!(!is_object_id("HEAD"));
+        assert!(!is_object_id(&"g".repeat(40)));
+        assert!(!is_object_id(&"a".repeat(41)));
+    }
+
+    #[tokio::test]
+    async fn an_option_like_revision_never_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let g = GitSource::new(
+            "/nonexistent",
+            "main",
+            d.path().join("m.git"),
+            Duration::from_secs(5),
+        );
+        let e = g
+            .export("--output=/tmp/x", d.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a full commit id"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_never_answers_times_out() {
+        // Accepts connections (the kernel backlog does) and never says a word.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let d = tempfile::tempdir().unwrap();
+        let g = GitSource::new(
+            &format!("git://127.0.0.1:{port}/policy.git"),
+            "main",
+            d.path().join("m.git"),
+            Duration::from_secs(1),
+        );
+        let e = g.fetch().await.unwrap_err();
+        assert!(matches!(e, GitError::Timeout { .. }), "{e}");
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn fetch_errors_do_not_show_url_credentials() {
+        // Port 1 on loopback refuses the connection at once.
+        let d = tempfile::tempdir().unwrap();
+        let g = GitSource::new(
+            "https://bot:s3cr3t-token@127.0.0.1:1/policy.git",
+            "main",
+            d.path().join("m.git"),
+            Duration::from_secs(30),
+        );
+        let e = g.fetch().await.unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t-token"), "{e}");
+        assert!(e.contains("127.0.0.1:1/policy.git"), "{e}");
     }
 
     #[test]

@@ -258,8 +258,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
 
     let metrics = Metrics::new().context("registering metrics")?;
     let fleet = Fleet::new(
+        cfg.bundles.iter().map(|b| b.name.clone()).collect(),
         Duration::from_secs(cfg.fleet.ttl_seconds),
         cfg.fleet.max_sidecars,
+        cfg.fleet.max_total_report_bytes,
         metrics.clone(),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
