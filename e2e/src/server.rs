@@ -1,0 +1,213 @@
+//! `regent serve`: configuration written by the harness, process started and stopped, status read.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::harness::Harness;
+use crate::ports::free_port;
+use crate::process::Proc;
+use crate::sidecar::BUNDLE;
+use crate::upstreams::wait_listening;
+use crate::wait;
+
+/// Key id the harness signs bundles under.
+pub const KID: &str = "e2e";
+
+/// What the bundle server is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// HTTP port.
+    pub port: u16,
+    /// The bare policy repository.
+    pub repo: PathBuf,
+    /// Branch to follow.
+    pub branch: String,
+    /// Ed25519 private key (PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// Webhook HMAC secret file.
+    pub webhook_secret: PathBuf,
+    /// Server state directory.
+    pub data_dir: PathBuf,
+}
+
+impl ServerOptions {
+    /// The YAML configuration (written as JSON).
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listen": format!("127.0.0.1:{}", self.port),
+            "repo": {"url": self.repo.display().to_string(), "branch": self.branch},
+            "bundle": {"name": BUNDLE},
+            "signing": {"key_file": self.signing_key.display().to_string(), "kid": KID},
+            "webhook": {"secret_file": self.webhook_secret.display().to_string()},
+            "data_dir": self.data_dir.display().to_string(),
+        })
+    }
+}
+
+/// Runs `regent keygen`, writing `<dir>/signing.pem` and `<dir>/signing.pub.pem`; returns
+/// (private, public).
+pub fn keygen(h: &Harness, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let private = dir.join("signing.pem");
+    let public = dir.join("signing.pub.pem");
+    let out = Command::new(&h.bins.regent)
+        .arg("keygen")
+        .arg("--private")
+        .arg(&private)
+        .arg("--public")
+        .arg(&public)
+        .output()
+        .context("running regent keygen")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "regent keygen failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((private, public))
+}
+
+/// A running (or stopped, restartable) bundle server.
+pub struct BundleServer {
+    /// Its options.
+    pub opts: ServerOptions,
+    /// The configuration file.
+    pub config: PathBuf,
+    name: String,
+    bin: PathBuf,
+    logs: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl BundleServer {
+    /// Options with a free port and files under `<h.dir>/server`.
+    pub fn options(
+        h: &Harness,
+        repo: &Path,
+        branch: &str,
+        signing_key: &Path,
+    ) -> Result<ServerOptions> {
+        let secret = h.write("server/webhook-secret", "e2e-webhook-secret\n")?;
+        Ok(ServerOptions {
+            port: free_port()?,
+            repo: repo.to_path_buf(),
+            branch: branch.to_string(),
+            signing_key: signing_key.to_path_buf(),
+            webhook_secret: secret,
+            data_dir: h.path("server/data")?,
+        })
+    }
+
+    /// Writes the configuration, starts `regent serve` and waits until it listens.
+    pub async fn start(h: &Harness, opts: ServerOptions) -> Result<BundleServer> {
+        let config = h.write("server.yaml", serde_json::to_string_pretty(&opts.config())?)?;
+        let mut s = BundleServer {
+            opts,
+            config,
+            name: "server".into(),
+            bin: h.bins.regent.clone(),
+            logs: h.logs.clone(),
+            proc: None,
+        };
+        s.start_again().await?;
+        Ok(s)
+    }
+
+    /// Starts it (again) with the same configuration.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve").arg("--config").arg(&self.config);
+        let mut proc = Proc::spawn(&self.name, cmd, &self.logs)?;
+        wait_listening(&mut proc, self.opts.port, Duration::from_secs(30)).await?;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// Fails with its log tail when it has exited on its own.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.proc.as_mut() {
+            Some(p) => p.ensure_running(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops it (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Base URL.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.opts.port)
+    }
+
+    /// The bundle URL the sidecar syncs from.
+    pub fn bundle_url(&self) -> String {
+        format!("{}/bundles/{BUNDLE}", self.base())
+    }
+
+    /// `GET /v1/status` as JSON.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let url = format!("{}/v1/status", self.base());
+        crate::http::client()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("{url} body"))
+    }
+
+    /// The current bundle's bytes.
+    pub async fn fetch_bundle(&self) -> Result<Vec<u8>> {
+        let url = self.bundle_url();
+        let r = crate::http::client()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        if r.status() != 200 {
+            anyhow::bail!("GET {url}: {}", r.status());
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
+    /// Waits until the server has processed commit `sha` (served, or refused), per `/v1/status`.
+    pub async fn wait_processed(
+        &mut self,
+        sha: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        if let Some(p) = self.proc.as_mut() {
+            p.ensure_running()?;
+        }
+        let this = &*self;
+        wait::until(
+            &format!("the bundle server to process commit {sha}"),
+            timeout,
+            || async move {
+                let st = this.status().await?;
+                Ok(st.to_string().contains(sha).then_some(st))
+            },
+        )
+        .await
+    }
+
+    /// The `post-receive` hook script that notifies this server of pushes.
+    pub fn post_receive_hook(&self) -> String {
+        format!(
+            "#!/bin/sh\n# Installed by the Regent e2e harness: tell regent serve about the push.\ncurl -fsS -X POST {}/v1/hooks/git >/dev/null 2>&1 || true\n",
+            self.base()
+        )
+    }
+}
