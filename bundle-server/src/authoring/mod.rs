@@ -2,7 +2,10 @@
 
 pub mod build;
 pub mod check;
+pub mod check_request;
+mod engine;
 pub mod eval;
+mod files;
 pub mod keygen;
 pub mod sign;
 pub mod verify;

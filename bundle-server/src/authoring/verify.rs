@@ -1,10 +1,112 @@
-//! `regent verify` (not implemented yet).
+//! `regent verify`: checks a bundle's signature the way the sidecar does before activating it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use regent_bundle::signing::{
+    read_verifying_key, verify, Keyring, VerifiedSignature, VerifyError, VerifyOptions,
+    VerifyingKey,
+};
+use regent_bundle::{Bundle, UnpackLimits};
+
+use super::build::display_revision;
 
 /// Arguments of `regent verify`.
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {}
+pub struct VerifyArgs {
+    /// Bundle archive (`.tar.gz`).
+    pub bundle: PathBuf,
+    /// Trusted public key (SPKI PEM) as `FILE:KID`, repeatable. A key given as plain `FILE` is
+    /// tried for whatever key id the bundle names.
+    #[arg(long = "key", value_name = "PUBLIC_KEY[:KID]", required = true)]
+    pub keys: Vec<String>,
+    /// Required `scope` claim (without it, a signature carrying a scope is refused, as in OPA).
+    #[arg(long)]
+    pub scope: Option<String>,
+}
 
-/// Runs `regent verify`; returns the exit code.
-pub fn run(_args: VerifyArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("regent verify is not implemented yet")
+/// Runs `regent verify`; returns the exit code (0 valid, 1 refused or unreadable).
+pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+    let mut keyring = Keyring::new();
+    let mut anonymous: Vec<(String, VerifyingKey)> = Vec::new();
+    for spec in &args.keys {
+        let (file, kid) = split_key_spec(spec);
+        let key = read_verifying_key(Path::new(file))?;
+        match kid {
+            Some(kid) => keyring.insert(kid, key),
+            None => anonymous.push((file.to_string(), key)),
+        }
+    }
+    let bytes =
+        std::fs::read(&args.bundle).with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let bundle = Bundle::from_tar_gz(&bytes, &UnpackLimits::default())
+        .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let opts = VerifyOptions {
+        scope: args.scope.clone(),
+    };
+    let verified = match verify_with(&bundle, &keyring, &anonymous, &opts) {
+        Ok(v) => v,
+        Err(e) => bail!("{}: signature refused: {e}", args.bundle.display()),
+    };
+    println!("{}: signature OK", args.bundle.display());
+    println!("  revision: {}", display_revision(bundle.revision()));
+    println!("  roots: {:?}", bundle.manifest().effective_roots());
+    println!("  signed by: kid {:?}", verified.kid);
+    if let Some(iat) = verified.iat {
+        let when = chrono::DateTime::from_timestamp(iat, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "out of range".into());
+        println!("  signed at: {iat} ({when})");
+    }
+    if let Some(iss) = &verified.iss {
+        println!("  issuer: {iss}");
+    }
+    if let Some(scope) = &verified.scope {
+        println!("  scope: {scope}");
+    }
+    let files: Vec<_> = bundle.files().collect();
+    println!("  files ({}):", files.len());
+    for (path, content) in files {
+        println!("    {path} ({} bytes)", content.len());
+    }
+    Ok(0)
+}
+
+/// `FILE` or `FILE:KID`. An existing file whose name contains `:` is taken whole.
+fn split_key_spec(spec: &str) -> (&str, Option<&str>) {
+    if Path::new(spec).is_file() {
+        return (spec, None);
+    }
+    match spec.rsplit_once(':') {
+        Some((file, kid)) if !file.is_empty() && !kid.is_empty() => (file, Some(kid)),
+        _ => (spec, None),
+    }
+}
+
+/// Verifies with the keys bound to a kid; when the bundle names a kid none of them has, each key
+/// given without a kid is tried under that kid.
+fn verify_with(
+    bundle: &Bundle,
+    keyring: &Keyring,
+    anonymous: &[(String, VerifyingKey)],
+    opts: &VerifyOptions,
+) -> Result<VerifiedSignature, VerifyError> {
+    let first = verify(bundle, keyring, opts);
+    let Err(VerifyError::UnknownKid(kid)) = &first else {
+        return first;
+    };
+    if anonymous.is_empty() {
+        return first;
+    }
+    let mut last = first.clone();
+    for (_, key) in anonymous {
+        let mut ring = keyring.clone();
+        ring.insert(kid.clone(), *key);
+        match verify(bundle, &ring, opts) {
+            Ok(v) => return Ok(v),
+            Err(e @ VerifyError::BadSignature(_)) => last = Err(e),
+            Err(e) => return Err(e),
+        }
+    }
+    last
 }

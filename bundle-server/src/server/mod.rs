@@ -1,10 +1,399 @@
-//! `regent serve`: the bundle server. (Not implemented yet.)
+//! `regent serve`: the bundle server.
+//!
+//! Watches a policy git repository ([`git`]), gates every new commit of the tracked branch
+//! ([`gate`]: build, compile like the sidecar, test, check entrypoints, sign), and serves the
+//! signed bundles with ETags and OPA long polling ([`api`]); collects sidecar status reports into
+//! a fleet view ([`fleet`]). One build at a time ([`builder`]); the last publication is kept in
+//! the data dir so a restart serves at once ([`store`]).
 
-/// Arguments of `regent serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub mod api;
+pub mod auth;
+pub mod builder;
+pub mod config;
+pub mod fleet;
+pub mod gate;
+pub mod git;
+pub mod listener;
+pub mod metrics;
+pub mod state;
+pub mod store;
 
-/// Runs the server until it is stopped; returns the exit code.
-pub fn run(_args: ServeArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("regent serve is not implemented yet")
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use regent_bundle::signing::{self, Keyring};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+
+use auth::TokenSet;
+use builder::Builder;
+use fleet::Fleet;
+use gate::Signer;
+use git::GitSource;
+use metrics::Metrics;
+use state::{BuildBook, Shared};
+use store::DataStore;
+
+/// Arguments of `regent serve`. Flags override the matching keys of the config file.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// YAML configuration file (see the README for every key).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// `git.repo`: URL or path of the policy repository.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// `git.branch`: branch to publish.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// `listen`: address to listen on, e.g. 0.0.0.0:8181.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Private key file (PKCS#8 PEM ed25519) that signs; with --kid it becomes the active key.
+    #[arg(long, requires = "kid")]
+    pub key: Option<PathBuf>,
+    /// `signing.active_kid`: key id of --key (or of a configured key).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// `publish_dir`: also write each bundle there (NAME.tar.gz and NAME.tar.gz.etag).
+    #[arg(long)]
+    pub publish_dir: Option<PathBuf>,
+    /// `data_dir`: git mirror and last published bundles.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Adds a bundle `NAME=DIR` (repeatable), in addition to the configured ones.
+    #[arg(long = "bundle", value_name = "NAME=DIR")]
+    pub bundles: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The configuration: the file (if any) with the flags applied, validated.
+    pub fn load(&self) -> anyhow::Result<ServerConfig> {
+        use serde_yaml::{Mapping, Value};
+        let mut root = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                serde_yaml::from_str::<Value>(&text)
+                    .with_context(|| format!("{}: invalid YAML", p.display()))?
+            }
+            None => Value::Mapping(Mapping::new()),
+        };
+        let Value::Mapping(map) = &mut root else {
+            anyhow::bail!("the configuration must be a YAML mapping");
+        };
+        fn section<'a>(map: &'a mut Mapping, key: &str) -> anyhow::Result<&'a mut Mapping> {
+            let v = map
+                .entry(Value::from(key))
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            match v {
+                Value::Mapping(m) => Ok(m),
+                _ => anyhow::bail!("{key}: must be a mapping"),
+            }
+        }
+        if let Some(r) = &self.repo {
+            section(map, "git")?.insert("repo".into(), r.clone().into());
+        }
+        if let Some(b) = &self.branch {
+            section(map, "git")?.insert("branch".into(), b.clone().into());
+        }
+        if let Some(l) = &self.listen {
+            map.insert("listen".into(), l.to_string().into());
+        }
+        if let Some(d) = &self.publish_dir {
+            map.insert(
+                "publish_dir".into(),
+                d.to_string_lossy().into_owned().into(),
+            );
+        }
+        if let Some(d) = &self.data_dir {
+            map.insert("data_dir".into(), d.to_string_lossy().into_owned().into());
+        }
+        if let Some(kid) = &self.kid {
+            let signing = section(map, "signing")?;
+            signing.insert("active_kid".into(), kid.clone().into());
+            if let Some(key) = &self.key {
+                let keys = signing
+                    .entry("keys".into())
+                    .or_insert_with(|| Value::Sequence(Vec::new()));
+                let Value::Sequence(keys) = keys else {
+                    anyhow::bail!("signing.keys: must be a list");
+                };
+                keys.retain(|k| k.get("kid").and_then(Value::as_str) != Some(kid.as_str()));
+                let mut k = Mapping::new();
+                k.insert("kid".into(), kid.clone().into());
+                k.insert(
+                    "private_key_file".into(),
+                    key.to_string_lossy().into_owned().into(),
+                );
+                keys.push(Value::Mapping(k));
+            }
+        }
+        for spec in &self.bundles {
+            let (name, dir) = spec
+                .split_once('=')
+                .with_context(|| format!("--bundle {spec:?}: expected NAME=DIR"))?;
+            let list = map
+                .entry("bundles".into())
+                .or_insert_with(|| Value::Sequence(Vec::new()));
+            let Value::Sequence(list) = list else {
+                anyhow::bail!("bundles: must be a list");
+            };
+            let mut b = Mapping::new();
+            b.insert("name".into(), name.into());
+            b.insert("dir".into(), dir.into());
+            list.push(Value::Mapping(b));
+        }
+        let cfg: ServerConfig = serde_yaml::from_value(root).map_err(|e| match &self.config {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => anyhow::anyhow!("configuration: {e}"),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The address it listens on (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until a build requested after this call has finished (bounded by `timeout`);
+    /// returns whether it finished. Requests a build.
+    pub async fn build_now(&self, timeout: Duration) -> bool {
+        let gen = self.shared.request_build();
+        let mut rx = self.shared.completed.subscribe();
+        let done = tokio::time::timeout(timeout, rx.wait_for(|g| *g >= gen))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        done
+    }
+
+    /// Revision served for each bundle.
+    pub fn published_revisions(&self) -> BTreeMap<String, String> {
+        self.shared.published_revisions()
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// Stops accepting, releases waiting long polls, stops the build loop, and waits (bounded)
+    /// for everything to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let raw =
+        std::fs::read(path).with_context(|| format!("webhook.secret_file {}", path.display()))?;
+    // Files written by editors and `echo` end with a newline that is not part of the secret.
+    let trimmed = raw.trim_ascii_end().to_vec();
+    if trimmed.is_empty() {
+        anyhow::bail!("webhook.secret_file {} is empty", path.display());
+    }
+    Ok(trimmed)
+}
+
+/// Starts the server: restores the last publication, binds, starts the build loop. Must be
+/// called inside a tokio runtime.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+
+    let mut keyring = Keyring::new();
+    let mut active = None;
+    for (i, k) in cfg.signing.keys.iter().enumerate() {
+        let key = signing::read_signing_key(&k.private_key_file)
+            .with_context(|| format!("signing.keys[{i}] (kid {:?})", k.kid))?;
+        keyring.insert(k.kid.clone(), key.verifying_key());
+        if k.kid == cfg.signing.active_kid {
+            active = Some(key);
+        }
+    }
+    let key = active.context("signing.active_kid names no configured key")?;
+    let signer = Arc::new(Signer {
+        kid: cfg.signing.active_kid.clone(),
+        key,
+        scope: cfg.signing.scope.clone(),
+        issuer: cfg.signing.issuer.clone(),
+    });
+    let webhook_secret = match &cfg.webhook.secret_file {
+        Some(p) => Some(read_secret(p)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("data_dir {}", cfg.data_dir.display()))?;
+    if let Some(d) = &cfg.publish_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("publish_dir {}", d.display()))?;
+    }
+    let tls = match &cfg.tls {
+        Some(t) => Some(listener::tls_acceptor(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
+
+    let metrics = Metrics::new().context("registering metrics")?;
+    let fleet = Fleet::new(
+        Duration::from_secs(cfg.fleet.ttl_seconds),
+        cfg.fleet.max_sidecars,
+        metrics.clone(),
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        bundles: cfg
+            .bundles
+            .iter()
+            .map(|b| (b.name.clone(), watch::channel(None).0))
+            .collect(),
+        book: Mutex::new(BuildBook::default()),
+        requested: watch::channel(0).0,
+        completed: watch::channel(0).0,
+        ready: AtomicBool::new(false),
+        metrics,
+        fleet,
+        tokens: TokenSet::from_hex(cfg.auth.tokens.iter().map(|t| t.sha256.as_str())),
+        webhook_secret,
+        shutdown: shutdown_rx.clone(),
+        cfg: Arc::clone(&cfg),
+    });
+
+    let store = DataStore::new(&cfg.data_dir);
+    let names: Vec<String> = cfg.bundles.iter().map(|b| b.name.clone()).collect();
+    if let Some(restored) = store.restore(&names, &keyring, cfg.signing.scope.clone()) {
+        if !restored.bundles.is_empty() {
+            shared.publish(&restored.bundles, &restored.state.published_at);
+            let mut book = shared.book();
+            book.published_commit = Some((
+                restored.state.commit.clone(),
+                restored.state.published_at.clone(),
+            ));
+            if restored.bundles.len() == names.len()
+                && restored.state.fingerprint == cfg.build_fingerprint()
+            {
+                book.attempted = Some((restored.state.commit.clone(), restored.state.fingerprint));
+            }
+            drop(book);
+            tracing::info!(commit = %restored.state.commit, bundles = restored.bundles.len(), "restored the last published bundles");
+            shared.set_ready();
+        }
+    }
+
+    let tcp = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = tcp.local_addr().context("local address")?;
+    let git = GitSource::new(
+        &cfg.git.repo,
+        &cfg.git.branch,
+        cfg.data_dir.join("repo.git"),
+        Duration::from_secs(cfg.git.timeout_seconds),
+    );
+    let builder = Builder {
+        git,
+        signer,
+        store,
+        tmp_dir: cfg.data_dir.join("tmp"),
+    };
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        builder.run(Arc::clone(&shared), shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(listener::serve(
+        tcp,
+        api::router(Arc::clone(&shared)),
+        tls,
+        shutdown_rx.clone(),
+    )));
+    let pruner_shared = Arc::clone(&shared);
+    let mut pruner_shutdown = shutdown_rx;
+    let prune_every = Duration::from_secs((cfg.fleet.ttl_seconds / 4).clamp(1, 60));
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = pruner_shutdown.changed() => return,
+                _ = tokio::time::sleep(prune_every) => pruner_shared.fleet.prune(),
+            }
+        }
+    }));
+    tracing::info!(%addr, tls = cfg.tls.is_some(), repo = %git::redact_url(&cfg.git.repo), branch = %cfg.git.branch, "regent bundle server listening");
+    Ok(Running {
+        addr,
+        shared,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+fn init_logging(cfg: &config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if cfg.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs the server until SIGINT or SIGTERM; returns the exit code.
+pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    let cfg = args.load()?;
+    init_logging(&cfg.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let running = start(cfg).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(0)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,191 @@
+//! The build loop: one build at a time. Requests (start, poll timer, webhook) that arrive during a
+//! build coalesce into exactly one more build, which fetches whatever the branch points to then.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::gate::{gate_commit, Failure, Signer};
+use super::git::GitSource;
+use super::state::{now_rfc3339, BuildReport, BuildResult, Shared};
+use super::store::{write_publish_dir, DataStore, PublishedState};
+
+/// What the build loop needs besides the shared state.
+pub struct Builder {
+    /// The repository.
+    pub git: GitSource,
+    /// The active signing key.
+    pub signer: Arc<Signer>,
+    /// Where publications are persisted.
+    pub store: DataStore,
+    /// Scratch space for exported commits.
+    pub tmp_dir: PathBuf,
+}
+
+impl Builder {
+    /// Runs until `shutdown` turns true. The first build starts at once.
+    pub async fn run(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+        let mut requests = shared.requested.subscribe();
+        requests.mark_changed();
+        let poll = Duration::from_secs(shared.cfg.git.poll_interval_seconds);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                r = requests.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(poll), if !poll.is_zero() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let gen = *requests.borrow_and_update();
+            self.build_once(&shared).await;
+            shared.set_ready();
+            shared.completed.send_replace(gen);
+        }
+    }
+
+    async fn build_once(&self, shared: &Shared) {
+        let started = Instant::now();
+        let started_at = now_rfc3339();
+        let fingerprint = shared.cfg.build_fingerprint();
+        let finish = |result, commit: Option<String>, failures: Vec<Failure>, error| {
+            let took = started.elapsed();
+            shared.metrics.build_duration.observe(took.as_secs_f64());
+            BuildReport {
+                result,
+                commit,
+                commit_info: None,
+                started_at: started_at.clone(),
+                finished_at: now_rfc3339(),
+                duration_seconds: took.as_secs_f64(),
+                failures,
+                error,
+            }
+        };
+        let commit = match self.git.fetch().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(repo = %self.git.display_repo(), branch = %self.git.branch(), error = %e, "fetching the policy repository failed");
+                let report = finish(BuildResult::Error, None, Vec::new(), Some(e.to_string()));
+                shared.metrics.builds.with_label_values(&["error"]).inc();
+                shared.book().last = Some(report);
+                return;
+            }
+        };
+        if shared.book().attempted.as_ref() == Some(&(commit.clone(), fingerprint.clone())) {
+            tracing::debug!(%commit, "commit already gated");
+            return;
+        }
+        tracing::info!(%commit, "gating commit");
+        let info = self.git.commit_info(&commit).await.ok();
+        let mut report = match self.gate(shared, &commit).await {
+            Ok(Ok(built)) => {
+                let published_at = now_rfc3339();
+                let state = PublishedState {
+                    commit: commit.clone(),
+                    fingerprint: fingerprint.clone(),
+                    published_at: published_at.clone(),
+                };
+                // A disk problem must not keep a good commit from the fleet: it is logged, and
+                // the only cost is a rebuild after a restart.
+                if let Err(e) = self.store.save(&built, &state) {
+                    tracing::error!(%commit, error = %e, "persisting the published bundles failed");
+                }
+                if let Some(dir) = &shared.cfg.publish_dir {
+                    if let Err(e) = write_publish_dir(dir, &built) {
+                        tracing::error!(%commit, dir = %dir.display(), error = %e, "writing the publish dir failed");
+                    }
+                }
+                shared.publish(&built, &published_at);
+                for b in &built {
+                    tracing::info!(bundle = %b.name, revision = %b.revision, etag = %b.etag, kid = %b.kid, size = b.bytes.len(), "bundle published");
+                }
+                let mut book = shared.book();
+                book.attempted = Some((commit.clone(), fingerprint));
+                book.published_commit = Some((commit.clone(), published_at));
+                book.last_rejected = None;
+                drop(book);
+                shared
+                    .metrics
+                    .builds
+                    .with_label_values(&["published"])
+                    .inc();
+                finish(
+                    BuildResult::Published,
+                    Some(commit.clone()),
+                    Vec::new(),
+                    None,
+                )
+            }
+            Ok(Err(failures)) => {
+                for f in &failures {
+                    shared
+                        .metrics
+                        .publish_failures
+                        .with_label_values(&[f.bundle.as_str(), f.reason])
+                        .inc();
+                    tracing::warn!(
+                        %commit,
+                        bundle = %f.bundle,
+                        reason = f.reason,
+                        file = f.file.as_deref().unwrap_or(""),
+                        line = f.line.unwrap_or(0),
+                        failed_tests = f.tests.len(),
+                        message = %f.message,
+                        "commit refused by the publish gate; the previous revision stays served"
+                    );
+                }
+                shared.metrics.builds.with_label_values(&["rejected"]).inc();
+                shared.book().attempted = Some((commit.clone(), fingerprint));
+                finish(BuildResult::Rejected, Some(commit.clone()), failures, None)
+            }
+            Err(e) => {
+                tracing::error!(%commit, error = %e, "building the commit failed");
+                shared.metrics.builds.with_label_values(&["error"]).inc();
+                finish(
+                    BuildResult::Error,
+                    Some(commit.clone()),
+                    Vec::new(),
+                    Some(e),
+                )
+            }
+        };
+        report.commit_info = info;
+        let mut book = shared.book();
+        if report.result == BuildResult::Rejected {
+            book.last_rejected = Some(report.clone());
+        }
+        book.last = Some(report);
+    }
+
+    /// Exports the commit and runs the gate on a blocking thread.
+    async fn gate(
+        &self,
+        shared: &Shared,
+        commit: &str,
+    ) -> Result<Result<Vec<super::gate::BuiltBundle>, Vec<Failure>>, String> {
+        std::fs::create_dir_all(&self.tmp_dir)
+            .map_err(|e| format!("creating {}: {e}", self.tmp_dir.display()))?;
+        let tree = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempdir_in(&self.tmp_dir)
+            .map_err(|e| format!("creating a temporary directory: {e}"))?;
+        self.git
+            .export(commit, tree.path())
+            .await
+            .map_err(|e| e.to_string())?;
+        let root = tree.path().to_path_buf();
+        let commit_s = commit.to_string();
+        let bundles = shared.cfg.bundles.clone();
+        let signer = Arc::clone(&self.signer);
+        let res =
+            tokio::task::spawn_blocking(move || gate_commit(&root, &commit_s, &bundles, &signer))
+                .await
+                .map_err(|e| format!("build task failed: {e}"));
+        drop(tree);
+        res
+    }
+}

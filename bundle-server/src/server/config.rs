@@ -1,0 +1,484 @@
+//! `regent serve` configuration: one YAML file, unknown keys refused by name, defaults documented
+//! in the README (`<!-- section:server -->`), common keys overridable by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP(S) server listens on (default `0.0.0.0:8181`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the git mirror and the last published bundles are kept (default `./regent-data`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// If set, every published bundle is also written to `DIR/NAME.tar.gz` (+ `NAME.tar.gz.etag`).
+    #[serde(default)]
+    pub publish_dir: Option<PathBuf>,
+    /// The policy repository.
+    pub git: GitConfig,
+    /// Push notifications.
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    /// Bundles built from the repository.
+    pub bundles: Vec<BundleConfig>,
+    /// Signing keys.
+    pub signing: SigningConfig,
+    /// Serving bundles.
+    #[serde(default)]
+    pub distribution: DistributionConfig,
+    /// Client authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// HTTPS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Status reports and the fleet view.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8181))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("regent-data")
+}
+
+/// The policy git repository.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// URL (`https://`, `ssh://`, `git@host:path`, `file://`) or local path of the repository.
+    pub repo: String,
+    /// Branch to publish (default `main`).
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Fetch every N seconds in addition to webhooks; 0 = webhooks only (default 60).
+    #[serde(default = "default_poll")]
+    pub poll_interval_seconds: u64,
+    /// Longest a single git command may run (default 120).
+    #[serde(default = "default_git_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_poll() -> u64 {
+    60
+}
+fn default_git_timeout() -> u64 {
+    120
+}
+
+/// `POST /v1/hooks/git`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// File holding the shared secret (GitHub HMAC secret, or GitLab token). Unset = webhook off.
+    pub secret_file: Option<PathBuf>,
+    /// Largest accepted webhook body (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// How long the webhook waits for the build it triggered before answering 202 (default 8;
+    /// GitHub gives up after 10 s).
+    pub wait_seconds: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            secret_file: None,
+            max_body_bytes: 1024 * 1024,
+            wait_seconds: 8,
+        }
+    }
+}
+
+/// One bundle built from a directory of the repository.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Name served at `/bundles/NAME`.
+    pub name: String,
+    /// Directory in the repository (relative; `.` for the root).
+    pub dir: String,
+    /// Manifest roots (default: the bundle owns all of `data`, `[""]`).
+    #[serde(default)]
+    pub roots: Option<Vec<String>>,
+    /// Decision rules that must exist and evaluate without error on an empty input, as
+    /// slash paths (`envoy/authz/allow`).
+    #[serde(default)]
+    pub entrypoints: Vec<String>,
+}
+
+/// Ed25519 signing keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Every known key; only `active_kid` signs. Keeping the previous key listed lets bundles it
+    /// signed be restored from the data dir during a rotation.
+    pub keys: Vec<SigningKeyConfig>,
+    /// The kid that signs new bundles.
+    pub active_kid: String,
+    /// `scope` claim put in signatures (default none).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `iss` claim (default `regent`).
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+}
+
+fn default_issuer() -> String {
+    "regent".into()
+}
+
+/// One signing key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    /// Key id written in the signature header.
+    pub kid: String,
+    /// PKCS#8 PEM ed25519 private key (`regent keygen`).
+    pub private_key_file: PathBuf,
+}
+
+/// Serving bundles.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributionConfig {
+    /// Upper bound of a long poll's `wait=N`; 0 disables long polling (default 60).
+    pub max_long_poll_seconds: u64,
+}
+
+impl Default for DistributionConfig {
+    fn default() -> Self {
+        DistributionConfig {
+            max_long_poll_seconds: 60,
+        }
+    }
+}
+
+/// Bearer-token authentication of clients.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted tokens, stored as hashes. Empty = open server.
+    pub tokens: Vec<TokenConfig>,
+    /// Also require a token on `POST /v1/status/report` (default false: sidecars and OPA send
+    /// status reports without credentials).
+    pub status_reports_require_token: bool,
+}
+
+/// One accepted client token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (logged, never secret).
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+}
+
+/// HTTPS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Status reports and the fleet view.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A sidecar that has not reported for this long leaves the fleet view (default 300).
+    pub ttl_seconds: u64,
+    /// Largest accepted status report (default 256 KiB).
+    pub max_report_bytes: usize,
+    /// Most sidecars tracked; reports from new ids beyond it are refused with 429 (default 100000).
+    pub max_sidecars: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            ttl_seconds: 300,
+            max_report_bytes: 256 * 1024,
+            max_sidecars: 100_000,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (default `text`).
+    pub format: String,
+    /// `tracing` filter directive (default `info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration value that cannot work, naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Bundle names end up in URLs and file names.
+pub fn valid_bundle_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl ServerConfig {
+    /// Reads and parses a YAML file (unknown keys are errors naming the key).
+    pub fn from_file(path: &Path) -> anyhow::Result<ServerConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Self::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses YAML text.
+    pub fn from_yaml(text: &str) -> anyhow::Result<ServerConfig> {
+        Ok(serde_yaml::from_str(text)?)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.git.repo.trim().is_empty() {
+            return Err(err("git.repo", "must not be empty"));
+        }
+        if self.git.repo.starts_with('-') || self.git.branch.starts_with('-') {
+            return Err(err("git", "repo and branch must not start with '-'"));
+        }
+        if self.git.branch.is_empty()
+            || self.git.branch.contains("..")
+            || self
+                .git
+                .branch
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
+        {
+            return Err(err(
+                "git.branch",
+                format!("{:?} is not a valid branch name", self.git.branch),
+            ));
+        }
+        if self.git.timeout_seconds == 0 {
+            return Err(err("git.timeout_seconds", "must be at least 1"));
+        }
+        if self.bundles.is_empty() {
+            return Err(err("bundles", "at least one bundle is required"));
+        }
+        for (i, b) in self.bundles.iter().enumerate() {
+            if !valid_bundle_name(&b.name) {
+                return Err(err(
+                    format!("bundles[{i}].name"),
+                    format!(
+                        "{:?}: use 1-128 characters from A-Z a-z 0-9 - _ . (not . or ..)",
+                        b.name
+                    ),
+                ));
+            }
+            if self.bundles[..i].iter().any(|o| o.name == b.name) {
+                return Err(err(
+                    format!("bundles[{i}].name"),
+                    format!("{:?} is used twice", b.name),
+                ));
+            }
+            let dir = Path::new(&b.dir);
+            if b.dir.is_empty()
+                || dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(err(
+                    format!("bundles[{i}].dir"),
+                    format!("{:?} must be a relative path inside the repository", b.dir),
+                ));
+            }
+            for (j, e) in b.entrypoints.iter().enumerate() {
+                let ok = !e.is_empty()
+                    && e.trim_matches('/').split('/').all(|s| {
+                        !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    });
+                if !ok {
+                    return Err(err(
+                        format!("bundles[{i}].entrypoints[{j}]"),
+                        format!("{e:?} is not a rule path like envoy/authz/allow"),
+                    ));
+                }
+            }
+        }
+        if self.signing.keys.is_empty() {
+            return Err(err("signing.keys", "at least one key is required"));
+        }
+        for (i, k) in self.signing.keys.iter().enumerate() {
+            if k.kid.is_empty() {
+                return Err(err(format!("signing.keys[{i}].kid"), "must not be empty"));
+            }
+            if self.signing.keys[..i].iter().any(|o| o.kid == k.kid) {
+                return Err(err(
+                    format!("signing.keys[{i}].kid"),
+                    format!("{:?} is used twice", k.kid),
+                ));
+            }
+        }
+        if !self
+            .signing
+            .keys
+            .iter()
+            .any(|k| k.kid == self.signing.active_kid)
+        {
+            return Err(err(
+                "signing.active_kid",
+                format!(
+                    "{:?} is not one of signing.keys[].kid",
+                    self.signing.active_kid
+                ),
+            ));
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            let ok = t.sha256.len() == 64
+                && t.sha256
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+            if !ok {
+                return Err(err(
+                    format!("auth.tokens[{i}].sha256"),
+                    "must be 64 lowercase hex characters (sha256 of the token)",
+                ));
+            }
+        }
+        if self.webhook.max_body_bytes == 0 {
+            return Err(err("webhook.max_body_bytes", "must be at least 1"));
+        }
+        if self.fleet.ttl_seconds == 0 {
+            return Err(err("fleet.ttl_seconds", "must be at least 1"));
+        }
+        if self.fleet.max_report_bytes == 0 {
+            return Err(err("fleet.max_report_bytes", "must be at least 1"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(err(
+                "log.format",
+                format!("{:?}: use text or json", self.log.format),
+            ));
+        }
+        if let Some(p) = &self.publish_dir {
+            if p.as_os_str().is_empty() {
+                return Err(err("publish_dir", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// What decides whether a commit must be rebuilt besides the commit itself: the bundle
+    /// definitions and the signing identity.
+    pub fn build_fingerprint(&self) -> String {
+        use sha2::Digest;
+        let v = serde_json::json!({
+            "bundles": self.bundles,
+            "kid": self.signing.active_kid,
+            "scope": self.signing.scope,
+            "iss": self.signing.issuer,
+        });
+        hex::encode(sha2::Sha256::digest(v.to_string().as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+git: {repo: /srv/policy.git}
+bundles: [{name: authz, dir: authz, roots: [envoy]}]
+signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = ServerConfig::from_yaml(MIN).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.git.branch, "main");
+        assert_eq!(c.listen.port(), 8181);
+        assert_eq!(c.distribution.max_long_poll_seconds, 60);
+        assert_eq!(c.fleet.ttl_seconds, 300);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = ServerConfig::from_yaml(&format!("{MIN}\nlisten_addr: x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        let e = ServerConfig::from_yaml(&MIN.replace("branch_x", "").replace(
+            "repo: /srv/policy.git",
+            "repo: /srv/policy.git, brunch: main",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("brunch"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.signing.active_kid = "k2".into();
+        assert_eq!(c.validate().unwrap_err().key, "signing.active_kid");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.bundles[0].dir = "../x".into();
+        assert_eq!(c.validate().unwrap_err().key, "bundles[0].dir");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.bundles[0].name = "a/b".into();
+        assert_eq!(c.validate().unwrap_err().key, "bundles[0].name");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.auth.tokens.push(TokenConfig {
+            name: "x".into(),
+            sha256: "ABC".into(),
+        });
+        assert_eq!(c.validate().unwrap_err().key, "auth.tokens[0].sha256");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.git.branch = "a..b".into();
+        assert_eq!(c.validate().unwrap_err().key, "git.branch");
+    }
+}

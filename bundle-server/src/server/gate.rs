@@ -1,0 +1,324 @@
+//! The publish gate: every configured bundle of a checked-out commit is built, compiled the way the
+//! sidecar compiles it, tested, its decision entrypoints checked, then signed. One failure anywhere
+//! and nothing of the commit is published.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use regent_bundle::signing::{self, SignClaims, SigningKey};
+use regent_bundle::{BuildOptions, Bundle};
+use regent_sidecar::config::EngineChoice;
+use regent_sidecar::policy::{decision_rule, ActivePolicy, PolicySettings};
+use serde::Serialize;
+use sha2::Digest;
+
+use super::config::BundleConfig;
+use crate::policy_test;
+
+/// Time limit of one trial evaluation of an entrypoint.
+const ENTRYPOINT_EVAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A test rule that failed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailedTest {
+    /// Package, e.g. `data.envoy.authz_test`.
+    pub package: String,
+    /// Rule name.
+    pub name: String,
+    /// File, relative to the repository root.
+    pub file: String,
+    /// Line of the rule head.
+    pub line: u32,
+    /// Why it failed.
+    pub failure: String,
+}
+
+/// Why a bundle of a commit cannot be published.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Failure {
+    /// Bundle name.
+    pub bundle: String,
+    /// Stable label (metrics): `build`, `compile`, `test`, `entrypoint`, `sign`, `internal`.
+    pub reason: &'static str,
+    /// Human-readable description.
+    pub message: String,
+    /// File at fault, relative to the repository root, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Line at fault, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Failing tests (reason `test`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<FailedTest>,
+}
+
+impl Failure {
+    fn new(bundle: &str, reason: &'static str, message: impl Into<String>) -> Failure {
+        let message = message.into();
+        Failure {
+            bundle: bundle.to_string(),
+            reason,
+            file: None,
+            line: None,
+            tests: Vec::new(),
+            message,
+        }
+    }
+
+    /// Fills `file`/`line` from the first `path.rego:LINE` found in the message. `prefix` turns
+    /// the path it finds into a repository path.
+    fn locate(mut self, strip: Option<&str>, dir: &str) -> Failure {
+        if let Some((file, line)) = find_location(&self.message) {
+            let file = strip
+                .and_then(|s| file.strip_prefix(s))
+                .unwrap_or(&file)
+                .to_string();
+            self.file = Some(repo_path(dir, &file));
+            self.line = Some(line);
+        }
+        self
+    }
+}
+
+/// A bundle ready to serve.
+#[derive(Debug, Clone)]
+pub struct BuiltBundle {
+    /// Bundle name.
+    pub name: String,
+    /// Revision (the commit SHA).
+    pub revision: String,
+    /// Signed, deterministic `.tar.gz`.
+    pub bytes: Bytes,
+    /// Strong ETag: quoted hex SHA-256 of `bytes`.
+    pub etag: String,
+    /// Signing key id.
+    pub kid: String,
+}
+
+/// The key that signs, and the claims added to every signature.
+pub struct Signer {
+    /// Key id.
+    pub kid: String,
+    /// Private key.
+    pub key: SigningKey,
+    /// `scope` claim.
+    pub scope: Option<String>,
+    /// `iss` claim.
+    pub issuer: String,
+}
+
+/// The ETag of bundle bytes.
+pub fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn repo_path(dir: &str, file: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() || dir == "." {
+        file.to_string()
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
+/// Finds `something.rego:LINE` (regorus and parser diagnostics) in a message.
+fn find_location(message: &str) -> Option<(String, u32)> {
+    let idx = message.find(".rego:")?;
+    let start = message[..idx]
+        .rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(')
+        .map_or(0, |i| i + 1);
+    let file = &message[start..idx + 5];
+    let rest = &message[idx + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let line = digits.parse().ok()?;
+    Some((file.to_string(), line))
+}
+
+/// Builds, checks and signs every bundle of the commit exported at `root`. Blocking and CPU
+/// heavy: run it on a blocking thread.
+pub fn gate_commit(
+    root: &Path,
+    commit: &str,
+    bundles: &[BundleConfig],
+    signer: &Signer,
+) -> Result<Vec<BuiltBundle>, Vec<Failure>> {
+    let mut failures = Vec::new();
+    let mut built = Vec::new();
+    for cfg in bundles {
+        match gate_bundle(root, commit, cfg, signer) {
+            Ok(b) => built.push(b),
+            Err(mut f) => failures.append(&mut f),
+        }
+    }
+    if failures.is_empty() {
+        Ok(built)
+    } else {
+        Err(failures)
+    }
+}
+
+fn gate_bundle(
+    root: &Path,
+    commit: &str,
+    cfg: &BundleConfig,
+    signer: &Signer,
+) -> Result<BuiltBundle, Vec<Failure>> {
+    let name = cfg.name.as_str();
+    let dir = root.join(&cfg.dir);
+    if !dir.is_dir() {
+        return Err(vec![Failure::new(
+            name,
+            "build",
+            format!("directory {:?} does not exist in commit {commit}", cfg.dir),
+        )]);
+    }
+    let opts = BuildOptions {
+        include_tests: false,
+        revision: Some(commit.to_string()),
+        roots: cfg.roots.clone(),
+    };
+    let mut bundle = Bundle::from_dir(&dir, &opts)
+        .map_err(|e| vec![Failure::new(name, "build", e.to_string()).locate(None, &cfg.dir)])?;
+
+    let mut failures = Vec::new();
+    // Compiled exactly as a sidecar activating this bundle would (same loader, same builtins).
+    let single = vec![(name.to_string(), Arc::new(bundle.clone()))];
+    match compile_check(name, &bundle) {
+        Ok(()) => {
+            for e in &cfg.entrypoints {
+                if let Err(f) = entrypoint_check(name, &single, e) {
+                    failures.push(f.locate(Some(&format!("{name}/")), &cfg.dir));
+                }
+            }
+        }
+        Err(f) => failures.push(f.locate(Some(&format!("{name}/")), &cfg.dir)),
+    }
+
+    match policy_test::run_tests(&dir) {
+        Ok(report) => {
+            let failed: Vec<FailedTest> = report
+                .results
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| FailedTest {
+                    package: r.package.clone(),
+                    name: r.name.clone(),
+                    file: repo_path(&cfg.dir, &r.file),
+                    line: r.line,
+                    failure: r.failure.clone().unwrap_or_else(|| "failed".into()),
+                })
+                .collect();
+            if !failed.is_empty() {
+                let first = &failed[0];
+                failures.push(Failure {
+                    bundle: name.to_string(),
+                    reason: "test",
+                    message: format!(
+                        "{} of {} tests failed (first: {} at {}:{})",
+                        failed.len(),
+                        report.results.len(),
+                        first.name,
+                        first.file,
+                        first.line
+                    ),
+                    file: Some(first.file.clone()),
+                    line: Some(first.line),
+                    tests: failed,
+                });
+            }
+        }
+        Err(e) => {
+            let mut f = Failure::new(name, "test", format!("tests cannot run: {}", e.message));
+            f.file = e.file.as_deref().map(|p| repo_path(&cfg.dir, p));
+            f.line = e.line;
+            if f.file.is_none() {
+                f = f.locate(None, &cfg.dir);
+            }
+            failures.push(f);
+        }
+    }
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+
+    let claims = SignClaims {
+        iss: Some(signer.issuer.clone()),
+        scope: signer.scope.clone(),
+        iat: None,
+    };
+    signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
+        .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
+    let bytes = bundle
+        .to_tar_gz()
+        .map_err(|e| vec![Failure::new(name, "internal", e.to_string())])?;
+    Ok(BuiltBundle {
+        name: name.to_string(),
+        revision: commit.to_string(),
+        etag: etag_of(&bytes),
+        bytes: Bytes::from(bytes),
+        kid: signer.kid.clone(),
+    })
+}
+
+fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {
+    let mut engine = regent_bundle::engine::load_bundles(&[(name, bundle)])
+        .map_err(|e| Failure::new(name, "compile", e.to_string()))?;
+    regent_sidecar::builtins::register(&mut engine)
+        .map_err(|e| Failure::new(name, "internal", format!("registering builtins: {e:#}")))?;
+    Ok(())
+}
+
+fn entrypoint_check(
+    name: &str,
+    bundles: &[(String, Arc<Bundle>)],
+    entrypoint: &str,
+) -> Result<(), Failure> {
+    let rule = decision_rule(entrypoint).map_err(|e| Failure::new(name, "entrypoint", e))?;
+    let settings = PolicySettings {
+        rule: rule.clone(),
+        engine: EngineChoice::Auto,
+        eval_timeout: ENTRYPOINT_EVAL_TIMEOUT,
+    };
+    let policy = ActivePolicy::compile(bundles, &settings)
+        .map_err(|e| Failure::new(name, "entrypoint", format!("entrypoint {entrypoint}: {e}")))?;
+    policy
+        .fresh_eval(regorus::Value::new_object())
+        .map_err(|e| {
+            Failure::new(
+                name,
+                "entrypoint",
+                format!("entrypoint {entrypoint}: evaluation on an empty input failed: {e}"),
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_rego_locations() {
+        assert_eq!(
+            find_location("authz/policy.rego:3:5: error: unexpected token"),
+            Some(("authz/policy.rego".into(), 3))
+        );
+        assert_eq!(
+            find_location("bundle \"a\": --> a/x.rego:12:1"),
+            Some(("a/x.rego".into(), 12))
+        );
+        assert_eq!(find_location("no location"), None);
+    }
+
+    #[test]
+    fn etag_is_quoted_sha256() {
+        let e = etag_of(b"abc");
+        assert_eq!(
+            e,
+            "\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\""
+        );
+    }
+}

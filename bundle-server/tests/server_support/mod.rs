@@ -1,0 +1,259 @@
+//! Shared fixtures of the bundle-server tests: real git repositories (bare origin + working
+//! clone) in temp dirs, signing keys, a server started in-process on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use regent_bundle::signing::{self, Keyring, VerifiedSignature, VerifyOptions};
+use regent_bundle::{Bundle, UnpackLimits};
+use regent_bundle_server::server::{self, Running, ServerConfig};
+
+pub const POLICY: &str = r#"package envoy.authz
+
+default allow := false
+
+allow if input.attributes.request.http.method == "GET"
+"#;
+
+pub const POLICY_TEST: &str = r#"package envoy.authz_test
+
+import data.envoy.authz
+
+test_get_allowed if {
+	authz.allow with input as {"attributes": {"request": {"http": {"method": "GET"}}}}
+}
+
+test_post_denied if {
+	not authz.allow with input as {"attributes": {"request": {"http": {"method": "POST"}}}}
+}
+"#;
+
+pub const PLATFORM: &str = r#"package platform.common
+
+admins := {"alice"}
+"#;
+
+/// Runs git in `dir`, panicking with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Test Author",
+            "-c",
+            "user.email=author@example.com",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare "origin" repository and a working clone that commits and pushes to it.
+pub struct PolicyRepo {
+    pub dir: tempfile::TempDir,
+    pub origin: PathBuf,
+    pub work: PathBuf,
+}
+
+impl PolicyRepo {
+    /// Origin with a first commit: bundle `authz` (policy + passing tests) and `platform`.
+    pub fn new() -> PolicyRepo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let origin = dir.path().join("origin.git");
+        let work = dir.path().join("work");
+        git(
+            dir.path(),
+            &["init", "--bare", "--quiet", "-b", "main", "origin.git"],
+        );
+        git(dir.path(), &["init", "--quiet", "-b", "main", "work"]);
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                origin.to_str().expect("utf-8 path"),
+            ],
+        );
+        let repo = PolicyRepo { dir, origin, work };
+        repo.write("authz/policy.rego", POLICY);
+        repo.write("authz/policy_test.rego", POLICY_TEST);
+        repo.write("platform/common.rego", PLATFORM);
+        repo.write("README.md", "policies\n");
+        repo.commit_push("initial policies");
+        repo
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let p = self.work.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    /// Commits everything and pushes to origin; returns the commit SHA.
+    pub fn commit_push(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(
+            &self.work,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
+        git(&self.work, &["push", "--quiet", "origin", "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// A signing key pair written to files.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+    pub private: PathBuf,
+    pub public_pem: String,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (private, public) = signing::generate_key_pem();
+        let p = dir.path().join("signing.pem");
+        std::fs::write(&p, private).expect("write key");
+        Keys {
+            dir,
+            private: p,
+            public_pem: public,
+        }
+    }
+
+    pub fn keyring(&self, kid: &str) -> Keyring {
+        let mut k = Keyring::new();
+        k.insert_pem(kid, &self.public_pem).expect("public key");
+        k
+    }
+}
+
+/// Base configuration: bundles `authz` (entrypoint envoy/authz/allow) and `platform`, no
+/// polling (builds on start and on demand only), listening on 127.0.0.1:0.
+pub fn config_yaml(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+data_dir: {data}
+git:
+  repo: {repo}
+  branch: main
+  poll_interval_seconds: 0
+bundles:
+  - name: authz
+    dir: authz
+    roots: [envoy/authz]
+    entrypoints: [envoy/authz/allow]
+  - name: platform
+    dir: platform
+    roots: [platform]
+signing:
+  keys: [{{kid: k1, private_key_file: {key}}}]
+  active_kid: k1
+{extra}
+"#,
+        data = data_dir.display(),
+        repo = repo.display(),
+        key = key.display(),
+    )
+}
+
+pub fn config(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> ServerConfig {
+    ServerConfig::from_yaml(&config_yaml(repo, data_dir, key, extra)).expect("config")
+}
+
+pub async fn start(cfg: ServerConfig) -> Running {
+    server::start(cfg).await.expect("server starts")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+pub fn url(r: &Running, path: &str) -> String {
+    format!("http://{}{}", r.addr, path)
+}
+
+/// GET /v1/status as JSON.
+pub async fn status(r: &Running) -> serde_json::Value {
+    client()
+        .get(url(r, "/v1/status"))
+        .send()
+        .await
+        .expect("status request")
+        .json()
+        .await
+        .expect("status json")
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `bundle` is served at `revision`.
+pub async fn wait_published(r: &Running, bundle: &str, revision: &str) {
+    let ok = eventually(Duration::from_secs(60), || async {
+        (r.published_revisions().get(bundle).map(String::as_str) == Some(revision)).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "bundle {bundle} not published at {revision}; status: {}",
+        status(r).await
+    );
+}
+
+/// Unpacks and verifies a served bundle.
+pub fn verify(bytes: &[u8], keyring: &Keyring) -> (Bundle, VerifiedSignature) {
+    let b = Bundle::from_tar_gz(bytes, &UnpackLimits::default()).expect("valid bundle");
+    let sig = signing::verify(&b, keyring, &VerifyOptions::default()).expect("signature verifies");
+    (b, sig)
+}
+
+/// Value of a metric line (exact name with labels) in a /metrics page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
+pub async fn metrics(r: &Running) -> String {
+    client()
+        .get(url(r, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}

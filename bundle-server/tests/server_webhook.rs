@@ -1,0 +1,210 @@
+//! The git webhook: GitHub HMAC and GitLab token checks (bad ones build nothing), malformed and
+//! oversized bodies, and the documented setup: a bare repository whose post-receive hook calls
+//! the webhook with curl, so that a plain `git push` publishes.
+
+mod server_support;
+
+use std::time::Duration;
+
+use regent_bundle_server::server::auth::github_signature;
+use reqwest::StatusCode;
+use server_support::*;
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+async fn builds(srv: &regent_bundle_server::server::Running) -> f64 {
+    let page = metrics(srv).await;
+    ["published", "rejected", "error"]
+        .iter()
+        .filter_map(|r| metric(&page, &format!("regent_builds_total{{result=\"{r}\"}}")))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_authentication_and_bad_input() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, max_body_bytes: 4096, wait_seconds: 60}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        srv.is_ready().then_some(())
+    })
+    .await;
+    assert!(ready.is_some());
+    let c = client();
+    let hook = url(&srv, "/v1/hooks/git");
+    let second = {
+        repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
+        repo.commit_push("second")
+    };
+    let before = builds(&srv).await;
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+
+    // Bad HMAC, signature over another body, malformed header, no header, wrong GitLab token:
+    // all 401, and no build runs.
+    let bad = [
+        ("x-hub-signature-256", github_signature(b"wrong", &body)),
+        (
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), b"{}"),
+        ),
+        ("x-hub-signature-256", "sha256=zz".to_string()),
+        ("x-gitlab-token", "wrong".to_string()),
+    ];
+    for (name, value) in bad {
+        let resp = c
+            .post(&hook)
+            .header(name, value)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let e: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(e["code"], "bad_signature");
+    }
+    let resp = c.post(&hook).body(body.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Oversized body: 413 before anything else.
+    let big = vec![b' '; 5000];
+    let resp = c
+        .post(&hook)
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &big),
+        )
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(e["code"], "body_too_large");
+
+    // Correctly signed but not JSON: 400.
+    let junk = b"ref=refs/heads/main".to_vec();
+    let resp = c
+        .post(&hook)
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &junk),
+        )
+        .body(junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Another branch is acknowledged and ignored.
+    let other = br#"{"ref":"refs/heads/feature"}"#.to_vec();
+    let resp = c
+        .post(&hook)
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &other),
+        )
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(r["result"], "ignored");
+
+    assert_eq!(builds(&srv).await, before, "no build ran");
+    assert_eq!(srv.published_revisions()["authz"], first);
+
+    // A good GitHub signature builds, and the response carries the outcome.
+    let resp = c
+        .post(&hook)
+        .header("x-github-event", "push")
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &body),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(r["build"]["result"], "published", "{r}");
+    assert_eq!(r["published_commit"], second.as_str());
+    assert_eq!(srv.published_revisions()["authz"], second);
+
+    // A GitLab token works too; a refused commit is reported in the response.
+    repo.write("authz/broken.rego", "package envoy.authz\n\nallow if {\n");
+    let broken = repo.commit_push("broken");
+    let resp = c
+        .post(&hook)
+        .header("x-gitlab-token", SECRET)
+        .header("x-gitlab-event", "Push Hook")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(r["build"]["result"], "rejected", "{r}");
+    assert_eq!(r["build"]["commit"], broken.as_str());
+    assert_eq!(r["build"]["failures"][0]["file"], "authz/broken.rego");
+    assert_eq!(r["published_commit"], second.as_str());
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_hook_publishes_a_plain_push() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, wait_seconds: 60}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+
+    // The hook script documented in the README, installed as it would be on a git host.
+    let hook_path = repo.origin.join("hooks/post-receive");
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/post-receive.sh"),
+    )
+    .expect("docs/post-receive.sh");
+    std::fs::write(&hook_path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    git(
+        &repo.origin,
+        &["config", "regent.url", &url(&srv, "/v1/hooks/git")],
+    );
+    git(
+        &repo.origin,
+        &["config", "regent.secretfile", secret_file.to_str().unwrap()],
+    );
+
+    repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
+    // commit_push returns once `git push` (and so the hook) has finished.
+    let pushed = repo.commit_push("pushed with a hook");
+    let ok = eventually(Duration::from_secs(60), || async {
+        (srv.published_revisions().get("authz") == Some(&pushed)).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "the push was published: {}",
+        status(&srv).await
+    );
+    srv.shutdown().await;
+}
