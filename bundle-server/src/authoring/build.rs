@@ -95,10 +95,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
     };
     let bytes = bundle.to_tar_gz()?;
     write_atomic(&args.output, &bytes)?;
-    println!("wrote {}", args.output.display());
-    println!("  revision: {}", display_revision(bundle.revision()));
-    println!("  roots: {:?}", bundle.manifest().effective_roots());
-    println!(
+    outln!("wrote {}", args.output.display());
+    outln!("  revision: {}", display_revision(bundle.revision()));
+    outln!("  roots: {:?}", bundle.manifest().effective_roots());
+    outln!(
         "  files: {}",
         bundle
             .files()
@@ -106,14 +106,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
+    outln!(
         "  size: {} bytes, sha256 {}",
         bytes.len(),
         hex::encode(sha2::Sha256::digest(&bytes))
     );
     match signer {
-        Some(kid) => println!("  signed: kid {kid:?}"),
-        None => println!("  signed: no (sidecars refuse unsigned bundles; use --key and --kid)"),
+        Some(kid) => outln!("  signed: kid {kid:?}"),
+        None => outln!("  signed: no (sidecars refuse unsigned bundles; use --key and --kid)"),
     }
     Ok(0)
 }

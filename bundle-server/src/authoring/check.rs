@@ -55,12 +55,26 @@ pub struct CheckArgs {
     /// Longest the evaluation may run (the sidecar's `policy.eval_timeout_ms` defaults to 100ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub eval_timeout: Duration,
+    /// Evaluator, as the sidecar's `policy.engine` (`vm` fails when the policy needs the interpreter).
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
     /// Decision id put in the response's dynamic metadata (default: a random UUID, as the sidecar).
     #[arg(long)]
     pub decision_id: Option<String>,
     /// Also print the input document the policy saw.
     #[arg(long)]
     pub show_input: bool,
+}
+
+/// The sidecar's `policy.engine` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// The bytecode VM when the policy compiles to it, else the interpreter.
+    Auto,
+    /// Always the bytecode VM.
+    Vm,
+    /// Always the interpreter.
+    Interpreter,
 }
 
 /// Runs `regent check`; returns the exit code (0 allowed, 3 denied, 1 error).
@@ -84,7 +98,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let bundle = read_bundle(&args.bundle)?;
     let settings = PolicySettings {
         rule: rule.clone(),
-        engine: EngineChoice::Auto,
+        engine: match args.engine {
+            Engine::Auto => EngineChoice::Auto,
+            Engine::Vm => EngineChoice::Vm,
+            Engine::Interpreter => EngineChoice::Interpreter,
+        },
         eval_timeout: args.eval_timeout,
     };
     let policy = ActivePolicy::compile(
@@ -125,7 +143,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     if let Some(v) = input {
         doc["input"] = serde_json::to_value(&v)?;
     }
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    outln!("{}", serde_json::to_string_pretty(&TopLevelOrder(&doc))?);
     Ok(if is_allowed(&response) {
         0
     } else {
@@ -234,5 +252,40 @@ fn grpc_code_name(code: i32) -> &'static str {
         14 => "UNAVAILABLE",
         16 => "UNAUTHENTICATED",
         _ => "OTHER",
+    }
+}
+
+/// Prints the top-level keys in reading order (verdict first, the large `input` last); serde_json
+/// would sort them.
+struct TopLevelOrder<'a>(&'a Json);
+
+impl serde::Serialize for TopLevelOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const ORDER: &[&str] = &[
+            "allowed",
+            "status",
+            "ok_response",
+            "denied_response",
+            "error_response",
+            "dynamic_metadata",
+            "decision",
+            "input",
+        ];
+        let Some(obj) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(obj.len()))?;
+        for key in ORDER {
+            if let Some(v) = obj.get(*key) {
+                map.serialize_entry(key, v)?;
+            }
+        }
+        for (k, v) in obj {
+            if !ORDER.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }

@@ -45,15 +45,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("--input {}: not valid JSON", path.display()))?;
         engine.set_input(input);
     }
-    let result = engine
-        .eval_rule(rule.clone())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .with_context(|| format!("evaluating {rule}"))?;
+    let result = match engine.eval_rule(rule.clone()) {
+        Ok(v) => v,
+        // Plain data documents and whole packages are not rules; a query reads them.
+        Err(e) if format!("{e:#}").contains("not a valid rule path") => {
+            let results = engine
+                .eval_query(rule.clone(), false)
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| format!("evaluating {rule}"))?;
+            results
+                .result
+                .first()
+                .and_then(|r| r.expressions.first())
+                .map_or(Value::Undefined, |e| e.value.clone())
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!("{e:#}")).with_context(|| format!("evaluating {rule}"))
+        }
+    };
     if result == Value::Undefined {
         eprintln!("regent: {rule} is undefined for this input");
         return Ok(2);
     }
-    println!("{}", serde_json::to_string_pretty(&result)?);
+    outln!("{}", serde_json::to_string_pretty(&result)?);
     Ok(0)
 }
 

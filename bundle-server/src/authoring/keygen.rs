@@ -51,16 +51,16 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<u8> {
         let _ = std::fs::remove_file(&private);
         return Err(e);
     }
-    println!(
+    outln!(
         "private key: {} (keep it secret; mode 0600)",
         private.display()
     );
-    println!("public key:  {}", public.display());
-    println!(
+    outln!("public key:  {}", public.display());
+    outln!(
         "sign with:   regent build DIR -o bundle.tar.gz --key {} --kid {name}",
         private.display()
     );
-    println!(
+    outln!(
         "verify with: regent verify bundle.tar.gz --key {}:{name}",
         public.display()
     );

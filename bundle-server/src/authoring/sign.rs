@@ -56,7 +56,7 @@ pub fn run(args: SignArgs) -> anyhow::Result<u8> {
     sign(&mut bundle, &key, &args.kid, &claims)?;
     let out = args.output.as_ref().unwrap_or(&args.bundle);
     write_atomic(out, &bundle.to_tar_gz()?)?;
-    println!(
+    outln!(
         "signed {} (revision {}) with kid {:?}{}",
         out.display(),
         display_revision(bundle.revision()),

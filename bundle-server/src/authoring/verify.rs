@@ -48,26 +48,26 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         Ok(v) => v,
         Err(e) => bail!("{}: signature refused: {e}", args.bundle.display()),
     };
-    println!("{}: signature OK", args.bundle.display());
-    println!("  revision: {}", display_revision(bundle.revision()));
-    println!("  roots: {:?}", bundle.manifest().effective_roots());
-    println!("  signed by: kid {:?}", verified.kid);
+    outln!("{}: signature OK", args.bundle.display());
+    outln!("  revision: {}", display_revision(bundle.revision()));
+    outln!("  roots: {:?}", bundle.manifest().effective_roots());
+    outln!("  signed by: kid {:?}", verified.kid);
     if let Some(iat) = verified.iat {
         let when = chrono::DateTime::from_timestamp(iat, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "out of range".into());
-        println!("  signed at: {iat} ({when})");
+        outln!("  signed at: {iat} ({when})");
     }
     if let Some(iss) = &verified.iss {
-        println!("  issuer: {iss}");
+        outln!("  issuer: {iss}");
     }
     if let Some(scope) = &verified.scope {
-        println!("  scope: {scope}");
+        outln!("  scope: {scope}");
     }
     let files: Vec<_> = bundle.files().collect();
-    println!("  files ({}):", files.len());
+    outln!("  files ({}):", files.len());
     for (path, content) in files {
-        println!("    {path} ({} bytes)", content.len());
+        outln!("    {path} ({} bytes)", content.len());
     }
     Ok(0)
 }

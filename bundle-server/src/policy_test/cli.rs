@@ -58,13 +58,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
     };
     let outcome = run_tests_with(&args.dir, &opts);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Rendered in memory first: a closed stdout (`| head`) must not change the exit code.
+    let mut buf = Vec::new();
     let code = match args.format {
-        OutputFormat::Text => write_text(&mut out, &args, outcome)?,
-        OutputFormat::Json => write_json(&mut out, &args, outcome)?,
+        OutputFormat::Text => write_text(&mut buf, &args, outcome)?,
+        OutputFormat::Json => write_json(&mut buf, &args, outcome)?,
     };
-    out.flush()?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf).and_then(|()| out.flush());
     Ok(code)
 }
 
@@ -135,7 +136,7 @@ fn write_text(
         }
     }
     if let Some(cov) = &report.coverage {
-        write_coverage(out, cov)?;
+        write_coverage(out, cov, args.verbose.then_some(args.dir.as_path()))?;
     }
     if report.results.is_empty() {
         writeln!(out, "{}", empty_message(args))?;
@@ -150,7 +151,12 @@ fn write_text(
     Ok(exit_code(&report))
 }
 
-fn write_coverage(out: &mut impl Write, cov: &Coverage) -> std::io::Result<()> {
+/// With `sources` (the tested directory, under `-v`), each line never evaluated is shown with its code.
+fn write_coverage(
+    out: &mut impl Write,
+    cov: &Coverage,
+    sources: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     writeln!(out, "coverage:")?;
     for f in &cov.files {
         let total = f.covered.len() + f.not_covered.len();
@@ -166,6 +172,18 @@ fn write_coverage(out: &mut impl Write, cov: &Coverage) -> std::io::Result<()> {
             writeln!(out)?;
         } else {
             writeln!(out, ", not covered: {}", line_ranges(&f.not_covered))?;
+            let text = sources.and_then(|dir| std::fs::read_to_string(dir.join(&f.file)).ok());
+            if let Some(text) = text {
+                let lines: Vec<&str> = text.lines().collect();
+                for n in &f.not_covered {
+                    let code = (*n as usize)
+                        .checked_sub(1)
+                        .and_then(|i| lines.get(i))
+                        .copied()
+                        .unwrap_or_default();
+                    writeln!(out, "    {n:>4} | {code}")?;
+                }
+            }
         }
     }
     let (covered, total) = cov.totals();

@@ -1,0 +1,428 @@
+//! `regent eval` and `regent check` on the real binary, and `regent check` against the sidecar's
+//! own `Authorizer` answering the same request in-process.
+
+mod cli_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cli_support::*;
+use regent_bundle_server::authoring::check::render_response;
+use regent_bundle_server::authoring::check_request::check_request_from_json;
+use regent_sidecar::authorizer::Authorizer;
+use regent_sidecar::config::{DecisionLogConfig, EngineChoice, FailModeConfig};
+use regent_sidecar::decision_log::DecisionLogger;
+use regent_sidecar::input::InputOptions;
+use regent_sidecar::metrics::Metrics;
+use regent_sidecar::policy::{PolicySettings, PolicyStore};
+use serde_json::{json, Value};
+
+fn request(method: &str, path: &str, user: &str) -> Value {
+    json!({
+        "attributes": {
+            "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 51000}}},
+            "request": {
+                "time": "2026-11-22T10:00:00Z",
+                "http": {
+                    "id": "req-1",
+                    "method": method,
+                    "path": path,
+                    "host": "api.example.com",
+                    "headers": {"x-user": user, "x-secret": "s"}
+                }
+            }
+        }
+    })
+}
+
+fn write_json(dir: &Path, name: &str, v: &Value) {
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+fn check(cwd: &Path, bundle: &str, req: &str) -> (i32, Value, String) {
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            bundle,
+            "--request",
+            req,
+            "--decision-id",
+            "d-1",
+        ],
+    );
+    let out = stdout(&o);
+    let doc = serde_json::from_str(&out).unwrap_or(Value::Null);
+    (code(&o), doc, stderr(&o))
+}
+
+#[test]
+fn check_allow_deny_and_bad_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    write_json(
+        cwd,
+        "alice.json",
+        &request("GET", "/api/items?x=1", "alice"),
+    );
+    write_json(cwd, "bob.json", &request("GET", "/api/items", "bob"));
+    write_json(cwd, "bad-path.json", &request("GET", "/api/%ff", "alice"));
+
+    let (c, doc, err) = check(cwd, "policies", "alice.json");
+    assert_eq!(c, 0, "{doc}{err}");
+    assert_eq!(doc["allowed"], true);
+    assert_eq!(doc["status"]["code"], 0);
+    assert_eq!(
+        doc["ok_response"]["headers"],
+        json!([{"key": "x-user", "value": "alice", "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}])
+    );
+    assert_eq!(doc["ok_response"]["headers_to_remove"], json!(["x-secret"]));
+    assert_eq!(doc["dynamic_metadata"]["decision_id"], "d-1");
+    assert_eq!(doc["decision"]["allowed"], true);
+
+    let (c, doc, err) = check(cwd, "policies", "bob.json");
+    assert_eq!(c, 3, "{doc}{err}");
+    assert_eq!(doc["allowed"], false);
+    assert_eq!(doc["status"]["name"], "PERMISSION_DENIED");
+    assert_eq!(doc["denied_response"]["http_status"], 403);
+    assert_eq!(doc["denied_response"]["body"], "denied by policy");
+
+    let (c, doc, err) = check(cwd, "policies", "bad-path.json");
+    assert_eq!(c, 3, "{doc}{err}");
+    assert_eq!(doc["denied_response"]["http_status"], 400);
+    assert!(
+        doc["denied_response"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("request_parse_error:"),
+        "{doc}"
+    );
+
+    // The request can come from standard input.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_regent"))
+        .args(["check", "--bundle", "policies", "--request", "-"])
+        .current_dir(cwd)
+        .stdin(std::fs::File::open(cwd.join("bob.json")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    // Both evaluators give the same answer; the VM refuses what only the interpreter runs.
+    for engine in ["vm", "interpreter"] {
+        let o = regent(
+            cwd,
+            &[
+                "check",
+                "--bundle",
+                "policies",
+                "--request",
+                "alice.json",
+                "--engine",
+                engine,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{engine}: {}", stderr(&o));
+    }
+    write_tree(
+        cwd,
+        &[(
+            "jwtpol/p.rego",
+            "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if io.jwt.decode(input.attributes.request.http.headers.authorization)[1].sub == \"alice\"\n",
+        )],
+    );
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "jwtpol",
+            "--request",
+            "alice.json",
+            "--engine",
+            "vm",
+        ],
+    );
+    assert_clean_error(&o, "bytecode VM");
+    let o = regent(
+        cwd,
+        &["check", "--bundle", "jwtpol", "--request", "alice.json"],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+
+    // The same through a built archive, and with the input shown.
+    assert_eq!(
+        code(&regent(cwd, &["build", "policies", "-o", "b.tar.gz"])),
+        0
+    );
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "b.tar.gz",
+            "--request",
+            "alice.json",
+            "--show-input",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let doc: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["input"]["parsed_path"], json!(["api", "items"]));
+    assert_eq!(doc["input"]["parsed_query"], json!({"x": ["1"]}));
+}
+
+#[test]
+fn check_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    std::fs::write(cwd.join("malformed.json"), "{\"attributes\": ").unwrap();
+    write_json(
+        cwd,
+        "unknown.json",
+        &json!({"attributes": {}, "atributes": {}}),
+    );
+    write_json(
+        cwd,
+        "wrongtype.json",
+        &json!({"attributes": {"request": {"http": {"headers": {"x-user": 7}}}}}),
+    );
+
+    let o = regent(
+        cwd,
+        &["check", "--bundle", "policies", "--request", "nope.json"],
+    );
+    assert_clean_error(&o, "nope.json");
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "policies",
+            "--request",
+            "malformed.json",
+        ],
+    );
+    assert_clean_error(&o, "not valid JSON");
+    let o = regent(
+        cwd,
+        &["check", "--bundle", "policies", "--request", "unknown.json"],
+    );
+    assert_clean_error(&o, "atributes: unknown field");
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "policies",
+            "--request",
+            "wrongtype.json",
+        ],
+    );
+    assert_clean_error(
+        &o,
+        "attributes.request.http.headers.x-user: expected a string",
+    );
+    let o = regent(
+        cwd,
+        &["check", "--bundle", "missing", "--request", "unknown.json"],
+    );
+    assert_eq!(code(&o), 1);
+
+    // A decision path with no rule: the sidecar would refuse to activate the bundle.
+    write_json(cwd, "ok.json", &request("GET", "/", "alice"));
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            "policies",
+            "--request",
+            "ok.json",
+            "--path",
+            "envoy/authz/nope",
+        ],
+    );
+    assert_clean_error(&o, "could not activate");
+
+    // A decision of the wrong shape gets no answer, as in the sidecar.
+    write_tree(
+        cwd,
+        &[("weird/p.rego", "package envoy.authz\n\nallow := \"yes\"\n")],
+    );
+    let o = regent(cwd, &["check", "--bundle", "weird", "--request", "ok.json"]);
+    assert_clean_error(&o, "illegal_result");
+}
+
+#[test]
+fn eval_prints_results_and_flags_undefined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    write_json(
+        cwd,
+        "input.json",
+        &json!({"attributes": {"request": {"http": {"method": "GET", "headers": {"x-user": "alice"}}}}}),
+    );
+    let o = regent(
+        cwd,
+        &["eval", "--bundle", "policies", "--input", "input.json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["headers"]["x-user"], "alice");
+
+    // Extra data may add to the bundle's data but not contradict it.
+    write_json(cwd, "more.json", &json!({"authz": {"users": ["bob"]}}));
+    let o = regent(
+        cwd,
+        &[
+            "eval",
+            "--bundle",
+            "policies",
+            "--input",
+            "input.json",
+            "--data",
+            "more.json",
+        ],
+    );
+    assert_clean_error(&o, "more.json");
+    write_json(cwd, "extra.json", &json!({"limits": {"max": 3}}));
+    let o = regent(
+        cwd,
+        &[
+            "eval",
+            "--bundle",
+            "policies",
+            "--data",
+            "extra.json",
+            "--path",
+            "data.limits.max",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "3");
+
+    write_tree(
+        cwd,
+        &[(
+            "u/p.rego",
+            "package p\n\nimport rego.v1\n\nx := 1 if input.a == 1\n",
+        )],
+    );
+    let o = regent(cwd, &["eval", "--bundle", "u", "--path", "p/x"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("data.p.x is undefined"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(cwd.join("bad.json"), "[1,").unwrap();
+    let o = regent(
+        cwd,
+        &[
+            "eval", "--bundle", "u", "--path", "p/x", "--input", "bad.json",
+        ],
+    );
+    assert_clean_error(&o, "bad.json: not valid JSON");
+    let o = regent(cwd, &["eval", "--bundle", "u", "--path", "p//x"]);
+    assert_clean_error(&o, "--path");
+}
+
+/// `regent check` and the sidecar's `Authorizer` give the same answer for the same requests.
+#[test]
+fn check_agrees_with_the_sidecar_authorizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let dir = policy_dir(cwd);
+
+    let settings = PolicySettings {
+        rule: "data.envoy.authz.allow".into(),
+        engine: EngineChoice::Auto,
+        eval_timeout: Duration::from_secs(1),
+    };
+    let store = Arc::new(PolicyStore::new(
+        settings,
+        prometheus::IntCounter::new("activations", "test").unwrap(),
+    ));
+    let bundle = regent_bundle::Bundle::from_dir(&dir, &Default::default()).unwrap();
+    store
+        .activate(&[("local".to_string(), Arc::new(bundle))])
+        .unwrap();
+    let logger = DecisionLogger::start(
+        &DecisionLogConfig::default(),
+        "envoy/authz/allow",
+        prometheus::IntCounter::new("dropped", "test").unwrap(),
+    )
+    .unwrap();
+    let authorizer = Authorizer::new(
+        store,
+        Metrics::new().unwrap(),
+        logger,
+        InputOptions::default(),
+        false,
+        FailModeConfig::default(),
+    );
+
+    let cases = [
+        ("allow", request("GET", "/api/items?x=1", "alice"), 0),
+        ("deny", request("GET", "/api/items", "bob"), 3),
+        ("post", request("POST", "/api/items", "alice"), 3),
+        ("parse-error", request("GET", "/api/%ff", "alice"), 3),
+    ];
+    for (name, req, want_code) in cases {
+        let file = format!("{name}.json");
+        write_json(cwd, &file, &req);
+        let (c, mut cli, err) = check(cwd, "policies", &file);
+        assert_eq!(c, want_code, "{name}: {cli}{err}");
+
+        let proto = check_request_from_json(&req).unwrap();
+        let resp = authorizer.check(&proto).unwrap();
+        let mut sidecar = render_response(&resp);
+
+        // Decision ids are random in the sidecar; everything else must match.
+        for doc in [&mut cli, &mut sidecar] {
+            doc["dynamic_metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("decision_id");
+            doc.as_object_mut().unwrap().remove("decision");
+        }
+        assert_eq!(cli, sidecar, "{name}");
+        assert_eq!(cli["allowed"], want_code == 0, "{name}");
+    }
+}
+
+/// A reader that went away (`regent check ... | head -1`) does not turn the verdict into a panic.
+#[test]
+fn closed_stdout_keeps_the_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    write_json(cwd, "bob.json", &request("GET", "/", "bob"));
+    for (args, want) in [
+        (
+            vec!["check", "--bundle", "policies", "--request", "bob.json"],
+            3,
+        ),
+        (vec!["test", "policies"], 0),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_regent"))
+            .args(&args)
+            .current_dir(cwd)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

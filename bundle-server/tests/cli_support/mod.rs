@@ -1,0 +1,115 @@
+//! Helpers for the CLI tests: a policy directory in a temp dir and the real `regent` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A decision policy in OPA-Envoy's object form, its data, and its tests (all passing).
+pub const POLICY: &str = r#"package envoy.authz
+
+import rego.v1
+
+default allow := {"allowed": false, "http_status": 403, "body": "denied by policy"}
+
+allow := {
+	"allowed": true,
+	"headers": {"x-user": user},
+	"request_headers_to_remove": ["x-secret"],
+} if {
+	input.attributes.request.http.method == "GET"
+	user := input.attributes.request.http.headers["x-user"]
+	user in data.authz.users
+}
+"#;
+
+pub const DATA: &str = r#"{"users": ["alice"]}"#;
+
+pub const TESTS: &str = r#"package envoy.authz_test
+
+import rego.v1
+import data.envoy.authz
+
+request(method, user) := {"attributes": {"request": {"http": {"method": method, "headers": {"x-user": user}}}}}
+
+test_alice_may_get if {
+	authz.allow.allowed with input as request("GET", "alice")
+}
+
+test_bob_is_denied if {
+	d := authz.allow with input as request("GET", "bob")
+	print("decision for bob:", d.http_status)
+	not d.allowed
+}
+"#;
+
+/// A test that fails and prints before failing.
+pub const FAILING_TEST: &str = r#"package envoy.extra_test
+
+import rego.v1
+import data.envoy.authz
+
+test_post_allowed if {
+	print("trying POST as alice")
+	authz.allow.allowed with input as {"attributes": {"request": {"http": {"method": "POST", "headers": {"x-user": "alice"}}}}}
+}
+"#;
+
+/// Writes `files` (relative path → contents) under `dir`.
+pub fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+    for (rel, contents) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+}
+
+/// A policy directory with the policy, its data and passing tests.
+pub fn policy_dir(root: &Path) -> PathBuf {
+    let dir = root.join("policies");
+    write_tree(
+        &dir,
+        &[
+            ("envoy/authz.rego", POLICY),
+            ("envoy/authz_test.rego", TESTS),
+            ("authz/data.json", DATA),
+        ],
+    );
+    dir
+}
+
+/// Runs `regent` with `args` in `cwd`, stdin closed.
+pub fn regent(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regent"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running regent")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code, with both streams in the panic message when the process died of a signal.
+pub fn code(o: &Output) -> i32 {
+    o.status
+        .code()
+        .unwrap_or_else(|| panic!("killed: {}\n{}", stdout(o), stderr(o)))
+}
+
+/// Asserts a clean failure: exit 1, a `regent: error:` line containing `needle`, no panic.
+pub fn assert_clean_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(code(o), 1, "stdout: {}\nstderr: {err}", stdout(o));
+    assert!(err.contains("regent: error:"), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
