@@ -19,7 +19,8 @@ find_envoy() {
   return 1
 }
 
-if bin="$(find_envoy)" && "$bin" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+# Capture first: `envoy --version | grep -q` under pipefail can fail on SIGPIPE.
+if bin="$(find_envoy)" && version="$("$bin" --version 2>/dev/null)" && [[ "$version" == */"$ENVOY_VERSION"/* ]]; then
   echo "$bin"
   exit 0
 fi

@@ -41,6 +41,15 @@ impl Proc {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. If the harness
+        // itself dies without running its guards (SIGKILL, a CI timeout), the kernel sends the
+        // child SIGTERM instead of leaving it running.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;

@@ -31,6 +31,10 @@ pub struct ServerOptions {
     pub webhook_secret: PathBuf,
     /// Server state directory.
     pub data_dir: PathBuf,
+    /// Directory of the bundle inside the repository (`.` = all of it).
+    pub bundle_dir: String,
+    /// `git.poll_interval_seconds` (0: only at start and on the webhook).
+    pub poll_interval_seconds: u64,
 }
 
 impl ServerOptions {
@@ -38,27 +42,38 @@ impl ServerOptions {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
             "listen": format!("127.0.0.1:{}", self.port),
-            "repo": {"url": self.repo.display().to_string(), "branch": self.branch},
-            "bundle": {"name": BUNDLE},
-            "signing": {"key_file": self.signing_key.display().to_string(), "kid": KID},
-            "webhook": {"secret_file": self.webhook_secret.display().to_string()},
             "data_dir": self.data_dir.display().to_string(),
+            "git": {
+                "repo": self.repo.display().to_string(),
+                "branch": self.branch,
+                "poll_interval_seconds": self.poll_interval_seconds,
+            },
+            "webhook": {"secret_file": self.webhook_secret.display().to_string()},
+            "bundles": [{
+                "name": BUNDLE,
+                "dir": self.bundle_dir,
+                "entrypoints": ["envoy/authz/allow"],
+            }],
+            "signing": {
+                "keys": [{"kid": KID, "private_key_file": self.signing_key.display().to_string()}],
+                "active_kid": KID,
+            },
+            "log": {"level": "info", "format": "text"},
         })
     }
 }
 
-/// Runs `regent keygen`, writing `<dir>/signing.pem` and `<dir>/signing.pub.pem`; returns
-/// (private, public).
+/// Runs `regent keygen`, writing `<dir>/signing.key` (PKCS#8) and `<dir>/signing.pub` (SPKI);
+/// returns (private, public).
 pub fn keygen(h: &Harness, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
-    let private = dir.join("signing.pem");
-    let public = dir.join("signing.pub.pem");
+    let private = dir.join("signing.key");
+    let public = dir.join("signing.pub");
     let out = Command::new(&h.bins.regent)
         .arg("keygen")
-        .arg("--private")
-        .arg(&private)
-        .arg("--public")
-        .arg(&public)
+        .arg("--out-dir")
+        .arg(dir)
+        .args(["--name", "signing"])
         .output()
         .context("running regent keygen")?;
     if !out.status.success() {
@@ -99,6 +114,8 @@ impl BundleServer {
             signing_key: signing_key.to_path_buf(),
             webhook_secret: secret,
             data_dir: h.path("server/data")?,
+            bundle_dir: ".".to_string(),
+            poll_interval_seconds: 0,
         })
     }
 
@@ -197,17 +214,31 @@ impl BundleServer {
             timeout,
             || async move {
                 let st = this.status().await?;
-                Ok(st.to_string().contains(sha).then_some(st))
+                let done = st["published_commit"] == sha
+                    || (st["last_build"]["commit"] == sha
+                        && st["last_build"]["result"]
+                            .as_str()
+                            .is_some_and(|r| r != "building"));
+                Ok(done.then_some(st))
             },
         )
         .await
     }
 
-    /// The `post-receive` hook script that notifies this server of pushes.
-    pub fn post_receive_hook(&self) -> String {
-        format!(
-            "#!/bin/sh\n# Installed by the Regent e2e harness: tell regent serve about the push.\ncurl -fsS -X POST {}/v1/hooks/git >/dev/null 2>&1 || true\n",
-            self.base()
-        )
+    /// Installs the project's `docs/post-receive.sh` in `repo` and points it at this server.
+    pub fn install_hook(&self, repo: &crate::git::PolicyRepo) -> Result<()> {
+        let script = crate::bins::repo_root().join("docs/post-receive.sh");
+        let text = std::fs::read_to_string(&script)
+            .with_context(|| format!("reading {}", script.display()))?;
+        repo.install_post_receive(&text)?;
+        let url = format!("{}/v1/hooks/git", self.base());
+        crate::git::git(&repo.bare, &["config", "regent.url", &url])?;
+        let secret = self
+            .opts
+            .webhook_secret
+            .to_str()
+            .context("webhook secret path is not UTF-8")?;
+        crate::git::git(&repo.bare, &["config", "regent.secretfile", secret])?;
+        Ok(())
     }
 }

@@ -27,20 +27,34 @@ async fn bob_delete(envoy: &regent_e2e::envoy::Envoy) -> Result<u16> {
 
 const BOB_ADMIN: &str = r#"{"alice": ["admin"], "bob": ["reader", "admin"], "carol": []}"#;
 
+/// Status of `DELETE /api/items/1` as carol (no role: 403 under the seed policy; no policy test
+/// pins carol, so granting her a role passes the publish gate).
+async fn carol_delete(envoy: &regent_e2e::envoy::Envoy) -> Result<u16> {
+    let a = send(
+        common::client()
+            .delete(envoy.url("/api/items/1"))
+            .header("x-user", "carol"),
+    )
+    .await?;
+    Ok(a.status)
+}
+
+const CAROL_ADMIN: &str = r#"{"alice": ["admin"], "bob": ["reader"], "carol": ["admin"]}"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_push_flips_envoys_answer() -> Result<()> {
     let mut h = common::harness("push_flips")?;
     let issuer = Issuer::generate()?;
     let mut s = common::ServerStack::start(&h, &issuer).await?;
-    assert_eq!(bob_delete(&s.envoy).await?, 403);
+    assert_eq!(carol_delete(&s.envoy).await?, 403);
 
-    // The author grants bob admin and pushes; the post-receive hook tells the server.
-    s.chain.repo.write("roles/data.json", BOB_ADMIN)?;
+    // The author grants carol admin and pushes; the post-receive hook tells the server.
+    s.chain.repo.write("roles/data.json", CAROL_ADMIN)?;
     let pushed = Instant::now();
-    let commit = s.chain.repo.commit_and_push("grant bob admin")?;
+    let commit = s.chain.repo.commit_and_push("grant carol admin")?;
     let envoy = &s.envoy;
     wait::until("Envoy's answer to flip to 200", FLIP_TIMEOUT, || async {
-        Ok((bob_delete(envoy).await? == 200).then_some(()))
+        Ok((carol_delete(envoy).await? == 200).then_some(()))
     })
     .await?;
     let secs = pushed.elapsed().as_secs_f64();
@@ -63,7 +77,7 @@ async fn git_push_flips_envoys_answer() -> Result<()> {
     s.sidecar.wait_revision(&commit, FLIP_TIMEOUT).await?;
     let c = common::client();
     assert_eq!(send(c.get(envoy.url("/public/a"))).await?.status, 200);
-    assert_eq!(send(c.post(envoy.url("/public/a"))).await?.status, 401);
+    assert_eq!(send(c.post(envoy.url("/public/a"))).await?.status, 403);
     h.pass();
     Ok(())
 }
@@ -132,14 +146,17 @@ async fn tampered_bundle_is_refused_and_the_old_answer_stays() -> Result<()> {
             let v = sidecar
                 .metric_sum(
                     "regent_bundle_activation_failures_total",
-                    &["bundle=\"envoy\""],
+                    &["bundle=\"envoy\"", "reason=\"signature\""],
                 )
                 .await?;
             Ok((v >= n).then_some(()))
         }
     };
     let before = sidecar
-        .metric_sum("regent_bundle_activation_failures_total", &[])
+        .metric_sum(
+            "regent_bundle_activation_failures_total",
+            &["bundle=\"envoy\"", "reason=\"signature\""],
+        )
         .await?;
 
     // 1. The policy edited so any role may delete.

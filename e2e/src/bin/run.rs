@@ -78,21 +78,33 @@ async fn main() -> Result<()> {
     result
 }
 
-fn seed_dir(args: &Args) -> PathBuf {
+/// The policy tree the repository is seeded from, and the bundle's directory inside it.
+fn seed(args: &Args) -> (PathBuf, String) {
     if let Some(p) = &args.policies {
-        return p.clone();
+        return (p.clone(), ".".to_string());
     }
     let root = regent_e2e::bins::repo_root();
     let policies = root.join("policies");
-    if policies.is_dir() {
-        policies
+    if policies.join("envoy/.manifest").is_file() {
+        (policies, "envoy".to_string())
     } else {
-        root.join("e2e/testdata/policy")
+        (root.join("e2e/testdata/policy"), ".".to_string())
     }
 }
 
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not valid UTF-8", p.display()))
+}
+
+/// Demo tokens (`policies/envoy/demo-tokens.json`), by name.
+fn demo_tokens(seed: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(seed.join("envoy/demo-tokens.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 async fn run(h: &Harness, args: &Args) -> Result<()> {
-    let seed = seed_dir(args);
+    let (seed, bundle_dir) = seed(args);
     println!(
         "Regent: starting locally in {} (logs in {})",
         h.dir.display(),
@@ -103,8 +115,11 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     let (private, public) = keygen(h, &h.path("keys")?)?;
     let mut sopts = BundleServer::options(h, &repo.bare, "main", &private)?;
     sopts.port = args.server_port;
+    sopts.bundle_dir = bundle_dir;
+    // The hook notifies the server at once; polling also catches pushes made around the hook.
+    sopts.poll_interval_seconds = 10;
     let mut server = BundleServer::start(h, sopts).await?;
-    repo.install_post_receive(&server.post_receive_hook())?;
+    server.install_hook(&repo)?;
     let seed_commit = repo.head()?;
     server
         .wait_processed(&seed_commit, Duration::from_secs(120))
@@ -137,7 +152,19 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     )
     .await?;
 
-    print_guide(args, &repo.bare, &h.dir, &h.logs);
+    // A clone for the user to edit, with a local identity so `git commit` works on a fresh machine.
+    let clone = h.dir.join("my-policies");
+    regent_e2e::git::git(
+        &h.dir,
+        &["clone", "--quiet", path_str(&repo.bare)?, path_str(&clone)?],
+    )?;
+    regent_e2e::git::git(&clone, &["config", "user.name", "Regent demo"])?;
+    regent_e2e::git::git(&clone, &["config", "user.email", "demo@regent.invalid"])?;
+
+    match demo_tokens(&seed) {
+        Some(tokens) => print_demo_guide(args, &repo.bare, &h.dir, &h.logs, &tokens),
+        None => print_test_policy_guide(args, &repo.bare, &h.dir, &h.logs),
+    }
 
     // Supervise until Ctrl-C / SIGTERM, or until a process dies (then report it and stop the rest).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -169,9 +196,7 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn print_guide(args: &Args, bare: &Path, dir: &Path, logs: &Path) {
-    let e = args.envoy_port;
-    let clone = dir.join("my-policies");
+fn print_running(args: &Args, bare: &Path, logs: &Path) {
     println!(
         r#"
 Regent is running:
@@ -180,21 +205,8 @@ Regent is running:
   regent-sidecar   gRPC 127.0.0.1:{grpc}, health/metrics http://127.0.0.1:{http}/ready
   upstreams        echo http://127.0.0.1:{echo}, gRPC Orders 127.0.0.1:{orders}
   policy repo      {bare}
-  logs             {logs}
-
-Try (the echo upstream answers with what it received, headers the policy added included):
-  curl -i -H 'x-user: bob'   http://127.0.0.1:{e}/api/items          # allowed: bob is a reader
-  curl -i -H 'x-user: bob'   -X DELETE http://127.0.0.1:{e}/api/items/1   # denied: 403 and the policy's body
-  curl -i                    http://127.0.0.1:{e}/api/items          # no identity: the policy's 401
-
-Change the policy with git and watch the answer flip (bob becomes an admin):
-  git clone {bare} {clone}
-  cd {clone}
-  sed -i 's/"bob": \["reader"\]/"bob": ["reader", "admin"]/' roles/data.json
-  git commit -am 'grant bob admin' && git push
-  curl -i -H 'x-user: bob' -X DELETE http://127.0.0.1:{e}/api/items/1   # now 200
-
-Press Ctrl-C to stop everything."#,
+  logs             {logs}  (decisions.jsonl: the sidecar's decision log)"#,
+        e = args.envoy_port,
         admin = args.envoy_admin_port,
         srv = args.server_port,
         grpc = args.sidecar_grpc_port,
@@ -202,7 +214,66 @@ Press Ctrl-C to stop everything."#,
         echo = args.echo_port,
         orders = args.orders_port,
         bare = bare.display(),
-        clone = clone.display(),
         logs = logs.display(),
+    );
+}
+
+fn print_demo_guide(args: &Args, bare: &Path, dir: &Path, logs: &Path, tokens: &serde_json::Value) {
+    print_running(args, bare, logs);
+    let e = args.envoy_port;
+    let clone = dir.join("my-policies");
+    let token = |name: &str| tokens[name].as_str().unwrap_or("").to_string();
+    println!(
+        r#"
+Demo tokens (policies/envoy/demo-tokens.json; paste these into your shell):
+  ALICE='{alice}'
+  ADMIN='{admin}'
+
+Try it (the echo upstream answers with the method, path and headers it received):
+  curl -i http://127.0.0.1:{e}/public/hello                                          # open route: 200
+  curl -i -H "Authorization: Bearer $ALICE" http://127.0.0.1:{e}/api/orders          # allowed: 200, upstream sees x-regent-subject: alice
+  curl -i -X DELETE -H "Authorization: Bearer $ALICE" http://127.0.0.1:{e}/api/orders/1  # denied: 403 {{"error":"forbidden","reason":"missing scope orders:admin",...}}
+  curl -i -X DELETE -H "Authorization: Bearer $ADMIN" http://127.0.0.1:{e}/api/orders/1  # allowed: the admin token has orders:admin
+  curl -i http://127.0.0.1:{e}/api/catalog                                           # no token: 401 {{"error":"unauthenticated",...}}
+
+Change the policy with git and watch the answer flip (make /api/catalog public):
+  cd {clone}        # a clone of {bare}
+  sed -i 's|"public_routes": \[|"public_routes": [\n    {{"methods": ["GET"], "path": ["api", "catalog"]}},|' envoy/envoy/authz/data.json
+  git commit -qam 'public catalog' && git push      # the server answers through the hook: "published"
+  curl -i http://127.0.0.1:{e}/api/catalog                                           # now 200
+
+A push whose policy tests fail is refused, and the old answer stays:
+  sed -i 's|"scope": "orders:admin"|"scope": "orders:write"|' envoy/envoy/authz/data.json
+  git commit -qam 'let writers delete' && git push  # "rejected": test_obvious_deny_alice_cannot_delete fails
+  curl -i -X DELETE -H "Authorization: Bearer $ALICE" http://127.0.0.1:{e}/api/orders/1  # still 403
+
+Press Ctrl-C to stop everything."#,
+        alice = token("alice"),
+        admin = token("admin"),
+        bare = bare.display(),
+        clone = clone.display(),
+    );
+}
+
+fn print_test_policy_guide(args: &Args, bare: &Path, dir: &Path, logs: &Path) {
+    print_running(args, bare, logs);
+    let e = args.envoy_port;
+    let clone = dir.join("my-policies");
+    println!(
+        r#"
+Try it (the echo upstream answers with the method, path and headers it received):
+  curl -i -H 'x-user: bob' http://127.0.0.1:{e}/api/items                 # allowed: bob is a reader
+  curl -i -H 'x-user: bob' -X DELETE http://127.0.0.1:{e}/api/items/1     # denied: 403 and the policy's body
+  curl -i http://127.0.0.1:{e}/api/items                                  # no identity: the policy's 401
+
+Change the policy with git and watch the answer flip (carol becomes an admin):
+  cd {clone}        # a clone of {bare}
+  sed -i 's/"carol": \[\]/"carol": ["admin"]/' roles/data.json
+  git commit -qam 'grant carol admin' && git push
+  curl -i -H 'x-user: carol' -X DELETE http://127.0.0.1:{e}/api/items/1   # now 200
+
+Press Ctrl-C to stop everything."#,
+        bare = bare.display(),
+        clone = clone.display(),
     );
 }

@@ -121,7 +121,7 @@ impl Chain {
         let (private, public_key) = keygen(h, &h.path("keys")?)?;
         let opts = BundleServer::options(h, &repo.bare, "main", &private)?;
         let mut server = BundleServer::start(h, opts).await?;
-        repo.install_post_receive(&server.post_receive_hook())?;
+        server.install_hook(&repo)?;
         let seed_commit = repo.head()?;
         server
             .wait_processed(&seed_commit, std::time::Duration::from_secs(60))
