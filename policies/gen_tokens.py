@@ -145,6 +145,7 @@ def library():
         "alice_multi_aud": token(rsa_key, c(sub="alice", tenant="acme", scope="orders:read",
                                             aud=["billing.regent.example", aud])),
         "alice_no_tenant": token(rsa_key, c(sub="alice", scope="orders:read")),
+        "reporting_scp": token(rsa_key, c(sub="reporting", scp=["orders:read", "reports:read"])),
         "bob_globex": token(rsa_key, c(sub="bob", tenant="globex", scope="orders:read orders:write")),
         "erin_acme_admin": token(rsa_key, c(sub="erin", tenant="acme", roles=["tenant_admin"],
                                             scope="orders:read orders:write users:admin")),
@@ -251,6 +252,7 @@ def checks(lib, demo_tokens):
     importer = "spiffe://regent.example/ns/shop/sa/importer"
     frontend = "spiffe://regent.example/ns/shop/sa/frontend"
     orders_svc = "spiffe://regent.example/ns/shop/sa/orders"
+    reviews_bff = "spiffe://regent.example/ns/hr/sa/reviews-bff"
     cases = {
         "library": {
             "regent.grpc.allow": {
@@ -286,6 +288,19 @@ def checks(lib, demo_tokens):
                 "cart_reads_orders.denied": check_request(
                     "GET", "/api/orders/o-1", {}, principal="spiffe://regent.example/ns/shop/sa/cart",
                     callee=orders_svc),
+            },
+            "regent.obo.allow": {
+                "manager_reads_department_review.allowed": check_request(
+                    "GET", "/api/reviews/r-100", bearer(lib["carol_via_bff"]), t0, principal=reviews_bff),
+                "token_replayed_by_other_workload.denied": check_request(
+                    "GET", "/api/reviews/r-100", bearer(lib["carol_via_bff"]), t0,
+                    principal="spiffe://regent.example/ns/hr/sa/mallory"),
+            },
+            "regent.tenants.allow": {
+                "own_tenant_order.allowed": check_request(
+                    "GET", "/api/tenants/acme/orders/o-1", bearer(lib["alice"]), t0),
+                "other_tenants_order_under_own_path.denied": check_request(
+                    "GET", "/api/tenants/acme/orders/o-9", bearer(lib["alice"]), t0),
             },
             "regent.refunds.allow": {
                 "refund_json_body.allowed": check_request(

@@ -1,8 +1,8 @@
 //! Bundle activation cost: `cargo run --release -p regent-sidecar --example activation_bench -- <MB>`
 //!
 //! Builds a signed bundle holding about <MB> MiB of JSON data, then times what the sync loop
-//! does with downloaded bytes (unpack with limits, verify the signature, compile the set with
-//! regent-bundle's loader, swap atomically) while a thread keeps evaluating against the active
+//! does with downloaded bytes (unpack with limits, verify the signature, compile the set into the
+//! sidecar's PolicyStore, swap atomically) while a thread keeps evaluating against the active
 //! policy and counts failed or mixed answers. Prints one Markdown table row. Run one size per
 //! process so the peak RSS (VmHWM) belongs to that size.
 
@@ -11,25 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
 use regent_bundle::signing::{self, SignClaims};
 use regent_bundle::Bundle;
-use regent_sidecar::sync::activate::PolicySink;
+use regent_sidecar::config::EngineChoice;
+use regent_sidecar::policy::{PolicySettings, PolicyStore};
 use regent_sidecar::sync::regent_format::regent_activator;
-use regent_sidecar::sync::{Activator, BundleSource, HttpConfig, KeyConfig, Refusal, SyncConfig};
-
-#[derive(Default, Clone)]
-struct EngineSink(Arc<ArcSwapOption<regorus::Engine>>);
-
-impl PolicySink<Bundle> for EngineSink {
-    fn activate(&self, bundles: Vec<(String, Arc<Bundle>)>) -> Result<(), Refusal> {
-        let refs: Vec<(&str, &Bundle)> = bundles.iter().map(|(n, b)| (n.as_str(), &**b)).collect();
-        let engine = regent_bundle::engine::load_bundles(&refs)
-            .map_err(|e| Refusal::new("compile", e.to_string()))?;
-        self.0.store(Some(Arc::new(engine)));
-        Ok(())
-    }
-}
+use regent_sidecar::sync::{Activator, BundleSource, HttpConfig, KeyConfig, SyncConfig};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -114,8 +101,16 @@ fn main() -> anyhow::Result<()> {
     };
     let first = make_bundle("r1", mib, &key, 1)?;
     let second = make_bundle("r2", mib, &key, 2)?;
-    let sink = EngineSink::default();
-    let act = regent_activator(&cfg, sink.clone())?;
+    // The sidecar's own policy store: compiles (VM when possible) and swaps exactly as in production.
+    let store = Arc::new(PolicyStore::new(
+        PolicySettings {
+            rule: "data.authz.answer".into(),
+            engine: EngineChoice::Auto,
+            eval_timeout: std::time::Duration::from_secs(1),
+        },
+        prometheus::IntCounter::new("bench_activations_total", "activations")?,
+    ));
+    let act = regent_activator(&cfg, store.clone())?;
     act.activate("authz", &first)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -123,13 +118,12 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (evals, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let reader = {
-        let (sink, stop, evals, bad) = (sink.clone(), stop.clone(), evals.clone(), bad.clone());
+        let (store, stop, evals, bad) = (store.clone(), stop.clone(), evals.clone(), bad.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let ok = sink.0.load_full().and_then(|e| {
-                    let mut e = (*e).clone();
-                    e.eval_rule("data.authz.answer".to_string()).ok()
-                });
+                let ok = store
+                    .current()
+                    .and_then(|p| p.evaluate(regorus::Value::new_object()).ok());
                 let consistent = ok.as_ref().is_some_and(|v| {
                     let s = serde_json::to_string(v).unwrap_or_default();
                     s == r#"["r1","r1"]"# || s == r#"["r2","r2"]"#

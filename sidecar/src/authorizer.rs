@@ -14,7 +14,7 @@ use crate::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
 use crate::input::{build_input, InputOptions};
 use crate::metrics::Metrics;
-use crate::policy::PolicyStore;
+use crate::policy::{EvaluatorKind, PolicyStore};
 
 /// gRPC status code OK.
 const GRPC_OK: i32 = 0;
@@ -69,7 +69,10 @@ impl Authorizer {
     pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckFailure> {
         let started = Instant::now();
         let timestamp = SystemTime::now();
-        let decision_id = uuid::Uuid::new_v4().to_string();
+        // A uuid4 from the thread-local userspace generator: no getrandom syscall per Check.
+        let decision_id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string();
         let policy = self.store.current();
         let mut eval_ns = 0u64;
         let mut logged_input = None;
@@ -93,10 +96,11 @@ impl Authorizer {
                     let result = policy.evaluate(input);
                     let elapsed = t.elapsed();
                     eval_ns = elapsed.as_nanos() as u64;
-                    self.metrics
-                        .eval_duration
-                        .with_label_values(&[policy.kind().as_str()])
-                        .observe(elapsed.as_secs_f64());
+                    match policy.kind() {
+                        EvaluatorKind::Vm => &self.metrics.eval_vm,
+                        EvaluatorKind::Interpreter => &self.metrics.eval_interpreter,
+                    }
+                    .observe(elapsed.as_secs_f64());
                     match result {
                         Err(e) => Err(CheckFailure {
                             reason: "eval_error",
@@ -108,7 +112,8 @@ impl Authorizer {
                                     reason: e.reason(),
                                     message: e.to_string(),
                                 });
-                            if self.logger.enabled() {
+                            // OPA leaves `result` out of the event when the decision is undefined.
+                            if self.logger.enabled() && value != Value::Undefined {
                                 logged_result = Some(value);
                             }
                             mapped

@@ -339,6 +339,15 @@ impl SidecarConfig {
         if self.grpc.max_recv_message_bytes < 1024 {
             return bad("grpc.max_recv_message_bytes must be at least 1024".into());
         }
+        if self.http.ext_authz_max_body_bytes == 0 {
+            return bad("http.ext_authz_max_body_bytes must be at least 1".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad(format!("log.level {:?}: {e}", self.log.level));
+        }
+        self.sync
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -381,6 +390,12 @@ mod tests {
             ("policy: {path: 'a//b'}", "policy.path"),
             ("policy: {engine: turbo}", "engine"),
             ("grpc: {addr: 'not an address'}", "addr"),
+            ("log: {level: 'a=b=c'}", "log.level"),
+            (
+                "sync: {polling: {min_delay_seconds: 0}}",
+                "sync.polling.min_delay_seconds",
+            ),
+            ("grpc: {tls: {cert_file: a.pem}}", "key_file"),
         ] {
             let err = SidecarConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml}: {err}");

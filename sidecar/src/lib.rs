@@ -9,6 +9,7 @@
 
 pub mod authorizer;
 pub mod builtins;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod decision_log;

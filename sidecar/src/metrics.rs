@@ -25,8 +25,10 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// `regent_check_duration_seconds`.
     pub check_duration: Histogram,
-    /// `regent_policy_eval_duration_seconds{evaluator}`.
-    pub eval_duration: HistogramVec,
+    /// `regent_policy_eval_duration_seconds{evaluator="vm"}`.
+    pub eval_vm: Histogram,
+    /// `regent_policy_eval_duration_seconds{evaluator="interpreter"}`.
+    pub eval_interpreter: Histogram,
     /// `regent_decision_logs_dropped_total`.
     pub logs_dropped: IntCounter,
     /// `regent_policy_activations_total`.
@@ -82,10 +84,11 @@ impl Metrics {
             allow: checks.with_label_values(&["allow"]),
             deny: checks.with_label_values(&["deny"]),
             error: checks.with_label_values(&["error"]),
+            eval_vm: eval_duration.with_label_values(&["vm"]),
+            eval_interpreter: eval_duration.with_label_values(&["interpreter"]),
             registry,
             errors,
             check_duration,
-            eval_duration,
             logs_dropped,
             activations,
         })

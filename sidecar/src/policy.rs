@@ -188,7 +188,16 @@ impl ActivePolicy {
         let program = match settings.engine {
             EngineChoice::Interpreter => None,
             EngineChoice::Auto => {
-                Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()]).ok()
+                match Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()]) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::info!(
+                            reason = %format!("{e:#}"),
+                            "policy does not compile to the bytecode VM; using the interpreter"
+                        );
+                        None
+                    }
+                }
             }
             EngineChoice::Vm => Some(
                 Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()])

@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::authorizer::Authorizer;
@@ -60,20 +61,39 @@ pub struct Running {
     /// Bundle sync, when configured.
     pub sync: Option<crate::sync::SyncHandle>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Listener tasks: they finish in-flight requests after the shutdown signal.
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// Tasks that run until aborted (health reporting, local bundle watch).
+    background: Vec<JoinHandle<()>>,
 }
 
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 impl Running {
-    /// Stops listeners and background tasks.
+    /// Stops accepting, lets in-flight requests finish (up to 5 s), then stops background tasks.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        for t in &self.background {
+            t.abort();
+        }
         if let Some(sync) = self.sync {
             sync.shutdown().await;
         }
-        for t in self.tasks {
-            t.abort();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for (name, mut t) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!(
+                    listener = name,
+                    "listener did not drain in time; closing it"
+                );
+                t.abort();
+            }
+        }
+        for t in self.background {
             let _ = t.await;
         }
+        tracing::info!("stopped");
     }
 }
 
@@ -130,6 +150,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut background = Vec::new();
     let listening = Arc::new(AtomicBool::new(false));
 
     // gRPC
@@ -177,17 +198,26 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         };
     let router = make_router(&tls)?;
     let mut rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp);
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-        {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    }));
+    tasks.push((
+        "grpc",
+        tokio::spawn(async move {
+            // Small gRPC frames must not wait for Nagle's algorithm.
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+            {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        }),
+    ));
     #[cfg(unix)]
     if let Some(path) = &cfg.grpc.unix_socket {
         if path.exists() {
@@ -198,23 +228,26 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             .with_context(|| format!("binding grpc.unix_socket {}", path.display()))?;
         let router = make_router(&tls)?;
         let mut rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-            {
-                tracing::error!(error = %e, "gRPC Unix-socket server stopped");
-            }
-        }));
+        tasks.push((
+            "grpc-unix",
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+                {
+                    tracing::error!(error = %e, "gRPC Unix-socket server stopped");
+                }
+            }),
+        ));
     }
     listening.store(true, Ordering::Release);
 
     // gRPC health follows the policy: SERVING once one is active.
     let mut generations = store.subscribe();
-    tasks.push(tokio::spawn(async move {
+    background.push(tokio::spawn(async move {
         loop {
             if *generations.borrow_and_update() > 0 {
                 health_reporter
@@ -252,7 +285,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding http.addr {}", cfg.http.addr))?;
     let http_addr = http.local_addr()?;
-    tasks.push(spawn_axum(http, app, shutdown_rx.clone()));
+    tasks.push(("http", spawn_axum(http, app, shutdown_rx.clone())));
 
     // Envoy's HTTP-service ext_authz mode.
     let ext_authz_addr = match cfg.http.ext_authz_addr {
@@ -267,7 +300,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
                 cfg.http.ext_authz_path_prefix.clone(),
                 cfg.http.ext_authz_max_body_bytes,
             );
-            tasks.push(spawn_axum(l, app, shutdown_rx.clone()));
+            tasks.push(("ext-authz-http", spawn_axum(l, app, shutdown_rx.clone())));
             Some(bound)
         }
     };
@@ -275,7 +308,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     // Policy source.
     let mut sync = None;
     if let Some(path) = &cfg.policy.bundle {
-        tasks.push(crate::local_bundle::watch(
+        background.push(crate::local_bundle::watch(
             store.clone(),
             path.clone(),
             Duration::from_secs(1),
@@ -299,6 +332,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         sync,
         shutdown,
         tasks,
+        background,
     })
 }
 

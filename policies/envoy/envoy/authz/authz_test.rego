@@ -82,6 +82,14 @@ test_clock_skew if {
 	late.http_status == 401
 }
 
+test_clock_skew_before_nbf if {
+	# Demo tokens are valid from 2026-01-01T00:00:00Z; a clock 30 s behind is still accepted.
+	ok := authz.allow with input as object.union(as_user("GET", "/api/orders", tokens.alice), {"attributes": {"request": {"time": {"seconds": 1767225600 - 30}}}})
+	ok.allowed == true
+	early := authz.allow with input as object.union(as_user("GET", "/api/orders", tokens.alice), {"attributes": {"request": {"time": {"seconds": 1767225600 - 31}}}})
+	early.http_status == 401
+}
+
 test_tokens_work_on_the_live_clock if {
 	# No request time: the sidecar's clock is used; demo tokens are valid until 2100.
 	d := authz.allow with input as json.remove(as_user("GET", "/api/orders", tokens.alice), ["attributes/request/time"])

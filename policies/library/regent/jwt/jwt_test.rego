@@ -24,6 +24,11 @@ test_scopes_from_scope_claim if {
 	s == {"orders:read", "orders:write"}
 }
 
+test_scopes_from_scp_array if {
+	s := jwt.scopes with input as get(tokens.reporting_scp)
+	s == {"orders:read", "reports:read"}
+}
+
 test_one_of_several_audiences if jwt.valid with input as get(tokens.alice_multi_aud)
 
 test_bearer_scheme_is_case_insensitive if {

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make bench`: Check throughput/latency of the sidecar against a NOP ext_authz floor, policy
+# evaluation cost (VM vs interpreter), and bundle activation time. Not part of the tests.
+# Prints Markdown tables (also saved to target/bench/results.md); figures go in BENCHMARKS.md.
+#
+# Knobs (environment): SECS (measured seconds per run, 10), WARMUP (2), CONCURRENCY ("1 64"),
+# ACTIVATION_SIZES ("1 10 50", MiB of bundle data), SERVER_CPU (0), LOAD_CPU (1).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CARGO=${CARGO:-cargo}
+SECS=${SECS:-10}
+WARMUP=${WARMUP:-2}
+CONCURRENCY=${CONCURRENCY:-"1 64"}
+ACTIVATION_SIZES=${ACTIVATION_SIZES:-"1 10 50"}
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+RESULTS=$OUT/results.md
+: >"$RESULTS"
+
+say() { echo "$@" | tee -a "$RESULTS"; }
+
+echo "building (release)..." >&2
+$CARGO build --release -p regent-sidecar -p regent-bench --bins
+$CARGO build --release -p regent-sidecar --example activation_bench
+BIN=$ROOT/target/release
+
+# Server and load generator on different cores when the machine has at least two.
+SERVER_PIN=()
+LOAD_PIN=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    SERVER_PIN=(taskset -c "${SERVER_CPU:-0}")
+    LOAD_PIN=(taskset -c "${LOAD_CPU:-1}")
+fi
+
+# The RBAC example policy from the policy library when present, else the benchmark's own.
+POLICY=$ROOT/policies/rbac
+[ -d "$POLICY" ] || POLICY=$ROOT/bench/policies/rbac
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# wait_for_line FILE REGEX: the first line of FILE matching REGEX (bounded: 60 s).
+wait_for_line() {
+    for _ in $(seq 600); do
+        if line=$(grep -m1 -E "$2" "$1" 2>/dev/null); then
+            echo "$line"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "timed out waiting for /$2/ in $1:" >&2
+    cat "$1" >&2
+    return 1
+}
+
+load_rows() { # ADDR PID EXPECT LABEL
+    for c in $CONCURRENCY; do
+        "${LOAD_PIN[@]}" "$BIN/load" --addr "http://$1" --server-pid "$2" --expect "$3" \
+            --concurrency "$c" --secs "$SECS" --warmup "$WARMUP" --label "$4" | tee -a "$RESULTS"
+    done
+}
+
+say "## Check over gRPC (closed loop, ${SECS}s measured after ${WARMUP}s warm-up; server pinned: ${SERVER_PIN[*]:-no})"
+say ""
+say "| server | concurrency | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | server VmHWM MB |"
+say "|---|---|---|---|---|---|---|---|"
+
+# 1. NOP floor.
+"${SERVER_PIN[@]}" "$BIN/nop_authz" --addr 127.0.0.1:0 >"$OUT/nop.out" 2>&1 &
+NOP_PID=$!
+PIDS+=("$NOP_PID")
+NOP_ADDR=$(wait_for_line "$OUT/nop.out" '^listening ' | awk '{print $2}')
+load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor"
+kill "$NOP_PID"
+
+# 2. The sidecar with the RBAC policy.
+"${SERVER_PIN[@]}" "$BIN/regent-sidecar" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+    --bundle "$POLICY" --log-format json >"$OUT/sidecar.stdout" 2>"$OUT/sidecar.log" &
+SIDECAR_PID=$!
+PIDS+=("$SIDECAR_PID")
+LISTENING=$(wait_for_line "$OUT/sidecar.log" 'regent-sidecar listening')
+GRPC_ADDR=$(sed -E 's/.*"grpc":"([^"]+)".*/\1/' <<<"$LISTENING")
+HTTP_ADDR=$(sed -E 's/.*"http":"([^"]+)".*/\1/' <<<"$LISTENING")
+for _ in $(seq 300); do
+    curl -fs "http://$HTTP_ADDR/ready" >/dev/null && break
+    sleep 0.1
+done
+curl -fs "http://$HTTP_ADDR/ready" >/dev/null || { echo "sidecar never became ready" >&2; exit 1; }
+load_rows "$GRPC_ADDR" "$SIDECAR_PID" rbac "regent-sidecar, RBAC ($(basename "$(dirname "$POLICY")")/rbac)"
+EVALUATOR=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
+kill "$SIDECAR_PID"
+say ""
+say "Sidecar evaluator for the RBAC policy: $EVALUATOR. Policy: ${POLICY#"$ROOT"/}."
+
+# 3. Policy evaluation in-process.
+say ""
+say "## Policy evaluation in-process (RBAC, per decision)"
+say ""
+say "| evaluator | eval µs | input + eval + response µs | compile ms |"
+say "|---|---|---|---|"
+"${LOAD_PIN[@]}" "$BIN/eval_bench" --policy "$POLICY" | tee -a "$RESULTS"
+
+# 4. Bundle activation.
+say ""
+say "## Bundle activation"
+say ""
+say "| bundle data | bundle size (gzip) | activation (unpack, verify, compile, swap) | peak RSS | evaluations during the swap | failed or mixed |"
+say "|---|---|---|---|---|---|"
+for mb in $ACTIVATION_SIZES; do
+    "$BIN/examples/activation_bench" "$mb" | tee -a "$RESULTS"
+done
+
+echo "results: $RESULTS" >&2

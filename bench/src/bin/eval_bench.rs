@@ -1,0 +1,91 @@
+//! In-process policy evaluation cost per decision, on regorus's VM and on its interpreter.
+//!
+//! `eval_bench --policy bench/policies/rbac [--iterations 200000]`
+//!
+//! Compiles the policy directory the way the sidecar does (PolicyStore, Regent's builtins), checks
+//! both evaluators give the expected answers for the RBAC request mix, then times (a) evaluation
+//! alone (`ActivePolicy::evaluate` on the per-thread evaluator) and (b) the whole decision without
+//! gRPC: input document + evaluation + CheckResponse. Prints Markdown table rows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use regent_bench::{rbac_mix, RBAC_EXPECTED};
+use regent_sidecar::config::EngineChoice;
+use regent_sidecar::decision::to_check_response;
+use regent_sidecar::input::{build_input, InputOptions};
+use regent_sidecar::policy::{decision_rule, PolicySettings, PolicyStore};
+
+#[derive(Parser)]
+struct Args {
+    /// Policy directory or .tar.gz bundle.
+    #[arg(long)]
+    policy: std::path::PathBuf,
+    /// Decision path.
+    #[arg(long, default_value = "envoy/authz/allow")]
+    path: String,
+    /// Timed decisions per evaluator and measurement.
+    #[arg(long, default_value_t = 200_000)]
+    iterations: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bundle = Arc::new(regent_sidecar::local_bundle::load(&args.policy)?);
+    let requests = rbac_mix();
+    let opts = InputOptions::default();
+    let inputs: Vec<_> = requests
+        .iter()
+        .map(|r| build_input(r, &opts))
+        .collect::<Result<_, _>>()?;
+    for (name, engine) in [
+        ("vm", EngineChoice::Vm),
+        ("interpreter", EngineChoice::Interpreter),
+    ] {
+        let store = PolicyStore::new(
+            PolicySettings {
+                rule: decision_rule(&args.path).map_err(anyhow::Error::msg)?,
+                engine,
+                eval_timeout: Duration::from_millis(100),
+            },
+            prometheus::IntCounter::new("bench_activations_total", "activations")?,
+        );
+        let t = Instant::now();
+        let policy = store.activate(&[("rbac".to_string(), bundle.clone())])?;
+        let compile = t.elapsed();
+        for (i, input) in inputs.iter().enumerate() {
+            let v = policy.evaluate(input.clone())?;
+            anyhow::ensure!(
+                v == regorus::Value::from(RBAC_EXPECTED[i]),
+                "{name}: request {i} gave {v}, expected {}",
+                RBAC_EXPECTED[i]
+            );
+        }
+        // Warm-up, then evaluation alone.
+        for i in 0..args.iterations / 10 {
+            policy.evaluate(inputs[i % inputs.len()].clone())?;
+        }
+        let t = Instant::now();
+        for i in 0..args.iterations {
+            std::hint::black_box(policy.evaluate(inputs[i % inputs.len()].clone())?);
+        }
+        let eval_us = t.elapsed().as_secs_f64() * 1e6 / args.iterations as f64;
+        // The whole decision without gRPC.
+        let t = Instant::now();
+        for i in 0..args.iterations {
+            let input = build_input(&requests[i % requests.len()], &opts)?;
+            let v = policy.evaluate(input)?;
+            std::hint::black_box(to_check_response(&v, "bench")?);
+        }
+        let full_us = t.elapsed().as_secs_f64() * 1e6 / args.iterations as f64;
+        println!(
+            "| {name} ({}) | {:.2} | {:.2} | {:.1} |",
+            policy.kind().as_str(),
+            eval_us,
+            full_us,
+            compile.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

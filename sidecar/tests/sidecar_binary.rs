@@ -1,0 +1,249 @@
+//! The `regent-sidecar` binary: configuration errors, flags, JSON logs, graceful shutdown on SIGTERM;
+//! and the shipped example configuration.
+
+mod server_support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use regent_sidecar::config::{EngineChoice, LogOutput, SidecarConfig};
+use server_support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
+
+#[test]
+fn example_config_parses_and_documents_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sidecar.example.yaml");
+    let cfg = SidecarConfig::from_file(&path).expect("example config is valid");
+    let defaults = SidecarConfig::default();
+    assert_eq!(cfg.grpc.addr, defaults.grpc.addr);
+    assert_eq!(cfg.http.addr, defaults.http.addr);
+    assert_eq!(cfg.policy.path, defaults.policy.path);
+    assert_eq!(cfg.policy.engine, EngineChoice::Auto);
+    assert_eq!(cfg.policy.eval_timeout_ms, defaults.policy.eval_timeout_ms);
+    assert_eq!(cfg.decision_logs.mask, defaults.decision_logs.mask);
+    assert_eq!(cfg.decision_logs.output, LogOutput::None);
+    assert_eq!(
+        cfg.decision_logs.queue_size,
+        defaults.decision_logs.queue_size
+    );
+    assert_eq!(cfg.fail_mode.status, defaults.fail_mode.status);
+    assert_eq!(
+        cfg.grpc.max_recv_message_bytes,
+        defaults.grpc.max_recv_message_bytes
+    );
+    assert_eq!(
+        cfg.sync.http.max_bundle_bytes,
+        defaults.sync.http.max_bundle_bytes
+    );
+    assert_eq!(
+        cfg.sync.polling.max_delay_seconds,
+        defaults.sync.polling.max_delay_seconds
+    );
+}
+
+fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_config_file_is_a_clear_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("policy:\n  pth: envoy/authz/allow\n", "pth"),
+        ("grpc:\n  addr: nowhere\n", "grpc"),
+        ("decision_logs:\n  output: file\n", "decision_logs.file"),
+        ("fail_mode: {mode: ajar}\n", "ajar"),
+        (
+            "sync:\n  bundles: [{name: a, url: 'http://127.0.0.1:1/a'}]\n",
+            "sync.keys",
+        ),
+    ];
+    for (i, (yaml, needle)) in cases.into_iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&file, yaml).expect("write");
+        let (code, stderr) = run_to_end(&["--config", file.to_str().expect("utf8")]);
+        assert_eq!(code, Some(2), "{yaml}: {stderr}");
+        assert!(stderr.contains(needle), "{yaml}: {stderr}");
+        assert!(stderr.contains("configuration error"), "{stderr}");
+    }
+    let (code, stderr) = run_to_end(&["--config", "/nonexistent/regent.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/nonexistent/regent.yaml"), "{stderr}");
+    let (code, _) = run_to_end(&["--log-format", "xml"]);
+    assert_eq!(code, Some(2), "clap rejects a bad flag value");
+}
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The first JSON log event with this message (bounded wait).
+    fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                    if v["message"] == message {
+                        return v;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no {message:?} event; saw {seen:#?}");
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+// Multi-threaded: this test blocks its thread while waiting for the process, and the client's
+// connection must keep being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_json_logs_and_graceful_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy");
+    write_policy_dir(
+        &policy,
+        "package custom.authz\n\nimport rego.v1\n\ndecision := false\n",
+        None,
+    );
+    // The file sets other ports and path; the flags win.
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &cfg,
+        "grpc: {addr: '127.0.0.1:1'}\nhttp: {addr: '127.0.0.1:1'}\npolicy: {path: envoy/authz/allow}\n",
+    )
+    .expect("write");
+    let mut proc = Proc::spawn(&[
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--bundle",
+        policy.to_str().expect("utf8"),
+        "--path",
+        "custom/authz/decision",
+        "--dry-run",
+        "--log-format",
+        "json",
+    ]);
+    let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
+    let grpc: std::net::SocketAddr = listening["grpc"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("grpc address in {listening}"));
+    let http = listening["http"]
+        .as_str()
+        .expect("http address")
+        .to_string();
+
+    let mut client = connect(grpc).await;
+    // The policy denies; --dry-run turns that into an allow.
+    let r = client
+        .check(get("/x").build())
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(allowed(&r), "{r:?}");
+    let ready = reqwest::get(format!("http://{http}/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric(&metrics, "regent_checks_total{decision=\"deny\"}"),
+        Some(1.0),
+        "the real decision is counted: {metrics}"
+    );
+
+    let pid = proc.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    proc.event("shutting down", Duration::from_secs(10));
+    let status = proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // The client's connection is still open: the gRPC listener must drain it (GOAWAY) rather than
+    // wait for the grace period to run out.
+    let mut rest = Vec::new();
+    while let Ok(line) = proc.lines.recv_timeout(Duration::from_secs(10)) {
+        rest.push(line); // ends when the reader thread reaches EOF
+    }
+    assert!(
+        rest.iter().any(|l| l.contains(r#""message":"stopped""#)),
+        "{rest:#?}"
+    );
+    assert!(
+        !rest.iter().any(|l| l.contains("did not drain")),
+        "{rest:#?}"
+    );
+    drop(client);
+}
