@@ -48,13 +48,14 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Copies the regular files of `src` into `dst` recursively (hidden entries skipped).
+/// Copies the regular files of `src` into `dst` recursively; `.git` is left out (hidden files such
+/// as a bundle's `.manifest` are copied).
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
     for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
+        if name == ".git" {
             continue;
         }
         let ty = entry.file_type()?;
@@ -163,13 +164,15 @@ mod tests {
         let seed = dir.join("seed");
         std::fs::create_dir_all(seed.join("sub")).unwrap();
         std::fs::write(seed.join("sub/a.rego"), "package a\n").unwrap();
-        std::fs::write(seed.join(".hidden"), "x").unwrap();
+        std::fs::write(seed.join(".manifest"), "{}").unwrap();
+        std::fs::create_dir_all(seed.join(".git")).unwrap();
+        std::fs::write(seed.join(".git/HEAD"), "x").unwrap();
         let repo = PolicyRepo::create(&dir, &seed, "main").unwrap();
         let first = repo.head().unwrap();
         let bare_head = git(&repo.bare, &["rev-parse", "refs/heads/main"]).unwrap();
         assert_eq!(bare_head.trim(), first);
         let files = git(&repo.bare, &["ls-tree", "-r", "--name-only", "main"]).unwrap();
-        assert_eq!(files.trim(), "sub/a.rego");
+        assert_eq!(files.trim(), ".manifest\nsub/a.rego");
         repo.write("sub/a.rego", "package a\nx := 1\n").unwrap();
         let second = repo.commit_and_push("edit").unwrap();
         assert_ne!(first, second);

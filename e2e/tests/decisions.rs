@@ -188,3 +188,77 @@ async fn grpc_methods_authorized_on_role_and_body_field() -> Result<()> {
     h.pass();
     Ok(())
 }
+
+/// The demo bundle `make run` serves (policies/envoy), pushed from the repository's own
+/// `policies/` tree and answered through Envoy as the README and `make run` say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_bundle_from_policies_answers_as_documented() -> Result<()> {
+    let mut h = common::harness("demo_policy")?;
+    let seed = regent_e2e::bins::repo_root().join("policies");
+    let tokens: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        seed.join("envoy/demo-tokens.json"),
+    )?)?;
+    let token =
+        |name: &str| -> String { format!("Bearer {}", tokens[name].as_str().unwrap_or_default()) };
+    let chain = common::Chain::start_from(&h, &seed, "envoy").await?;
+    let mut sidecar =
+        regent_e2e::sidecar::Sidecar::start(&h, "sidecar", chain.sidecar_options(&h)?).await?;
+    sidecar
+        .wait_revision(&chain.seed_commit, Duration::from_secs(60))
+        .await?;
+    let envoy = common::envoy(&h, "envoy", &sidecar, &chain.ups, false).await?;
+    let c = common::client();
+
+    let a = send(c.get(envoy.url("/public/hello"))).await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = send(
+        c.get(envoy.url("/api/orders"))
+            .header("authorization", token("alice"))
+            .header("x-regent-tenant", "forged"),
+    )
+    .await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.upstream_header("x-regent-subject").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        a.upstream_header("x-regent-tenant").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(a.upstream_header("authorization"), None, "{a:?}");
+    assert_eq!(
+        a.headers.get("x-regent-decision").map(String::as_str),
+        Some("allowed")
+    );
+
+    let a = send(
+        c.delete(envoy.url("/api/orders/1"))
+            .header("authorization", token("alice")),
+    )
+    .await?;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert_eq!(
+        a.json()?,
+        serde_json::json!({"error": "forbidden", "reason": "missing scope orders:admin", "status": 403})
+    );
+    let a = send(
+        c.delete(envoy.url("/api/orders/1"))
+            .header("authorization", token("admin")),
+    )
+    .await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    for name in ["expired", "wrong_key"] {
+        let a = send(
+            c.get(envoy.url("/api/orders"))
+                .header("authorization", token(name)),
+        )
+        .await?;
+        assert_eq!(a.status, 401, "{name}: {a:?}");
+    }
+    let a = send(c.get(envoy.url("/api/orders"))).await?;
+    assert_eq!(a.status, 401, "{a:?}");
+    assert_eq!(a.json()?["error"], "unauthenticated");
+    h.pass();
+    Ok(())
+}

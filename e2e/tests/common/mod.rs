@@ -115,11 +115,18 @@ impl Chain {
     /// Seeds the repository with the e2e policy, starts the server and waits until it has
     /// processed the seed commit.
     pub async fn start(h: &Harness, issuer: &Issuer) -> Result<Chain> {
-        use regent_e2e::server::{keygen, BundleServer};
         let seed = policy_tree(h, issuer)?;
-        let repo = regent_e2e::git::PolicyRepo::create(&h.path("git")?, &seed, "main")?;
+        Self::start_from(h, &seed, ".").await
+    }
+
+    /// As [`Chain::start`] with the repository seeded from `seed` and the bundle built from
+    /// `bundle_dir` inside it.
+    pub async fn start_from(h: &Harness, seed: &Path, bundle_dir: &str) -> Result<Chain> {
+        use regent_e2e::server::{keygen, BundleServer};
+        let repo = regent_e2e::git::PolicyRepo::create(&h.path("git")?, seed, "main")?;
         let (private, public_key) = keygen(h, &h.path("keys")?)?;
-        let opts = BundleServer::options(h, &repo.bare, "main", &private)?;
+        let mut opts = BundleServer::options(h, &repo.bare, "main", &private)?;
+        opts.bundle_dir = bundle_dir.to_string();
         let mut server = BundleServer::start(h, opts).await?;
         server.install_hook(&repo)?;
         let seed_commit = repo.head()?;
