@@ -242,3 +242,28 @@ impl BundleServer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_accepted_by_regent_serve() {
+        let opts = ServerOptions {
+            port: 8282,
+            repo: PathBuf::from("/tmp/policies.git"),
+            branch: "main".into(),
+            signing_key: PathBuf::from("/tmp/signing.key"),
+            webhook_secret: PathBuf::from("/tmp/secret"),
+            data_dir: PathBuf::from("/tmp/data"),
+            bundle_dir: "envoy".into(),
+            poll_interval_seconds: 0,
+        };
+        let text = serde_json::to_string_pretty(&opts.config()).unwrap();
+        let cfg = regent_bundle_server::server::config::ServerConfig::from_yaml(&text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.git.branch, "main");
+        assert_eq!(cfg.bundles.len(), 1);
+        assert_eq!(cfg.bundles[0].name, BUNDLE);
+    }
+}
