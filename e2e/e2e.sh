@@ -15,5 +15,7 @@ export REGENT_E2E_ENVOY="$ENVOY"
 export REGENT_BIN="$TARGET_DIR/debug/regent"
 export REGENT_SIDECAR_BIN="$TARGET_DIR/debug/regent-sidecar"
 # Each scenario starts its own Envoy, sidecar, bundle server and upstreams; two at a time keeps a
-# 2-core CI machine busy without starving the timing of any one scenario.
-exec "$CARGO" test -p regent-e2e -- --test-threads "${REGENT_E2E_THREADS:-2}" "$@"
+# 2-core CI machine busy without starving any one scenario.
+export RUST_TEST_THREADS="${REGENT_E2E_THREADS:-2}"
+# Arguments go to cargo test, e.g. `e2e/e2e.sh --test rollout -- --nocapture`.
+exec "$CARGO" test -p regent-e2e "$@"
