@@ -121,9 +121,16 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     let mut server = BundleServer::start(h, sopts).await?;
     server.install_hook(&repo)?;
     let seed_commit = repo.head()?;
-    server
+    let status = server
         .wait_processed(&seed_commit, Duration::from_secs(120))
         .await?;
+    if status["published_commit"] != seed_commit.as_str() {
+        anyhow::bail!(
+            "the bundle server refused the seed commit of {}: {}",
+            seed.display(),
+            status["last_build"]
+        );
+    }
 
     let mut echo = Upstream::echo(h, args.echo_port).await?;
     let mut orders = Upstream::orders(h, args.orders_port).await?;
