@@ -38,7 +38,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error, which `regent test` uses for "tests failed": usage errors
+    // exit 1 like any other error, so scripts can rely on each command's documented codes.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Serve(a) => server::run(a),
         Command::Build(a) => authoring::build::run(a),

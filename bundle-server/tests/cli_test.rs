@@ -233,3 +233,17 @@ fn tests_use_the_sidecar_builtins_and_with() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["sub"], "alice");
 }
+
+#[test]
+fn usage_errors_exit_1_not_the_failed_tests_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = policy_dir(tmp.path());
+    let o = regent(
+        tmp.path(),
+        &["test", dir.to_str().unwrap(), "--no-such-flag"],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+    let o = regent(tmp.path(), &["--help"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}

@@ -62,6 +62,16 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         etag
     );
 
+    {
+        // Readable by a web server running as another user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(publish.path().join("authz.tar.gz"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
     // A commit whose test fails is refused; the first revision stays served.
     repo.write(
         "authz/policy.rego",
@@ -196,6 +206,30 @@ async fn push_publishes_signed_bundles_and_bad_commits_are_refused() {
         "same commit, same bundle"
     );
     srv.shutdown().await;
+
+    // Key rotation: add k2 and make it the signer. The k1-signed bundles are still restored
+    // (k1 is configured), then the same commit is re-signed with k2.
+    let k2 = Keys::new();
+    let mut cfg = config(&repo.origin, data.path(), &keys.private, &extra);
+    cfg.signing
+        .keys
+        .push(regent_bundle_server::server::config::SigningKeyConfig {
+            kid: "k2".into(),
+            private_key_file: k2.private.clone(),
+        });
+    cfg.signing.active_kid = "k2".into();
+    let srv = start(cfg).await;
+    assert!(srv.is_ready());
+    assert!(srv.build_now(BUILD).await);
+    let resp = client()
+        .get(url(&srv, "/bundles/authz"))
+        .send()
+        .await
+        .unwrap();
+    let (bundle, sig) = verify(&resp.bytes().await.unwrap(), &k2.keyring("k2"));
+    assert_eq!(sig.kid, "k2");
+    assert_eq!(bundle.revision(), fixed);
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,6 +276,14 @@ async fn etag_304_long_poll_and_errors() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
+    let resp = c.post(url(&srv, "/bundles/authz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+    let resp = c.get(url(&srv, "/bundles/%FF")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "bad_bundle_name");
 
     // Several long polls wait; a push wakes them all with the new bundle.
     let mut waiting = Vec::new();
@@ -317,4 +359,31 @@ async fn missing_branch_is_an_error_and_nothing_is_served() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "bundle_not_published");
     srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_identical_bundles() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(config(&repo.origin, d1.path(), &keys.private, "")).await;
+    let b = start(config(&repo.origin, d2.path(), &keys.private, "")).await;
+    wait_published(&a, "authz", &first).await;
+    wait_published(&b, "authz", &first).await;
+    for name in ["authz", "platform"] {
+        let path = format!("/bundles/{name}");
+        let ra = client().get(url(&a, &path)).send().await.unwrap();
+        let rb = client().get(url(&b, &path)).send().await.unwrap();
+        assert_eq!(ra.headers()["etag"], rb.headers()["etag"]);
+        let (ba, bb) = (ra.bytes().await.unwrap(), rb.bytes().await.unwrap());
+        assert_eq!(ba, bb, "{name}: same commit and key, same bytes");
+        let (_, sig) = verify(&ba, &keys.keyring("k1"));
+        let committed: i64 = git(&repo.work, &["log", "-1", "--format=%ct"])
+            .parse()
+            .unwrap();
+        assert_eq!(sig.iat, Some(committed));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -208,3 +208,93 @@ async fn post_receive_hook_publishes_a_plain_push() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_answers_202_when_the_build_outlasts_its_wait() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, wait_seconds: 0}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+    repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
+    let second = repo.commit_push("second");
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let resp = client()
+        .post(url(&srv, "/v1/hooks/git"))
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(r["result"], "building");
+    // The build it requested still runs and publishes.
+    wait_published(&srv, "authz", &second).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_webhooks_build_each_commit_once() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_file = data.path().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let extra = format!(
+        "webhook: {{secret_file: {}, wait_seconds: 60}}",
+        secret_file.display()
+    );
+    let srv = start(config(&repo.origin, data.path(), &keys.private, &extra)).await;
+    wait_published(&srv, "authz", &first).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        srv.is_ready().then_some(())
+    })
+    .await;
+    assert!(ready.is_some());
+    repo.write("authz/extra.rego", "package envoy.authz\n\nx := 1\n");
+    let second = repo.commit_push("second");
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let sig = github_signature(SECRET.as_bytes(), &body);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(
+                client()
+                    .post(url(&srv, "/v1/hooks/git"))
+                    .header("x-hub-signature-256", sig.clone())
+                    .body(body.clone())
+                    .send(),
+            )
+        })
+        .collect();
+    for c in calls {
+        let resp = c.await.unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let r: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(r["published_commit"], second.as_str(), "{r}");
+    }
+    // One build for the first commit at start, one for the second: never two at once, and a
+    // commit already gated is not gated again.
+    let page = metrics(&srv).await;
+    assert_eq!(
+        metric(&page, "regent_builds_total{result=\"published\"}"),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "regent_webhook_requests_total{result=\"accepted\"}"),
+        Some(8.0)
+    );
+    srv.shutdown().await;
+}

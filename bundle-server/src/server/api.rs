@@ -70,11 +70,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on this endpoint"),
+    )
 }
 
 fn require_token(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -180,9 +189,16 @@ impl Drop for Waiting<'_> {
 
 async fn get_bundle(
     State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let Path(name) = name.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_bundle_name",
+            format!("invalid bundle name in the path: {e}"),
+        )
+    })?;
     if let Err(e) = require_token(&s, &headers) {
         s.metrics.bundle_requests.with_label_values(&["401"]).inc();
         return Err(e);

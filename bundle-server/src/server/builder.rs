@@ -27,6 +27,7 @@ pub struct Builder {
 impl Builder {
     /// Runs until `shutdown` turns true. The first build starts at once.
     pub async fn run(self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+        self.remove_stale_exports();
         let mut requests = shared.requested.subscribe();
         requests.mark_changed();
         let poll = Duration::from_secs(shared.cfg.git.poll_interval_seconds);
@@ -122,6 +123,11 @@ impl Builder {
             }
             Ok(Err(failures)) => {
                 for f in &failures {
+                    let failed_tests: Vec<String> = f
+                        .tests
+                        .iter()
+                        .map(|t| format!("{} ({}:{})", t.name, t.file, t.line))
+                        .collect();
                     shared
                         .metrics
                         .publish_failures
@@ -133,7 +139,7 @@ impl Builder {
                         reason = f.reason,
                         file = f.file.as_deref().unwrap_or(""),
                         line = f.line.unwrap_or(0),
-                        failed_tests = f.tests.len(),
+                        failed_tests = %failed_tests.join(", "),
                         message = %f.message,
                         "commit refused by the publish gate; the previous revision stays served"
                     );
@@ -161,6 +167,20 @@ impl Builder {
         book.last = Some(report);
     }
 
+    /// A build interrupted by a crash or a kill leaves its exported tree behind.
+    fn remove_stale_exports(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.tmp_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("commit-") {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale build directory");
+                }
+            }
+        }
+    }
+
     /// Exports the commit and runs the gate on a blocking thread.
     async fn gate(
         &self,
@@ -178,13 +198,19 @@ impl Builder {
             .await
             .map_err(|e| e.to_string())?;
         let root = tree.path().to_path_buf();
+        let signed_at = self
+            .git
+            .commit_time(commit)
+            .await
+            .map_err(|e| e.to_string())?;
         let commit_s = commit.to_string();
         let bundles = shared.cfg.bundles.clone();
         let signer = Arc::clone(&self.signer);
-        let res =
-            tokio::task::spawn_blocking(move || gate_commit(&root, &commit_s, &bundles, &signer))
-                .await
-                .map_err(|e| format!("build task failed: {e}"));
+        let res = tokio::task::spawn_blocking(move || {
+            gate_commit(&root, &commit_s, signed_at, &bundles, &signer)
+        })
+        .await
+        .map_err(|e| format!("build task failed: {e}"));
         drop(tree);
         res
     }

@@ -152,11 +152,19 @@ pub struct FleetView {
     pub bundles: BTreeMap<String, BundleRollout>,
 }
 
+#[derive(Default)]
+struct Inner {
+    sidecars: HashMap<String, Sidecar>,
+    /// Live sidecars per (bundle, revision), kept in step with `sidecars` so a report costs
+    /// O(bundles in it), not O(fleet).
+    counts: HashMap<(String, String), i64>,
+}
+
 /// Every sidecar that reported within the TTL.
 pub struct Fleet {
     ttl: Duration,
     max_sidecars: usize,
-    sidecars: Mutex<HashMap<String, Sidecar>>,
+    inner: Mutex<Inner>,
     metrics: Metrics,
 }
 
@@ -166,13 +174,13 @@ impl Fleet {
         Fleet {
             ttl,
             max_sidecars,
-            sidecars: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             metrics,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sidecar>> {
-        match self.sidecars.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -181,67 +189,82 @@ impl Fleet {
     /// Records a report (replacing the sidecar's previous one).
     pub fn record(&self, report: StatusReport) -> Result<(), ReportError> {
         let id = report.labels.get("id").cloned().unwrap_or_default();
-        let mut map = self.lock();
-        self.prune_locked(&mut map);
-        if !map.contains_key(&id) && map.len() >= self.max_sidecars {
-            return Err(ReportError::Full(map.len()));
+        let mut inner = self.lock();
+        if !inner.sidecars.contains_key(&id) && inner.sidecars.len() >= self.max_sidecars {
+            self.prune_locked(&mut inner);
+            if inner.sidecars.len() >= self.max_sidecars {
+                return Err(ReportError::Full(inner.sidecars.len()));
+            }
         }
-        map.insert(
-            id,
-            Sidecar {
-                labels: report.labels,
-                bundles: report.bundles,
-                received: Instant::now(),
-                received_at: SystemTime::now(),
-            },
-        );
-        self.update_gauge(&map);
+        let new = Sidecar {
+            labels: report.labels,
+            bundles: report.bundles,
+            received: Instant::now(),
+            received_at: SystemTime::now(),
+        };
+        self.count(&mut inner, &new, 1);
+        if let Some(old) = inner.sidecars.insert(id, new) {
+            self.count(&mut inner, &old, -1);
+        }
         Ok(())
+    }
+
+    /// Adds `delta` to the counts of every (bundle, revision) of `s`, and updates the gauge.
+    fn count(&self, inner: &mut Inner, s: &Sidecar, delta: i64) {
+        for (bundle, b) in &s.bundles {
+            let key = (bundle.clone(), b.active_revision.clone());
+            let n = {
+                let n = inner.counts.entry(key.clone()).or_default();
+                *n += delta;
+                *n
+            };
+            let labels = [key.0.as_str(), key.1.as_str()];
+            if n <= 0 {
+                inner.counts.remove(&key);
+                let _ = self.metrics.fleet_sidecars.remove_label_values(&labels);
+            } else {
+                self.metrics
+                    .fleet_sidecars
+                    .with_label_values(&labels)
+                    .set(n);
+            }
+        }
     }
 
     /// Drops sidecars silent for longer than the TTL.
     pub fn prune(&self) {
-        let mut map = self.lock();
-        self.prune_locked(&mut map);
+        let mut inner = self.lock();
+        self.prune_locked(&mut inner);
     }
 
-    fn prune_locked(&self, map: &mut HashMap<String, Sidecar>) {
-        let before = map.len();
+    fn prune_locked(&self, inner: &mut Inner) {
         let ttl = self.ttl;
-        map.retain(|_, s| s.received.elapsed() <= ttl);
-        if map.len() != before {
-            tracing::info!(
-                removed = before - map.len(),
-                remaining = map.len(),
-                "sidecars aged out of the fleet view"
-            );
-            self.update_gauge(map);
-        }
-    }
-
-    fn update_gauge(&self, map: &HashMap<String, Sidecar>) {
-        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for s in map.values() {
-            for (name, b) in &s.bundles {
-                *counts
-                    .entry((name.as_str(), b.active_revision.as_str()))
-                    .or_default() += 1;
+        let expired: Vec<String> = inner
+            .sidecars
+            .iter()
+            .filter(|(_, s)| s.received.elapsed() > ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(s) = inner.sidecars.remove(id) {
+                self.count(inner, &s, -1);
             }
         }
-        self.metrics.fleet_sidecars.reset();
-        for ((bundle, rev), n) in counts {
-            self.metrics
-                .fleet_sidecars
-                .with_label_values(&[bundle, rev])
-                .set(n);
+        if !expired.is_empty() {
+            tracing::info!(
+                removed = expired.len(),
+                remaining = inner.sidecars.len(),
+                "sidecars aged out of the fleet view"
+            );
         }
     }
 
     /// The fleet view; `published` gives the revision served for each bundle.
     pub fn view(&self, published: &BTreeMap<String, String>) -> FleetView {
-        let mut map = self.lock();
-        self.prune_locked(&mut map);
-        let mut sidecars: Vec<SidecarView> = map
+        let mut inner = self.lock();
+        self.prune_locked(&mut inner);
+        let mut sidecars: Vec<SidecarView> = inner
+            .sidecars
             .iter()
             .map(|(id, s)| SidecarView {
                 id: id.clone(),
@@ -252,7 +275,7 @@ impl Fleet {
                 bundles: s.bundles.clone(),
             })
             .collect();
-        drop(map);
+        drop(inner);
         sidecars.sort_by(|a, b| a.id.cmp(&b.id));
         let mut bundles: BTreeMap<String, BundleRollout> = published
             .iter()
@@ -314,7 +337,7 @@ mod tests {
     #[test]
     fn fleet_counts_revisions_and_ages_out() {
         let m = Metrics::new().unwrap();
-        let f = Fleet::new(Duration::from_millis(200), 2, m.clone());
+        let f = Fleet::new(Duration::from_secs(2), 2, m.clone());
         f.record(report("a", "r1")).unwrap();
         f.record(report("b", "r2")).unwrap();
         assert_eq!(f.record(report("c", "r2")), Err(ReportError::Full(2)));
@@ -325,9 +348,9 @@ mod tests {
         assert!(m
             .render()
             .contains("regent_fleet_sidecars{bundle=\"authz\",revision=\"r2\"} 2"));
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && !f.view(&BTreeMap::new()).sidecars.is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         assert!(f.view(&BTreeMap::new()).sidecars.is_empty());
         assert!(!m.render().contains("regent_fleet_sidecars{"));

@@ -137,18 +137,21 @@ fn find_location(message: &str) -> Option<(String, u32)> {
     Some((file.to_string(), line))
 }
 
-/// Builds, checks and signs every bundle of the commit exported at `root`. Blocking and CPU
-/// heavy: run it on a blocking thread.
+/// Builds, checks and signs every bundle of the commit exported at `root`. `signed_at` becomes
+/// the signature's `iat`: the commit's committer time, so every replica (and every rebuild)
+/// produces byte-identical bundles for a commit. Blocking and CPU heavy: run it on a blocking
+/// thread.
 pub fn gate_commit(
     root: &Path,
     commit: &str,
+    signed_at: i64,
     bundles: &[BundleConfig],
     signer: &Signer,
 ) -> Result<Vec<BuiltBundle>, Vec<Failure>> {
     let mut failures = Vec::new();
     let mut built = Vec::new();
     for cfg in bundles {
-        match gate_bundle(root, commit, cfg, signer) {
+        match gate_bundle(root, commit, signed_at, cfg, signer) {
             Ok(b) => built.push(b),
             Err(mut f) => failures.append(&mut f),
         }
@@ -163,6 +166,7 @@ pub fn gate_commit(
 fn gate_bundle(
     root: &Path,
     commit: &str,
+    signed_at: i64,
     cfg: &BundleConfig,
     signer: &Signer,
 ) -> Result<BuiltBundle, Vec<Failure>> {
@@ -247,7 +251,7 @@ fn gate_bundle(
     let claims = SignClaims {
         iss: Some(signer.issuer.clone()),
         scope: signer.scope.clone(),
-        iat: None,
+        iat: Some(signed_at),
     };
     signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
         .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
@@ -268,6 +272,20 @@ fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {
         .map_err(|e| Failure::new(name, "compile", e.to_string()))?;
     regent_sidecar::builtins::register(&mut engine)
         .map_err(|e| Failure::new(name, "internal", format!("registering builtins: {e:#}")))?;
+    // regorus reports a call to a function that does not exist only when the call runs.
+    // Evaluating the whole document once on an empty input reaches every rule body that does
+    // not depend on the input; other evaluation errors are the tests' business.
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: ENTRYPOINT_EVAL_TIMEOUT,
+        check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
+    });
+    engine.set_input(regorus::Value::new_object());
+    if let Err(e) = engine.eval_query("data".to_string(), false) {
+        let message = format!("{e:#}");
+        if message.contains("could not find function") {
+            return Err(Failure::new(name, "compile", message));
+        }
+    }
     Ok(())
 }
 
@@ -311,6 +329,54 @@ mod tests {
             Some(("a/x.rego".into(), 12))
         );
         assert_eq!(find_location("no location"), None);
+    }
+
+    fn signer() -> Signer {
+        let (private, _) = signing::generate_key_pem();
+        Signer {
+            kid: "k".into(),
+            key: signing::signing_key_from_pem(&private, "test key").unwrap(),
+            scope: None,
+            issuer: "regent".into(),
+        }
+    }
+
+    fn bundle(dir: &str) -> BundleConfig {
+        BundleConfig {
+            name: "lib".into(),
+            dir: dir.into(),
+            roots: Some(vec!["lib".into()]),
+            entrypoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_function_outside_any_entrypoint_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("lib")).unwrap();
+        std::fs::write(
+            root.path().join("lib/lib.rego"),
+            "package lib\n\nx := 1\n\ny := nope.nothing(1)\n",
+        )
+        .unwrap();
+        let f = gate_commit(root.path(), "c1", 1, &[bundle("lib")], &signer()).unwrap_err();
+        assert_eq!(f[0].reason, "compile", "{f:?}");
+        assert!(f[0].message.contains("nope.nothing"), "{f:?}");
+        assert_eq!(f[0].file.as_deref(), Some("lib/lib.rego"), "{f:?}");
+
+        std::fs::write(root.path().join("lib/lib.rego"), "package lib\n\nx := 1\n").unwrap();
+        let s = signer();
+        let built = gate_commit(root.path(), "c2", 2, &[bundle("lib")], &s).unwrap();
+        assert_eq!(built[0].revision, "c2");
+        assert_eq!(built[0].etag, etag_of(&built[0].bytes));
+        let again = gate_commit(root.path(), "c2", 2, &[bundle("lib")], &s).unwrap();
+        assert_eq!(
+            again[0].bytes, built[0].bytes,
+            "same commit, same key: same bytes"
+        );
+        let missing =
+            gate_commit(root.path(), "c3", 3, &[bundle("nowhere")], &signer()).unwrap_err();
+        assert_eq!(missing[0].reason, "build");
     }
 
     #[test]

@@ -174,6 +174,18 @@ impl GitSource {
         })
     }
 
+    /// Committer time of `commit` (Unix seconds).
+    pub async fn commit_time(&self, commit: &str) -> Result<i64, GitError> {
+        let out = self
+            .git(&["log", "-1", "--format=%ct", commit, "--"])
+            .await?;
+        let text = String::from_utf8_lossy(&out);
+        text.trim().parse().map_err(|_| GitError::Failed {
+            args: format!("log -1 --format=%ct {commit}"),
+            stderr: format!("unexpected output {:?}", text.trim()),
+        })
+    }
+
     /// Writes the tree of `commit` into `dest` (which must exist and be empty).
     pub async fn export(&self, commit: &str, dest: &Path) -> Result<(), GitError> {
         let tar_bytes = self.git(&["archive", "--format=tar", commit]).await?;

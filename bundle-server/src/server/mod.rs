@@ -351,7 +351,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
 fn init_logging(cfg: &config::LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a terminal: logs sent to files and collectors stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let _ = if cfg.format == "json" {
         builder.json().try_init()
     } else {

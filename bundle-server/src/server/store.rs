@@ -14,7 +14,13 @@ use super::gate::{etag_of, BuiltBundle};
 const STATE_FILE: &str = "state.json";
 
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a part.
+/// The file is private to the server's user (0600).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomic`] with the given permission bits.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -22,6 +28,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename is durable only once the directory entry is.
@@ -141,14 +155,17 @@ impl DataStore {
     }
 }
 
-/// Writes every bundle to `dir/NAME.tar.gz` and its ETag to `dir/NAME.tar.gz.etag`.
+/// Writes every bundle to `dir/NAME.tar.gz` and its ETag to `dir/NAME.tar.gz.etag`, readable
+/// by everyone (0644): a web server usually runs as another user, and bundles are not secret
+/// (they are signed, and served to the whole fleet).
 pub fn write_publish_dir(dir: &Path, bundles: &[BuiltBundle]) -> std::io::Result<()> {
     for b in bundles {
         let file = dir.join(format!("{}.tar.gz", b.name));
-        write_atomic(&file, &b.bytes)?;
-        write_atomic(
+        write_atomic_mode(&file, &b.bytes, 0o644)?;
+        write_atomic_mode(
             &dir.join(format!("{}.tar.gz.etag", b.name)),
             format!("{}\n", b.etag).as_bytes(),
+            0o644,
         )?;
     }
     Ok(())
