@@ -227,6 +227,19 @@ impl BundleServer {
 
     /// Installs the project's `docs/post-receive.sh` in `repo` and points it at this server.
     pub fn install_hook(&self, repo: &crate::git::PolicyRepo) -> Result<()> {
+        // The hook silently does nothing without these (a push must never fail because of
+        // it), which would show up here only as a timeout: check up front instead.
+        for (tool, arg) in [("curl", "--version"), ("openssl", "version")] {
+            let ok = Command::new(tool)
+                .arg(arg)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                anyhow::bail!(
+                    "{tool} is needed by the post-receive hook (docs/post-receive.sh): apt-get install {tool}"
+                );
+            }
+        }
         let script = crate::bins::repo_root().join("docs/post-receive.sh");
         let text = std::fs::read_to_string(&script)
             .with_context(|| format!("reading {}", script.display()))?;
