@@ -86,6 +86,28 @@ pub fn keygen(h: &Harness, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((private, public))
 }
 
+/// Fails naming the tool when `git`, `curl` or `openssl` is missing: the post-receive hook
+/// (docs/post-receive.sh) silently does nothing without the last two (a push must never fail
+/// because of it), which would otherwise show up only as a timeout.
+pub fn check_hook_tools() -> Result<()> {
+    for (tool, arg) in [
+        ("git", "--version"),
+        ("curl", "--version"),
+        ("openssl", "version"),
+    ] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            anyhow::bail!(
+                "{tool} is needed (git repository and its post-receive hook, docs/post-receive.sh): apt-get install {tool}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A running (or stopped, restartable) bundle server.
 pub struct BundleServer {
     /// Its options.
@@ -227,19 +249,7 @@ impl BundleServer {
 
     /// Installs the project's `docs/post-receive.sh` in `repo` and points it at this server.
     pub fn install_hook(&self, repo: &crate::git::PolicyRepo) -> Result<()> {
-        // The hook silently does nothing without these (a push must never fail because of
-        // it), which would show up here only as a timeout: check up front instead.
-        for (tool, arg) in [("curl", "--version"), ("openssl", "version")] {
-            let ok = Command::new(tool)
-                .arg(arg)
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                anyhow::bail!(
-                    "{tool} is needed by the post-receive hook (docs/post-receive.sh): apt-get install {tool}"
-                );
-            }
-        }
+        check_hook_tools()?;
         let script = crate::bins::repo_root().join("docs/post-receive.sh");
         let text = std::fs::read_to_string(&script)
             .with_context(|| format!("reading {}", script.display()))?;

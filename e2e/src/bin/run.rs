@@ -68,6 +68,7 @@ async fn main() -> Result<()> {
     ] {
         check_free(port, what)?;
     }
+    regent_e2e::server::check_hook_tools()?;
     let exe = std::env::current_exe().context("locating this binary")?;
     let dir = std::path::absolute(&args.dir).context("resolving --dir")?;
     let mut h = Harness::at("make-run", dir, &exe, false)?;
