@@ -126,7 +126,7 @@ async fn push_with_failing_policy_tests_keeps_the_old_answer() -> Result<()> {
 async fn tampered_bundle_is_refused_and_the_old_answer_stays() -> Result<()> {
     let mut h = common::harness("tampered_bundle")?;
     let issuer = Issuer::generate()?;
-    let chain = common::Chain::start(&h, &issuer).await?;
+    let mut chain = common::Chain::start(&h, &issuer).await?;
     // The sidecar syncs from a plain static server (think object storage) that first serves the
     // genuine signed bundle, then versions an attacker edited without the signing key.
     let genuine = chain.server.fetch_bundle().await?;
@@ -187,8 +187,16 @@ async fn tampered_bundle_is_refused_and_the_old_answer_stays() -> Result<()> {
         Some(chain.seed_commit.as_str())
     );
 
-    // The genuine bundle is still accepted from the same place (nothing got stuck).
-    statics.set(genuine)?;
+    // The refusals did not wedge the sync: the next genuine bundle (a real push, signed by the
+    // server) placed at the same URL is activated.
+    chain.repo.write("roles/data.json", CAROL_ADMIN)?;
+    let next = chain.repo.commit_and_push("grant carol admin")?;
+    chain.server.wait_processed(&next, FLIP_TIMEOUT).await?;
+    let published = chain.server.fetch_bundle().await?;
+    assert_ne!(published, genuine);
+    statics.set(published)?;
+    sidecar.wait_revision(&next, FLIP_TIMEOUT).await?;
+    assert_eq!(carol_delete(&envoy).await?, 200);
     assert_eq!(bob_delete(&envoy).await?, 403);
     h.pass();
     Ok(())
