@@ -207,6 +207,24 @@ impl BundleServer {
             .with_context(|| format!("{url} body"))
     }
 
+    /// `GET /v1/fleet` as JSON.
+    pub async fn fleet(&self) -> Result<serde_json::Value> {
+        let url = format!("{}/v1/fleet", self.base());
+        crate::http::client()?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("{url} body"))
+    }
+
+    /// The URL sidecars POST status reports to.
+    pub fn status_report_url(&self) -> String {
+        format!("{}/v1/status/report", self.base())
+    }
+
     /// The current bundle's bytes.
     pub async fn fetch_bundle(&self) -> Result<Vec<u8>> {
         let url = self.bundle_url();

@@ -40,6 +40,8 @@ pub struct SidecarOptions {
     pub poll_seconds: u64,
     /// Long-poll wait asked of the server (seconds).
     pub long_poll_seconds: u64,
+    /// Where status reports go (`sync.status.url`), every second and on every change.
+    pub status_url: Option<String>,
 }
 
 impl SidecarOptions {
@@ -57,6 +59,7 @@ impl SidecarOptions {
             proto_descriptor: Some(crate::bins::repo_root().join("proto/orders.pb")),
             poll_seconds: 1,
             long_poll_seconds: 10,
+            status_url: None,
         })
     }
 
@@ -93,6 +96,13 @@ impl SidecarOptions {
         }
         if let Some(p) = &self.persist_dir {
             sync["persist_dir"] = p.display().to_string().into();
+        }
+        if let Some(url) = &self.status_url {
+            sync["status"] = serde_json::json!({
+                "url": url,
+                "interval_seconds": 1,
+                "labels": {"cluster": "e2e"},
+            });
         }
         serde_json::json!({
             "grpc": {"addr": format!("127.0.0.1:{}", self.grpc_port)},
@@ -283,6 +293,7 @@ mod tests {
         o.bundle_url = Some("http://127.0.0.1:1/bundles/envoy".into());
         o.keys = vec![("k1".into(), PathBuf::from("/tmp/k.pem"))];
         o.persist_dir = Some(PathBuf::from("/tmp/persist"));
+        o.status_url = Some("http://127.0.0.1:1/v1/status/report".into());
         o.decision_log = Some(PathBuf::from("/tmp/decisions.log"));
         o.dry_run = true;
         let text = serde_json::to_string_pretty(&o.config()).unwrap();
@@ -290,5 +301,6 @@ mod tests {
         assert!(parsed.policy.dry_run);
         assert_eq!(parsed.sync.bundles.len(), 1);
         assert_eq!(parsed.grpc.addr.port(), o.grpc_port);
+        assert!(parsed.sync.status.is_some());
     }
 }

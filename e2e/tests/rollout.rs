@@ -64,6 +64,24 @@ async fn git_push_flips_envoys_answer() -> Result<()> {
         Some(commit.as_str())
     );
 
+    // The sidecar's status reports reach the server's fleet view: one sidecar, on the new revision.
+    let server = &s.chain.server;
+    let commit_ref = commit.as_str();
+    let fleet = wait::until(
+        "the fleet view to show the sidecar on the new revision",
+        FLIP_TIMEOUT,
+        || async move {
+            let f = server.fleet().await?;
+            let b = &f["bundles"]["envoy"];
+            let done = b["published_revision"] == commit_ref
+                && b["sidecars"] == 1
+                && b["on_published"] == 1;
+            Ok(done.then_some(f))
+        },
+    )
+    .await?;
+    assert_eq!(fleet["sidecars"][0]["labels"]["cluster"], "e2e", "{fleet}");
+
     // And back: a Rego change this time.
     let rego = s.chain.repo.read("envoy/authz.rego")?;
     s.chain.repo.write(

@@ -149,6 +149,7 @@ impl Chain {
         opts.bundle_url = Some(self.server.bundle_url());
         opts.keys = vec![(regent_e2e::server::KID.to_string(), self.public_key.clone())];
         opts.persist_dir = Some(h.path("sidecar-persist")?);
+        opts.status_url = Some(self.server.status_report_url());
         Ok(opts)
     }
 }
