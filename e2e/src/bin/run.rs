@@ -142,6 +142,7 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     opts.keys = vec![(KID.to_string(), public)];
     opts.persist_dir = Some(h.path("sidecar-persist")?);
     opts.decision_log = Some(h.logs.join("decisions.jsonl"));
+    opts.status_url = Some(server.status_report_url());
     let mut sidecar = Sidecar::start(h, "sidecar", opts).await?;
     sidecar
         .wait_revision(&seed_commit, Duration::from_secs(120))
@@ -209,7 +210,7 @@ fn print_running(args: &Args, bare: &Path, logs: &Path) {
         r#"
 Regent is running:
   Envoy            http://127.0.0.1:{e}   (admin http://127.0.0.1:{admin})
-  regent serve     http://127.0.0.1:{srv}  (status: curl -s http://127.0.0.1:{srv}/v1/status)
+  regent serve     http://127.0.0.1:{srv}  (curl -s http://127.0.0.1:{srv}/v1/status, /v1/fleet)
   regent-sidecar   gRPC 127.0.0.1:{grpc}, health/metrics http://127.0.0.1:{http}/ready
   upstreams        echo http://127.0.0.1:{echo}, gRPC Orders 127.0.0.1:{orders}
   policy repo      {bare}
