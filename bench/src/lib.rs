@@ -4,9 +4,12 @@
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address, Address, Metadata, SocketAddress,
+};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as PbValue};
 
 fn socket(ip: &str, port: u32) -> Address {
     Address {
@@ -18,9 +21,10 @@ fn socket(ip: &str, port: u32) -> Address {
     }
 }
 
-/// An Envoy-shaped CheckRequest (about 400 bytes encoded): the headers a browser or service client
-/// typically sends, source and destination peers, and the RBAC identity header `x-user`.
-pub fn check_request(method: &str, path: &str, user: &str) -> CheckRequest {
+/// An Envoy-shaped CheckRequest (about 500 bytes encoded): the headers a client typically sends,
+/// source and destination peers, and the claims of a JWT that Envoy's `jwt_authn` filter verified
+/// (`payload_in_metadata: verified_jwt`), which is where `policies/rbac` reads the subject.
+pub fn check_request(method: &str, path: &str, subject: &str) -> CheckRequest {
     let mut headers = HashMap::new();
     for (k, v) in [
         (":authority", "api.example.com"),
@@ -31,9 +35,30 @@ pub fn check_request(method: &str, path: &str, user: &str) -> CheckRequest {
         ("accept", "application/json"),
         ("x-request-id", "6b9f3c9e-6f8e-4d0a-9d0c-2f1a0e6c9b11"),
         ("x-forwarded-proto", "https"),
-        ("x-user", user),
     ] {
         headers.insert(k.to_string(), v.to_string());
+    }
+    let mut filter_metadata = HashMap::new();
+    if !subject.is_empty() {
+        let claims = Struct {
+            fields: [
+                ("sub".to_string(), string(subject)),
+                ("iss".to_string(), string("https://issuer.example")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let jwt = Struct {
+            fields: [(
+                "verified_jwt".to_string(),
+                PbValue {
+                    kind: Some(Kind::StructValue(claims)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        filter_metadata.insert("envoy.filters.http.jwt_authn".to_string(), jwt);
     }
     CheckRequest {
         attributes: Some(AttributeContext {
@@ -59,34 +84,48 @@ pub fn check_request(method: &str, path: &str, user: &str) -> CheckRequest {
                     ..Default::default()
                 }),
             }),
+            metadata_context: Some(Metadata {
+                filter_metadata,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
     }
 }
 
-/// The request mix used against the RBAC policy: reads and writes by users with and without the
+fn string(s: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(s.to_string())),
+    }
+}
+
+/// The request mix used against `policies/rbac`: reads and writes by users with and without the
 /// needed role, so both allow and deny paths are exercised. Same order every run.
 pub fn rbac_mix() -> Vec<CheckRequest> {
     vec![
-        // user-000: orders-reader, orders-writer, admin
-        check_request("GET", "/api/orders/items/42?expand=lines", "user-000"),
-        // user-001: billing-reader, users-writer
-        check_request("GET", "/api/billing/invoices/7", "user-001"),
-        check_request("POST", "/api/users/items", "user-001"),
-        // denied: a write to billing without the writer role
-        check_request("POST", "/api/billing/items", "user-001"),
-        // denied: unknown user
-        check_request("GET", "/api/orders/items/1", "nobody"),
-        // user-002: users-reader, reports-writer
-        check_request("PUT", "/api/reports/items/3", "user-002"),
-        check_request("GET", "/api/users/daily", "user-002"),
-        // denied: no inventory role
-        check_request("GET", "/api/inventory/items", "user-002"),
+        // user-010: order_viewer in tenant-10
+        check_request(
+            "GET",
+            "/api/v1/tenants/tenant-10/orders/o-1?expand=lines",
+            "user-010",
+        ),
+        check_request("DELETE", "/api/v1/tenants/tenant-10/orders/o-1", "user-010"),
+        check_request("GET", "/api/v1/tenants/tenant-03/orders", "user-010"),
+        // user-000: global platform_admin
+        check_request("PUT", "/api/v1/tenants/tenant-11/users/u-1", "user-000"),
+        // user-042: tenant_admin in tenant-02
+        check_request("POST", "/api/v1/tenants/tenant-02/invoices", "user-042"),
+        // user-150: billing_admin in tenant-10
+        check_request("GET", "/api/v1/tenants/tenant-10/payments/p-9", "user-150"),
+        // user-003: global auditor
+        check_request("GET", "/api/v1/audit", "user-003"),
+        // no verified token
+        check_request("GET", "/api/v1/tenants/tenant-10/orders", ""),
     ]
 }
 
-/// What the RBAC policy must answer for [`rbac_mix`], in order (checked by `eval_bench` and `load`).
-pub const RBAC_EXPECTED: [bool; 8] = [true, true, true, false, false, true, true, false];
+/// What `policies/rbac` must answer for [`rbac_mix`], in order (checked by `eval_bench` and `load`).
+pub const RBAC_EXPECTED: [bool; 8] = [true, false, false, true, true, true, true, false];
 
 /// CPU time (user + system) of a process, in seconds, from /proc/PID/stat.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {

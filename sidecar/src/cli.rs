@@ -114,6 +114,35 @@ mod tests {
     }
 
     #[test]
+    fn no_config_at_all_runs_on_the_embedded_defaults() {
+        let cfg = Cli::parse_from(["regent-sidecar"]).load_config().unwrap();
+        assert_eq!(cfg.grpc.addr.to_string(), "127.0.0.1:9191");
+        assert_eq!(cfg.http.addr.to_string(), "127.0.0.1:8181");
+        assert_eq!(cfg.policy.path, "envoy/authz/allow");
+        assert!(cfg.policy.bundle.is_none() && cfg.sync.bundles.is_empty());
+    }
+
+    #[test]
+    fn a_flag_conflicting_with_the_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.yaml");
+        std::fs::write(
+            &file,
+            "sync:\n  insecure_skip_verification: true\n  bundles: [{name: a, url: 'http://127.0.0.1:1/a'}]\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "regent-sidecar",
+            "--config",
+            file.to_str().unwrap(),
+            "--bundle",
+            "/tmp/x",
+        ]);
+        let err = cli.load_config().unwrap_err().to_string();
+        assert!(err.contains("policy.bundle"), "{err}");
+    }
+
+    #[test]
     fn a_bad_flag_value_is_checked_like_the_file() {
         let cli = Cli::parse_from(["regent-sidecar", "--path", "a//b"]);
         let err = cli.load_config().unwrap_err().to_string();

@@ -282,6 +282,9 @@ impl SidecarConfig {
                 path: path.to_path_buf(),
                 message,
             },
+            ConfigError::Invalid(message) => {
+                ConfigError::Invalid(format!("{}: {message}", path.display()))
+            }
             other => other,
         })
     }
