@@ -31,11 +31,19 @@ pub fn decision_rule(path: &str) -> Result<String, String> {
     if trimmed.is_empty() {
         return Err(format!("policy.path {path:?} is empty"));
     }
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(format!("policy.path {path:?} has an empty segment"));
+    }
+    Ok(rule_ref(&segments))
+}
+
+/// The rule reference under `data` for path components, as OPA prints it: plain identifiers joined
+/// with `.`, anything else quoted in brackets (`["test", "com.foo"]` → `data.test["com.foo"]`).
+pub fn rule_ref<S: AsRef<str>>(components: &[S]) -> String {
     let mut rule = String::from("data");
-    for seg in trimmed.split('/') {
-        if seg.is_empty() {
-            return Err(format!("policy.path {path:?} has an empty segment"));
-        }
+    for seg in components {
+        let seg = seg.as_ref();
         let ident = seg
             .chars()
             .next()
@@ -45,10 +53,12 @@ pub fn decision_rule(path: &str) -> Result<String, String> {
             rule.push('.');
             rule.push_str(seg);
         } else {
-            rule.push_str(&serde_json::to_string(&[seg]).unwrap_or_default());
+            rule.push('[');
+            rule.push_str(&serde_json::Value::from(seg).to_string());
+            rule.push(']');
         }
     }
-    Ok(rule)
+    rule
 }
 
 /// Settings that shape every compiled policy.

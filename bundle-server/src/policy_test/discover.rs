@@ -69,26 +69,8 @@ pub(crate) fn test_rules(engine: &mut Engine) -> anyhow::Result<Vec<TestRule>> {
     Ok(out)
 }
 
-/// `data.a.b` for plain identifiers, `data.a["b.c"]` for other components, like OPA prints them.
-pub(crate) fn rule_ref(components: &[String]) -> String {
-    let mut s = String::from("data");
-    for c in components {
-        let ident = c
-            .chars()
-            .next()
-            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
-            && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-        if ident {
-            s.push('.');
-            s.push_str(c);
-        } else {
-            s.push('[');
-            s.push_str(&serde_json::Value::from(c.as_str()).to_string());
-            s.push(']');
-        }
-    }
-    s
-}
+/// Rule references are printed exactly as the sidecar builds its decision rule.
+pub(crate) use regent_sidecar::policy::rule_ref;
 
 #[cfg(test)]
 mod tests {
