@@ -48,6 +48,7 @@ pass() { passes=$((passes + 1)); echo "  ok:   $1"; }
 step() { echo; echo "== $1"; }
 
 need() {
+  "$ROOT/tools/debian-deps.sh" "$1" || true
   command -v "$1" >/dev/null 2>&1 || { echo "charts/check.sh: '$1' is required ($2)" >&2; exit 2; }
 }
 
@@ -84,6 +85,7 @@ install_validator() {
   fi
   need python3 "for kubernetes-validate"
   echo "installing kubernetes-validate $KV_VERSION into $VENV"
+  "$ROOT/tools/debian-deps.sh" python3-venv || true
   python3 -m venv "$VENV" || { echo "charts/check.sh: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION" jsonschema pyyaml
 }

