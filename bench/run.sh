@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: Check throughput/latency of the sidecar against a NOP ext_authz floor, policy
-# evaluation cost (VM vs interpreter), and bundle activation time. Not part of the tests.
+# evaluation cost (VM vs interpreter), bundle activation time, and the bundle server's long-poll
+# fan-out. Not part of the tests.
 # Prints Markdown tables (also saved to target/bench/results.md); figures go in BENCHMARKS.md.
 #
 # Knobs (environment): SECS (measured seconds per run, 10), WARMUP (2), CONCURRENCY ("1 64"),
-# ACTIVATION_SIZES ("1 10 50", MiB of bundle data), SERVER_CPU (0), LOAD_CPU (1).
+# ACTIVATION_SIZES ("1 10 50", MiB of bundle data), SERVER_CPU (0), LOAD_CPU (1),
+# LONGPOLL_CLIENTS (10000 parked long polls on the bundle server; 0 skips it).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -114,5 +116,14 @@ say "|---|---|---|---|---|---|"
 for mb in $ACTIVATION_SIZES; do
     "$BIN/examples/activation_bench" "$mb" | tee -a "$RESULTS"
 done
+
+# 5. Bundle server: long-poll fan-out (its own table; figures go in BENCHMARKS.md "Bundle server").
+if [ "${LONGPOLL_CLIENTS:-10000}" -gt 0 ]; then
+    say ""
+    say "## Bundle server long-poll fan-out (${LONGPOLL_CLIENTS:-10000} clients)"
+    say ""
+    $CARGO build --release -p regent-bundle-server --example longpoll_bench
+    "$BIN/examples/longpoll_bench" "${LONGPOLL_CLIENTS:-10000}" | tee -a "$RESULTS"
+fi
 
 echo "results: $RESULTS" >&2
