@@ -196,20 +196,16 @@ impl BundleServer {
 
     /// `GET /v1/status` as JSON.
     pub async fn status(&self) -> Result<serde_json::Value> {
-        let url = format!("{}/v1/status", self.base());
-        crate::http::client()?
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("{url} body"))
+        self.get_json("/v1/status").await
     }
 
     /// `GET /v1/fleet` as JSON.
     pub async fn fleet(&self) -> Result<serde_json::Value> {
-        let url = format!("{}/v1/fleet", self.base());
+        self.get_json("/v1/fleet").await
+    }
+
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base());
         crate::http::client()?
             .get(&url)
             .send()
