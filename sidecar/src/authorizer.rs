@@ -12,7 +12,7 @@ use regorus::Value;
 use crate::config::{FailMode, FailModeConfig};
 use crate::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
-use crate::input::{build_input, InputOptions};
+use crate::input::{build_input_for, InputNeeds, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{EvaluatorKind, PolicyStore};
 
@@ -80,7 +80,16 @@ impl Authorizer {
 
         let outcome: Result<CheckResponse, CheckFailure> = match &policy {
             None => self.no_policy(&decision_id),
-            Some(policy) => match build_input(req, &self.input) {
+            // The decision log records the whole input; otherwise only what the policy can read is built.
+            Some(policy) => match build_input_for(
+                req,
+                &self.input,
+                if self.logger.enabled() {
+                    &InputNeeds::All
+                } else {
+                    policy.input_needs()
+                },
+            ) {
                 Err(e) => {
                     self.metrics
                         .errors

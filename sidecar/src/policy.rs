@@ -20,6 +20,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Value;
 
 use crate::config::EngineChoice;
+use crate::input::InputNeeds;
 use crate::sync::activate::PolicySink;
 use crate::sync::Refusal;
 
@@ -100,6 +101,7 @@ pub struct ActivePolicy {
     program: Option<Arc<Program>>,
     data: Value,
     timer: ExecutionTimerConfig,
+    input_needs: InputNeeds,
     /// Bundle name → revision.
     pub revisions: Arc<BTreeMap<String, String>>,
     /// When it was activated.
@@ -228,6 +230,7 @@ impl ActivePolicy {
             program,
             data,
             timer,
+            input_needs: InputNeeds::of_modules(bundles.iter().flat_map(|(_, b)| b.modules())),
             revisions: Arc::new(
                 bundles
                     .iter()
@@ -253,6 +256,11 @@ impl ActivePolicy {
     /// Which evaluator runs this policy.
     pub fn kind(&self) -> EvaluatorKind {
         self.kind
+    }
+
+    /// The parts of the input document this policy's modules can read.
+    pub fn input_needs(&self) -> &InputNeeds {
+        &self.input_needs
     }
 
     /// Generation number (increases with every activation).

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use regent_sidecar::config::EngineChoice;
 use regent_sidecar::decision::{parse_error_response, to_check_response};
-use regent_sidecar::input::{build_input, load_descriptor_set, InputOptions};
+use regent_sidecar::input::{build_input, build_input_for, load_descriptor_set, InputOptions};
 use regent_sidecar::local_bundle::LOCAL_BUNDLE_NAME;
 use regent_sidecar::policy::{ActivePolicy, PolicySettings};
 use serde_json::{json, Value as Json};
@@ -115,10 +115,17 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
-    let (response, decision, input) = match build_input(&req, &input_opts) {
+    // Evaluated on the input the sidecar builds for this policy (only the parts it can read);
+    // `--show-input` prints the whole document.
+    let (response, decision, input) = match build_input_for(&req, &input_opts, policy.input_needs())
+    {
         Err(e) => (parse_error_response(&e, &decision_id), None, None),
         Ok(input) => {
-            let shown = args.show_input.then(|| input.clone());
+            let shown = if args.show_input {
+                Some(build_input(&req, &input_opts)?)
+            } else {
+                None
+            };
             let value = policy.fresh_eval(input).map_err(|e| {
                 anyhow::anyhow!(
                     "policy evaluation failed: {}\n(the sidecar answers with a gRPC error; Envoy's failure_mode_allow decides)",

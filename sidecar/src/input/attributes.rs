@@ -17,38 +17,47 @@ use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeCont
 use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Timestamp};
 use regorus::Value;
 
+use super::needs::InputNeeds;
 use super::obj::{key, Obj};
 
-pub(crate) fn attribute_context(ctx: &AttributeContext, headers: Option<Value>) -> Value {
-    let mut o = Obj::new();
-    if let Some(p) = &ctx.source {
-        o.put(key!("source"), peer(p));
+/// `headers` is the already merged headers object, when `header_map` had to be merged in.
+pub(crate) fn attribute_context(
+    ctx: &AttributeContext,
+    headers: Option<Value>,
+    needs: &InputNeeds,
+) -> Value {
+    let mut o = Obj::new(needs);
+    if let (Some(p), Some(n)) = (&ctx.source, o.field(key!("source"))) {
+        o.put(key!("source"), peer(p, n));
     }
-    if let Some(p) = &ctx.destination {
-        o.put(key!("destination"), peer(p));
+    if let (Some(p), Some(n)) = (&ctx.destination, o.field(key!("destination"))) {
+        o.put(key!("destination"), peer(p, n));
     }
-    if let Some(r) = &ctx.request {
-        o.put(key!("request"), request(r, headers));
+    if let (Some(r), Some(n)) = (&ctx.request, o.field(key!("request"))) {
+        o.put(key!("request"), request(r, headers, n));
     }
     o.put_map(key!("contextExtensions"), &ctx.context_extensions);
-    if let Some(m) = &ctx.metadata_context {
-        o.put(key!("metadataContext"), metadata(m));
+    if let (Some(m), Some(n)) = (&ctx.metadata_context, o.field(key!("metadataContext"))) {
+        o.put(key!("metadataContext"), metadata(m, n));
     }
-    if let Some(m) = &ctx.route_metadata_context {
-        o.put(key!("routeMetadataContext"), metadata(m));
+    if let (Some(m), Some(n)) = (
+        &ctx.route_metadata_context,
+        o.field(key!("routeMetadataContext")),
+    ) {
+        o.put(key!("routeMetadataContext"), metadata(m, n));
     }
-    if let Some(t) = &ctx.tls_session {
-        let mut tls = Obj::new();
+    if let (Some(t), Some(n)) = (&ctx.tls_session, o.field(key!("tlsSession"))) {
+        let mut tls = Obj::new(n);
         tls.put_str(key!("sni"), &t.sni);
         o.put(key!("tlsSession"), tls.into_value());
     }
     o.into_value()
 }
 
-fn peer(p: &attribute_context::Peer) -> Value {
-    let mut o = Obj::new();
-    if let Some(a) = &p.address {
-        o.put(key!("address"), address(a));
+fn peer(p: &attribute_context::Peer, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
+    if let (Some(a), Some(n)) = (&p.address, o.field(key!("address"))) {
+        o.put(key!("address"), address(a, n));
     }
     o.put_str(key!("service"), &p.service);
     o.put_map(key!("labels"), &p.labels);
@@ -57,11 +66,14 @@ fn peer(p: &attribute_context::Peer) -> Value {
     o.into_value()
 }
 
-fn address(a: &Address) -> Value {
-    let mut o = Obj::new();
+fn address(a: &Address, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
     match &a.address {
         Some(address::Address::SocketAddress(s)) => {
-            let mut so = Obj::new();
+            let Some(n) = o.field(key!("socketAddress")) else {
+                return o.into_value();
+            };
+            let mut so = Obj::new(n);
             so.put_int(key!("protocol"), i64::from(s.protocol));
             so.put_str(key!("address"), &s.address);
             match &s.port_specifier {
@@ -83,13 +95,19 @@ fn address(a: &Address) -> Value {
             o.put(key!("socketAddress"), so.into_value());
         }
         Some(address::Address::Pipe(p)) => {
-            let mut po = Obj::new();
+            let Some(n) = o.field(key!("pipe")) else {
+                return o.into_value();
+            };
+            let mut po = Obj::new(n);
             po.put_str(key!("path"), &p.path);
             po.put_int(key!("mode"), i64::from(p.mode));
             o.put(key!("pipe"), po.into_value());
         }
         Some(address::Address::EnvoyInternalAddress(e)) => {
-            let mut eo = Obj::new();
+            let Some(n) = o.field(key!("envoyInternalAddress")) else {
+                return o.into_value();
+            };
+            let mut eo = Obj::new(n);
             match &e.address_name_specifier {
                 Some(envoy_internal_address::AddressNameSpecifier::ServerListenerName(n)) => {
                     eo.put(key!("serverListenerName"), Value::from(n.as_str()));
@@ -104,36 +122,40 @@ fn address(a: &Address) -> Value {
     o.into_value()
 }
 
-fn request(r: &attribute_context::Request, headers: Option<Value>) -> Value {
-    let mut o = Obj::new();
-    if let Some(t) = &r.time {
-        o.put(key!("time"), timestamp(t));
+fn request(r: &attribute_context::Request, headers: Option<Value>, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
+    if let (Some(t), Some(n)) = (&r.time, o.field(key!("time"))) {
+        o.put(key!("time"), timestamp(t, n));
     }
-    if let Some(h) = &r.http {
-        o.put(key!("http"), http_request(h, headers));
+    if let (Some(h), Some(n)) = (&r.http, o.field(key!("http"))) {
+        o.put(key!("http"), http_request(h, headers, n));
     }
     o.into_value()
 }
 
 /// `time` is rendered as `{seconds, nanos}` (only non-zero members), which is what OPA-Envoy HEAD
 /// produces through its protoreflect walk, not the RFC 3339 string its docs show.
-fn timestamp(t: &Timestamp) -> Value {
-    let mut o = Obj::new();
+fn timestamp(t: &Timestamp, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
     o.put_int(key!("seconds"), t.seconds);
     o.put_int(key!("nanos"), i64::from(t.nanos));
     o.into_value()
 }
 
-fn http_request(h: &attribute_context::HttpRequest, headers: Option<Value>) -> Value {
-    let mut o = Obj::new();
+fn http_request(
+    h: &attribute_context::HttpRequest,
+    headers: Option<Value>,
+    needs: &InputNeeds,
+) -> Value {
+    let mut o = Obj::new(needs);
     o.put_str(key!("id"), &h.id);
     o.put_str(key!("method"), &h.method);
     match headers {
         Some(v) => o.put(key!("headers"), v),
         None => o.put_map(key!("headers"), &h.headers),
     }
-    if let Some(m) = &h.header_map {
-        o.put(key!("headerMap"), header_map(m));
+    if let (Some(m), Some(n)) = (&h.header_map, o.field(key!("headerMap"))) {
+        o.put(key!("headerMap"), header_map(m, n));
     }
     o.put_str(key!("path"), &h.path);
     o.put_str(key!("host"), &h.host);
@@ -147,14 +169,14 @@ fn http_request(h: &attribute_context::HttpRequest, headers: Option<Value>) -> V
     o.into_value()
 }
 
-fn header_map(m: &HeaderMap) -> Value {
-    let mut o = Obj::new();
-    if !m.headers.is_empty() {
+fn header_map(m: &HeaderMap, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
+    if !m.headers.is_empty() && o.field(key!("headers")).is_some() {
         let list: Vec<Value> = m
             .headers
             .iter()
             .map(|hv| {
-                let mut e = Obj::new();
+                let mut e = Obj::new(&InputNeeds::All);
                 e.put_str(key!("key"), &hv.key);
                 e.put_str(key!("value"), &hv.value);
                 e.put_bytes(key!("rawValue"), &hv.raw_value);
@@ -169,60 +191,80 @@ fn header_map(m: &HeaderMap) -> Value {
 /// `filterMetadata` entries are `Struct`s and become plain JSON. `typedFilterMetadata` entries are
 /// `Any`s; like OPA-Envoy we do not resolve their type, so they appear as `{typeUrl, value}` with
 /// `value` base64-encoded.
-fn metadata(m: &Metadata) -> Value {
-    let mut o = Obj::new();
-    if !m.filter_metadata.is_empty() {
-        let mut fm = Obj::new();
+fn metadata(m: &Metadata, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
+    if let Some(n) = o
+        .field(key!("filterMetadata"))
+        .filter(|_| !m.filter_metadata.is_empty())
+    {
+        let mut fm = Obj::new(n);
         for (k, s) in &m.filter_metadata {
-            fm.put_owned(k, struct_to_value(s));
+            if let Some(n) = n.field(k) {
+                fm.put_owned(k, struct_to_value(s, n));
+            }
         }
         o.put(key!("filterMetadata"), fm.into_value());
     }
-    if !m.typed_filter_metadata.is_empty() {
-        let mut tm = Obj::new();
+    if let Some(n) = o
+        .field(key!("typedFilterMetadata"))
+        .filter(|_| !m.typed_filter_metadata.is_empty())
+    {
+        let mut tm = Obj::new(n);
         for (k, a) in &m.typed_filter_metadata {
-            tm.put_owned(k, any(a));
+            if let Some(n) = n.field(k) {
+                tm.put_owned(k, any(a, n));
+            }
         }
         o.put(key!("typedFilterMetadata"), tm.into_value());
     }
     o.into_value()
 }
 
-fn any(a: &Any) -> Value {
-    let mut o = Obj::new();
+fn any(a: &Any, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
     o.put_str(key!("typeUrl"), &a.type_url);
     o.put_bytes(key!("value"), &a.value);
     o.into_value()
 }
 
 /// A `google.protobuf.Struct` as plain JSON (numbers are doubles, as in Go's `AsMap`).
-pub(crate) fn struct_to_value(s: &Struct) -> Value {
-    let mut o = Obj::new();
+pub(crate) fn struct_to_value(s: &Struct, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
     for (k, v) in &s.fields {
-        o.put_owned(k, pb_value(v));
+        if let Some(n) = needs.field(k) {
+            o.put_owned(k, pb_value(v, n));
+        }
     }
     o.into_value()
 }
 
-fn pb_value(v: &envoy_types::pb::google::protobuf::Value) -> Value {
+/// Lists are kept whole: the needs tree names members, not indexes.
+fn pb_value(v: &envoy_types::pb::google::protobuf::Value, needs: &InputNeeds) -> Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::NumberValue(n)) => Value::from(*n),
         Some(Kind::StringValue(s)) => Value::from(s.as_str()),
         Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::StructValue(s)) => struct_to_value(s),
+        Some(Kind::StructValue(s)) => struct_to_value(s, needs),
         Some(Kind::ListValue(l)) => list_value(l),
     }
 }
 
 fn list_value(l: &ListValue) -> Value {
-    Value::from(l.values.iter().map(pb_value).collect::<Vec<_>>())
+    Value::from(
+        l.values
+            .iter()
+            .map(|v| pb_value(v, &InputNeeds::All))
+            .collect::<Vec<_>>(),
+    )
 }
 
-pub(crate) fn string_map(m: &HashMap<String, String>) -> Value {
-    let mut o = Obj::new();
+pub(crate) fn string_map(m: &HashMap<String, String>, needs: &InputNeeds) -> Value {
+    let mut o = Obj::new(needs);
     for (k, v) in m {
-        o.put_owned(k, Value::from(v.as_str()));
+        if needs.wants(k) {
+            o.put_owned(k, Value::from(v.as_str()));
+        }
     }
     o.into_value()
 }

@@ -8,6 +8,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use regorus::value::Object;
 use regorus::Value;
 
+use super::needs::InputNeeds;
+
 /// A read-only view of one request's headers.
 pub(crate) struct Headers<'a> {
     http: &'a HttpRequest,
@@ -61,14 +63,17 @@ impl<'a> Headers<'a> {
 
     /// The merged `headers` object for `attributes.request.http.headers`: the `headers` map plus
     /// every `header_map` key (lower-cased) it does not already hold, repeated keys joined with `,`.
-    pub(crate) fn merged_value(&self) -> Value {
+    /// Only the headers in `needs` are included.
+    pub(crate) fn merged_value(&self, needs: &InputNeeds) -> Value {
         let mut o = Object::new();
         for (k, v) in &self.http.headers {
-            o.insert(Value::from(k.as_str()), Value::from(v.as_str()));
+            if needs.wants(k) {
+                o.insert(Value::from(k.as_str()), Value::from(v.as_str()));
+            }
         }
         for (k, v) in self.raw_entries() {
             let lower = k.to_ascii_lowercase();
-            if self.http.headers.contains_key(&lower) {
+            if self.http.headers.contains_key(&lower) || !needs.wants(&lower) {
                 continue;
             }
             let key = Value::from(lower);

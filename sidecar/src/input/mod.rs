@@ -21,6 +21,7 @@ mod body;
 mod headers;
 mod http_request;
 mod multipart;
+mod needs;
 mod obj;
 mod path;
 
@@ -29,10 +30,11 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use prost_reflect::DescriptorPool;
-use regorus::value::Object;
 use regorus::Value;
 
 pub use http_request::{check_request_from_http, HttpCheck};
+pub use needs::InputNeeds;
+use obj::Obj;
 pub use path::{parse_path, parse_query, QueryError};
 
 /// How the input document is built; fixed for the lifetime of a server.
@@ -64,31 +66,51 @@ pub enum RequestParseError {
     Grpc(String),
 }
 
-/// Builds the `input` document for one CheckRequest.
+/// Builds the whole `input` document for one CheckRequest.
 ///
 /// Errors are request parse errors, which callers answer with
 /// [`crate::decision::parse_error_response`] (HTTP 400), never with a policy decision.
 pub fn build_input(req: &CheckRequest, opts: &InputOptions) -> Result<Value, RequestParseError> {
+    build_input_for(req, opts, &InputNeeds::All)
+}
+
+/// Builds the parts of the `input` document in `needs` (what the policy in force can read).
+///
+/// The path, the query and the body are parsed whether or not the policy reads them, so a request
+/// that OPA-Envoy answers with 400 gets 400 here too.
+pub fn build_input_for(
+    req: &CheckRequest,
+    opts: &InputOptions,
+    needs: &InputNeeds,
+) -> Result<Value, RequestParseError> {
     let attrs = req.attributes.as_ref();
     let http = attrs
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
     let headers = http.map(headers::Headers::new);
 
-    let merged_headers = headers
-        .as_ref()
-        .filter(|h| h.has_header_map())
-        .map(|h| h.merged_value());
-    let attributes_value = match attrs {
-        Some(a) => attributes::attribute_context(a, merged_headers),
-        None => Value::new_object(),
+    let attributes_value = match (attrs, needs.field("attributes")) {
+        (Some(a), Some(n)) => {
+            let headers_needs = n
+                .field("request")
+                .and_then(|n| n.field("http"))
+                .and_then(|n| n.field("headers"));
+            let merged_headers = headers
+                .as_ref()
+                .filter(|h| h.has_header_map())
+                .zip(headers_needs)
+                .map(|(h, n)| h.merged_value(n));
+            Some(attributes::attribute_context(a, merged_headers, n))
+        }
+        (None, Some(_)) => Some(Value::new_object()),
+        (_, None) => None,
     };
 
     let path_str = http.map_or("", |h| h.path.as_str());
     let segments = path::parse_path(path_str)?;
     let query = path::parse_query(path::raw_query(path_str))?;
 
-    let mut root = Object::new();
+    let mut o = Obj::new(needs);
     if !opts.skip_request_body_parse {
         let (parsed_body, truncated) = match (http, &headers) {
             (Some(h), Some(hs)) => body::parse_body(
@@ -100,29 +122,26 @@ pub fn build_input(req: &CheckRequest, opts: &InputOptions) -> Result<Value, Req
             )?,
             _ => (Value::Null, false),
         };
-        root.insert(obj::key!("parsed_body").clone(), parsed_body);
-        root.insert(obj::key!("truncated_body").clone(), Value::Bool(truncated));
+        o.put_pruned(obj::key!("parsed_body"), parsed_body);
+        o.put(obj::key!("truncated_body"), Value::Bool(truncated));
     }
-    if let Some(p) = attrs
-        .and_then(|a| a.source.as_ref())
-        .map(|s| s.principal.as_str())
-        .filter(|p| !p.is_empty())
-    {
-        root.insert(obj::key!("source_principal").clone(), Value::from(p));
+    if let Some(p) = attrs.and_then(|a| a.source.as_ref()) {
+        o.put_str(obj::key!("source_principal"), &p.principal);
     }
-    root.insert(obj::key!("attributes").clone(), attributes_value);
-    root.insert(
-        obj::key!("parsed_path").clone(),
-        path::parsed_path_value(&segments),
-    );
-    root.insert(obj::key!("parsed_query").clone(), query);
-    root.insert(obj::key!("version").clone(), version());
-    Ok(Value::from(root))
+    if let Some(a) = attributes_value {
+        o.put(obj::key!("attributes"), a);
+    }
+    if o.field(obj::key!("parsed_path")).is_some() {
+        o.put(obj::key!("parsed_path"), path::parsed_path_value(&segments));
+    }
+    o.put_pruned(obj::key!("parsed_query"), query);
+    o.put_pruned(obj::key!("version"), version());
+    Ok(o.into_value())
 }
 
 fn version() -> Value {
     static VERSION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
-        let mut o = Object::new();
+        let mut o = regorus::value::Object::new();
         o.insert(Value::from("ext_authz"), Value::from("v3"));
         o.insert(Value::from("encoding"), Value::from("protojson"));
         Value::from(o)

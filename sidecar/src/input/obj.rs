@@ -1,10 +1,12 @@
-//! A small builder over `regorus::Object` that skips proto3 default values, so the walk in
-//! `attributes.rs` reads like the list of fields it renders.
+//! A small builder over `regorus::Object` that skips proto3 default values and members the policy
+//! cannot read ([`InputNeeds`]), so the walk in `attributes.rs` reads like the list of fields it renders.
 
 use std::collections::HashMap;
 
 use regorus::value::Object;
 use regorus::Value;
+
+use super::needs::InputNeeds;
 
 /// A `&'static Value` for a literal object key, built once: cloning it is a reference-count
 /// increment instead of an allocation per request.
@@ -17,23 +19,54 @@ macro_rules! key {
 }
 pub(crate) use key;
 
-pub(crate) struct Obj(Object);
+pub(crate) struct Obj<'n> {
+    members: Object,
+    needs: &'n InputNeeds,
+}
 
-impl Obj {
-    pub(crate) fn new() -> Self {
-        Obj(Object::new())
+fn key_str(key: &Value) -> &str {
+    match key {
+        Value::String(s) => s,
+        _ => "",
+    }
+}
+
+impl<'n> Obj<'n> {
+    pub(crate) fn new(needs: &'n InputNeeds) -> Self {
+        Obj {
+            members: Object::new(),
+            needs,
+        }
+    }
+
+    /// What the policy reads under `key`; `None` when it reads nothing there, so the caller need not
+    /// build the member at all.
+    pub(crate) fn field(&self, key: &Value) -> Option<&'n InputNeeds> {
+        self.needs.field(key_str(key))
     }
 
     pub(crate) fn put(&mut self, key: &Value, v: Value) {
-        self.0.insert(key.clone(), v);
+        if self.needs.is_all() || self.needs.wants(key_str(key)) {
+            self.members.insert(key.clone(), v);
+        }
+    }
+
+    /// Puts a member built whole, cut down to what the policy reads of it.
+    pub(crate) fn put_pruned(&mut self, key: &Value, v: Value) {
+        if let Some(needs) = self.field(key) {
+            self.members
+                .insert(key.clone(), super::needs::prune(v, needs));
+        }
     }
 
     pub(crate) fn put_owned(&mut self, key: &str, v: Value) {
-        self.0.insert(Value::from(key), v);
+        if self.needs.wants(key) {
+            self.members.insert(Value::from(key), v);
+        }
     }
 
     pub(crate) fn put_str(&mut self, key: &Value, s: &str) {
-        if !s.is_empty() {
+        if !s.is_empty() && self.needs.wants(key_str(key)) {
             self.put(key, Value::from(s));
         }
     }
@@ -51,18 +84,18 @@ impl Obj {
     }
 
     pub(crate) fn put_bytes(&mut self, key: &Value, b: &[u8]) {
-        if !b.is_empty() {
+        if !b.is_empty() && self.needs.wants(key_str(key)) {
             self.put(key, super::attributes::base64(b));
         }
     }
 
     pub(crate) fn put_map(&mut self, key: &Value, m: &HashMap<String, String>) {
-        if !m.is_empty() {
-            self.put(key, super::attributes::string_map(m));
+        if let Some(needs) = self.field(key).filter(|_| !m.is_empty()) {
+            self.put(key, super::attributes::string_map(m, needs));
         }
     }
 
     pub(crate) fn into_value(self) -> Value {
-        Value::from(self.0)
+        Value::from(self.members)
     }
 }
