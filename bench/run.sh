@@ -103,8 +103,8 @@ say "Sidecar evaluator for the RBAC policy: $EVALUATOR. Policy: ${POLICY#"$ROOT"
 say ""
 say "## Policy evaluation in-process (RBAC, per decision)"
 say ""
-say "| evaluator | eval µs | input + eval + response µs | compile ms |"
-say "|---|---|---|---|"
+say "| evaluator | eval µs | pruned input + eval + response µs | whole input + eval + response µs | compile ms |"
+say "|---|---|---|---|---|"
 "${LOAD_PIN[@]}" "$BIN/eval_bench" --policy "$POLICY" | tee -a "$RESULTS"
 
 # 4. Bundle activation.
