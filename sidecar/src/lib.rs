@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod sync;
+pub mod vm_program;

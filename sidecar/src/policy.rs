@@ -216,6 +216,10 @@ impl ActivePolicy {
                     .map_err(|e| ActivationError::VmRequired(format!("{e:#}")))?,
             ),
         };
+        let program = program.map(|mut p| {
+            crate::vm_program::trim_for_execution(&mut p);
+            p
+        });
         let kind = if program.is_some() {
             EvaluatorKind::Vm
         } else {
