@@ -84,10 +84,10 @@ impl Authorizer {
             Some(policy) => match build_input_for(
                 req,
                 &self.input,
-                if self.logger.enabled() {
-                    &InputNeeds::All
-                } else {
+                if self.input.prune && !self.logger.enabled() {
                     policy.input_needs()
+                } else {
+                    &InputNeeds::All
                 },
             ) {
                 Err(e) => {

@@ -125,6 +125,8 @@ pub struct PolicyConfig {
     pub proto_descriptor: Option<PathBuf>,
     /// Longest one evaluation may run before it is stopped (an error, so Envoy's failure mode applies).
     pub eval_timeout_ms: u64,
+    /// Build only the parts of the input document the policy's modules can read.
+    pub prune_input: bool,
 }
 
 impl Default for PolicyConfig {
@@ -137,6 +139,7 @@ impl Default for PolicyConfig {
             skip_request_body_parse: false,
             proto_descriptor: None,
             eval_timeout_ms: 100,
+            prune_input: true,
         }
     }
 }

@@ -133,6 +133,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     };
     let input = InputOptions {
         skip_request_body_parse: cfg.policy.skip_request_body_parse,
+        prune: cfg.policy.prune_input,
         descriptors,
     };
     let authorizer = Arc::new(Authorizer::new(

@@ -233,7 +233,7 @@ fn other_or_missing_content_type_is_null() {
 fn skip_request_body_parse_drops_both_keys() {
     let opts = InputOptions {
         skip_request_body_parse: true,
-        descriptors: None,
+        ..InputOptions::default()
     };
     let v = build_input(&req(&[JSON_CT], "{ not json", b""), &opts).expect("no parsing, no error");
     let j = serde_json::to_value(&v).expect("serializes");

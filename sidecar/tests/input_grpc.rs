@@ -116,8 +116,8 @@ fn body_of(
     pool: Option<Arc<DescriptorPool>>,
 ) -> Result<(Json, Json), RequestParseError> {
     let opts = InputOptions {
-        skip_request_body_parse: false,
         descriptors: pool,
+        ..InputOptions::default()
     };
     let v = build_input(req, &opts)?;
     let j = serde_json::to_value(&v).expect("serializes");

@@ -50,10 +50,10 @@ const CONTENT_TYPES: &[&str] = &[
 fn descriptors() -> InputOptions {
     let pb = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/orders.pb");
     InputOptions {
-        skip_request_body_parse: false,
         descriptors: Some(std::sync::Arc::new(
             regent_sidecar::input::load_descriptor_set(&pb).expect("orders.pb loads"),
         )),
+        ..InputOptions::default()
     }
 }
 

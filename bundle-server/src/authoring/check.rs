@@ -94,6 +94,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let input_opts = InputOptions {
         skip_request_body_parse: args.skip_request_body_parse,
         descriptors,
+        prune: true,
     };
     let bundle = read_bundle(&args.bundle)?;
     let settings = PolicySettings {

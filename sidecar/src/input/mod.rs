@@ -44,6 +44,9 @@ pub struct InputOptions {
     pub skip_request_body_parse: bool,
     /// Descriptors used to decode `application/grpc` bodies; without them gRPC bodies give `null`.
     pub descriptors: Option<Arc<DescriptorPool>>,
+    /// Build only what the policy can read ([`InputNeeds`]) when no decision log needs the whole
+    /// document (`policy.prune_input`).
+    pub prune: bool,
 }
 
 /// The request could not be parsed; answered with HTTP 400 `request_parse_error: <this>`.
