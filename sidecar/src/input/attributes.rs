@@ -261,9 +261,19 @@ fn list_value(l: &ListValue) -> Value {
 
 pub(crate) fn string_map(m: &HashMap<String, String>, needs: &InputNeeds) -> Value {
     let mut o = Obj::new(needs);
-    for (k, v) in m {
-        if needs.wants(k) {
-            o.put_owned(k, Value::from(v.as_str()));
+    match needs {
+        InputNeeds::All => {
+            for (k, v) in m {
+                o.put_owned(k, Value::from(v.as_str()));
+            }
+        }
+        // A policy names a few keys (headers, labels); look those up rather than scan the map.
+        InputNeeds::Fields(wanted) => {
+            for k in wanted.keys() {
+                if let Some(v) = m.get(k) {
+                    o.put_owned(k, Value::from(v.as_str()));
+                }
+            }
         }
     }
     o.into_value()
