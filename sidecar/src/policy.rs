@@ -388,6 +388,7 @@ impl PolicyStore {
         tracing::info!(
             revisions = ?policy.revisions,
             evaluator = policy.kind.as_str(),
+            input_paths = %policy.input_needs.describe(),
             generation = policy.generation,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "policy activated"

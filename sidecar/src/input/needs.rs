@@ -69,6 +69,31 @@ impl InputNeeds {
         *node = InputNeeds::All;
     }
 
+    /// The needed paths for logs, as Rego references (`input.parsed_path`,
+    /// `input.attributes.metadataContext.filterMetadata["envoy.filters.http.jwt_authn"]`), comma
+    /// separated; `input` alone for the whole document, empty when nothing is read.
+    pub fn describe(&self) -> String {
+        fn walk(n: &InputNeeds, prefix: &mut Vec<String>, out: &mut Vec<String>) {
+            match n {
+                InputNeeds::All => {
+                    // rule_ref spells the path the way OPA prints references; only the root differs.
+                    let r = crate::policy::rule_ref(prefix);
+                    out.push(format!("input{}", &r["data".len()..]));
+                }
+                InputNeeds::Fields(m) => {
+                    for (k, v) in m {
+                        prefix.push(k.clone());
+                        walk(v, prefix, out);
+                        prefix.pop();
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut Vec::new(), &mut out);
+        out.join(", ")
+    }
+
     /// The input paths read by these Rego modules, as (file name, source) pairs.
     pub fn of_modules<'a>(modules: impl IntoIterator<Item = (&'a str, &'a str)>) -> InputNeeds {
         let mut needs = InputNeeds::nothing();
@@ -234,6 +259,17 @@ v := "input.parsed_query"
         ] {
             assert!(needs(src).is_all(), "{src}");
         }
+    }
+
+    #[test]
+    fn described_for_the_activation_log() {
+        assert_eq!(InputNeeds::All.describe(), "input");
+        assert_eq!(InputNeeds::nothing().describe(), "");
+        let n = needs("package p\na := input.parsed_path\nb := input.attributes.request.http.headers[\"x-a\"]\n");
+        assert_eq!(
+            n.describe(),
+            r#"input.attributes.request.http.headers["x-a"], input.parsed_path"#
+        );
     }
 
     #[test]
