@@ -20,7 +20,7 @@ pub(crate) fn parse_body(
     headers: &Headers<'_>,
     body: &str,
     raw_body: &[u8],
-    parsed_path: &[String],
+    parsed_path: &[Cow<'_, str>],
     descriptors: Option<&DescriptorPool>,
 ) -> Result<ParsedBody, RequestParseError> {
     // Envoy says outright that it cut the body (works for HTTP/2 and chunked bodies, where
@@ -117,7 +117,7 @@ fn truncated(headers: &Headers<'_>, available: usize) -> Result<bool, RequestPar
 /// Decodes the first message of a gRPC request body with the configured descriptors.
 fn grpc_body(
     raw: &[u8],
-    parsed_path: &[String],
+    parsed_path: &[Cow<'_, str>],
     pool: &DescriptorPool,
 ) -> Result<ParsedBody, RequestParseError> {
     let [service, method] = parsed_path else {

@@ -1,5 +1,7 @@
 //! `parsed_path` and `parsed_query`, plus the strict percent-decoding shared with form bodies.
 
+use std::borrow::Cow;
+
 use regorus::value::Object;
 use regorus::Value;
 
@@ -11,7 +13,7 @@ use super::RequestParseError;
 /// encoded `%2F` stays inside its segment and cannot forge an extra one
 /// (`/a%2Fb/c` -> `["a/b","c"]`). Leading slashes are all trimmed (`//admin/x` -> `["admin","x"]`),
 /// `/` gives `[""]` and a trailing slash gives a trailing `""`, as in OPA-Envoy.
-pub fn parse_path(path: &str) -> Result<Vec<String>, RequestParseError> {
+pub fn parse_path(path: &str) -> Result<Vec<Cow<'_, str>>, RequestParseError> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     path.trim_start_matches('/')
         .split('/')
@@ -20,11 +22,11 @@ pub fn parse_path(path: &str) -> Result<Vec<String>, RequestParseError> {
 }
 
 /// `parsed_path` as a Rego array.
-pub(crate) fn parsed_path_value(segments: &[String]) -> Value {
+pub(crate) fn parsed_path_value(segments: &[Cow<'_, str>]) -> Value {
     Value::from(
         segments
             .iter()
-            .map(|s| Value::from(s.as_str()))
+            .map(|s| Value::from(s.as_ref()))
             .collect::<Vec<_>>(),
     )
 }
@@ -49,11 +51,11 @@ pub fn parse_query(query: &str) -> Result<Value, QueryError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k, true).map_err(|e| QueryError::Escape(e.describe(k)))?;
         let v = percent_decode(v, true).map_err(|e| QueryError::Escape(e.describe(v)))?;
-        let key = Value::from(k);
+        let key = Value::from(k.as_ref());
         match out.get_mut(&key) {
-            Some(Value::Array(list)) => regorus::Rc::make_mut(list).push(Value::from(v)),
+            Some(Value::Array(list)) => regorus::Rc::make_mut(list).push(Value::from(v.as_ref())),
             _ => {
-                out.insert(key, Value::from(vec![Value::from(v)]));
+                out.insert(key, Value::from(vec![Value::from(v.as_ref())]));
             }
         }
     }
@@ -86,10 +88,11 @@ impl DecodeError {
 }
 
 /// Strict percent-decoding: every `%` must start a two-digit hex escape. With `plus_is_space`
-/// (query strings and forms) `+` decodes to a space; in paths it stays `+`.
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, DecodeError> {
+/// (query strings and forms) `+` decodes to a space; in paths it stays `+`. Borrows when there is
+/// nothing to decode (most segments), so the common path allocates nothing here.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, DecodeError> {
     if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
-        return Ok(s.to_owned());
+        return Ok(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -115,7 +118,9 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, Dec
             }
         }
     }
-    String::from_utf8(out).map_err(|_| DecodeError::NotUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| DecodeError::NotUtf8)
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
