@@ -98,6 +98,15 @@ EVALUATOR=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"eval
 kill "$SIDECAR_PID"
 say ""
 say "Sidecar evaluator for the RBAC policy: $EVALUATOR. Policy: ${POLICY#"$ROOT"/}."
+# Ratios to the floor per concurrency: throughput, and server CPU per Check (floor / sidecar), which
+# holds up better than throughput when the load generator or other jobs limit the floor.
+for c in $CONCURRENCY; do
+    awk -F'|' -v c="$c" '
+        $3 + 0 == c && $2 ~ /NOP floor/ { nrps = $4; ncpu = $8 }
+        $3 + 0 == c && $2 ~ /regent-sidecar/ { srps = $4; scpu = $8 }
+        END { if (nrps > 0 && scpu > 0) printf "c=%s: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f\n", c, srps / nrps, ncpu / scpu }
+    ' "$RESULTS" | tee -a "$RESULTS"
+done
 
 # 3. Policy evaluation in-process.
 say ""
