@@ -409,8 +409,7 @@ fn parse_data(path: &str, bytes: &[u8]) -> Result<Option<Value>, BundleError> {
                         .map_or_else(|| e.to_string(), |e| e.to_string())))
                 }
             };
-            // `from_json_str` shares the key strings repeated across objects.
-            Value::from_json_str(text)
+            crate::json::parse(text)
                 .map(Some)
                 .map_err(|e| bad(e.to_string()))
         }

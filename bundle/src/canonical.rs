@@ -63,6 +63,8 @@ pub fn canonicalize_json(input: &[u8]) -> Result<Vec<u8>, CanonicalError> {
         p: Parser { s: input, i: 0 },
         out: Vec::with_capacity(input.len()),
         members: Vec::new(),
+        // One check of the whole input (fast) spares one per string.
+        valid_utf8: std::str::from_utf8(input).is_ok(),
     };
     w.p.ws();
     w.value(0)?;
@@ -178,8 +180,12 @@ fn push_go_char(out: &mut Vec<u8>, c: char) {
 
 /// Appends a run of raw string bytes (no quote, backslash or control byte in it) in canonical form.
 /// Invalid UTF-8 becomes U+FFFD exactly as `String::from_utf8_lossy` does on the same run, which is
-/// what the tree parser does.
-fn push_run(out: &mut Vec<u8>, run: &[u8]) {
+/// what the tree parser does. `valid_utf8`: the run is known to be valid UTF-8.
+fn push_run(out: &mut Vec<u8>, run: &[u8], valid_utf8: bool) {
+    if valid_utf8 && !run.contains(&0xE2) {
+        out.extend_from_slice(run);
+        return;
+    }
     match std::str::from_utf8(run) {
         // U+2028 and U+2029 (E2 80 A8/A9) are the only characters such a run can hold that Go escapes.
         Ok(_) if !run.contains(&0xE2) => out.extend_from_slice(run),
@@ -226,6 +232,19 @@ fn unescape_canonical(body: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes that end a run of plain string content: quote, backslash and control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// One object member already written to the output: `start..key_end` is the quoted key,
 /// `start..end` the whole `"key":value`.
 #[derive(Clone, Copy)]
@@ -242,6 +261,8 @@ struct Streamer<'a> {
     out: Vec<u8>,
     /// Members of the objects being written, innermost last (one shared stack: no allocation per object).
     members: Vec<Member>,
+    /// The whole input is valid UTF-8, so every string run in it is too (runs end at ASCII bytes).
+    valid_utf8: bool,
 }
 
 impl Streamer<'_> {
@@ -406,13 +427,17 @@ impl Streamer<'_> {
         self.out.push(b'"');
         loop {
             let run_start = self.p.i;
-            while let Some(b) = self.p.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.p.i += 1;
-            }
-            push_run(&mut self.out, &self.p.s[run_start..self.p.i]);
+            let rest = &self.p.s[run_start..];
+            let len = rest
+                .iter()
+                .position(|&b| STRING_STOP[b as usize])
+                .unwrap_or(rest.len());
+            self.p.i += len;
+            push_run(
+                &mut self.out,
+                &self.p.s[run_start..self.p.i],
+                self.valid_utf8,
+            );
             match self.p.peek() {
                 None => return Err(self.p.err("unterminated string")),
                 Some(b'"') => {
