@@ -120,8 +120,8 @@ say "|---|---|---|---|---|"
 say ""
 say "## Bundle activation"
 say ""
-say "| bundle data | bundle size (gzip) | activation (unpack, verify, compile, swap) | peak RSS | evaluations during the swap | failed or mixed |"
-say "|---|---|---|---|---|---|"
+say "| bundle data | bundle size (gzip) | activation (unpack, verify, compile, swap) | activation CPU | peak RSS | evaluations during the run | failed or mixed | slowest evaluation during the swap |"
+say "|---|---|---|---|---|---|---|---|"
 for mb in $ACTIVATION_SIZES; do
     "$BIN/examples/activation_bench" "$mb" | tee -a "$RESULTS"
 done

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use regorus::Value;
+
 use crate::manifest::{path_under, Manifest, ManifestError};
 
 /// Name of the manifest file at the bundle root.
@@ -99,6 +101,10 @@ pub struct Bundle {
     files: BTreeMap<String, Vec<u8>>,
     manifest: Manifest,
     packages: BTreeMap<String, String>,
+    /// Each data file parsed once, when the bundle is read: the roots check, [`Bundle::data`] and the
+    /// engine all use these (shared, reference-counted) values, so a large data file is never parsed
+    /// or deep-copied again.
+    data: BTreeMap<String, Value>,
 }
 
 /// Kind of a bundle file, by name.
@@ -156,6 +162,7 @@ impl Bundle {
             files,
             manifest,
             packages: BTreeMap::new(),
+            data: BTreeMap::new(),
         };
         bundle.validate()?;
         Ok(bundle)
@@ -213,13 +220,24 @@ impl Bundle {
             }
             self.packages.insert(p.source_file, package);
         }
-        for (path, value) in self.data_files()? {
+        let mut data = BTreeMap::new();
+        for (path, bytes) in &self.files {
+            if let Some(value) = parse_data(path, bytes)? {
+                data.insert(path.clone(), value);
+            }
+        }
+        for (path, value) in &data {
             let dir = dir_of(path);
             let paths: Vec<String> = if dir.is_empty() {
                 let obj = value
                     .as_object()
-                    .ok_or_else(|| BundleError::RootDataNotObject(path.to_string()))?;
-                obj.keys().cloned().collect()
+                    .map_err(|_| BundleError::RootDataNotObject(path.to_string()))?;
+                obj.keys()
+                    .map(|k| match k {
+                        Value::String(s) => s.to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect()
             } else {
                 vec![dir.to_string()]
             };
@@ -233,6 +251,7 @@ impl Bundle {
                 }
             }
         }
+        self.data = data;
         Ok(())
     }
 
@@ -246,30 +265,6 @@ impl Bundle {
                     .map_err(|_| BundleError::NotUtf8(p.clone()))
             })
             .collect()
-    }
-
-    fn data_files(&self) -> Result<Vec<(&str, serde_json::Value)>, BundleError> {
-        let mut out = Vec::new();
-        for (path, bytes) in &self.files {
-            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            let value = match file_kind(path) {
-                FileKind::DataJson => {
-                    serde_json::from_slice(bytes).map_err(|e| BundleError::Data {
-                        file: path.clone(),
-                        message: e.to_string(),
-                    })?
-                }
-                FileKind::DataYaml => {
-                    serde_yaml::from_slice(bytes).map_err(|e| BundleError::Data {
-                        file: path.clone(),
-                        message: e.to_string(),
-                    })?
-                }
-                _ => continue,
-            };
-            out.push((path.as_str(), value));
-        }
-        Ok(out)
     }
 
     /// The parsed manifest.
@@ -306,8 +301,13 @@ impl Bundle {
         self.files.get(path).map(Vec::as_slice)
     }
 
-    /// Adds or replaces a file (used by signing). The path must be clean.
+    /// Adds or replaces a file (used by signing for `.signatures.json`). The path must be clean and
+    /// not a data file (those are parsed when the bundle is read).
     pub(crate) fn set_file(&mut self, path: &str, bytes: Vec<u8>) {
+        debug_assert!(!matches!(
+            file_kind(path),
+            FileKind::DataJson | FileKind::DataYaml
+        ));
         self.files.insert(path.to_string(), bytes);
     }
 
@@ -317,17 +317,20 @@ impl Bundle {
     }
 
     /// The merged data document: each data file at its directory's path, deep-merged. Always an object.
-    pub fn data(&self) -> Result<serde_json::Value, BundleError> {
-        let mut root = serde_json::Value::Object(Default::default());
+    ///
+    /// Cheap even for large data: the files were parsed when the bundle was read, and merging shares
+    /// their values (only the objects on a path where two files meet are copied, shallowly).
+    pub fn data(&self) -> Result<Value, BundleError> {
+        let mut root = Value::new_object();
         let mut origins: Vec<(Vec<String>, String)> = Vec::new();
-        for (file, value) in self.data_files()? {
+        for (file, value) in &self.data {
             let dir = dir_of(file);
             let segments: Vec<String> = if dir.is_empty() {
                 Vec::new()
             } else {
                 dir.split('/').map(str::to_string).collect()
             };
-            merge_at(&mut root, &segments, value, file, &origins)?;
+            merge_at(&mut root, &segments, value.clone(), file, &origins)?;
             origins.push((segments, file.to_string()));
         }
         Ok(root)
@@ -387,10 +390,44 @@ fn collect_dir(
     Ok(())
 }
 
+/// Parses one data file (`None` for other files). JSON goes straight into the engine's value type;
+/// YAML goes through serde_json's model first, so its keys must be strings as in JSON.
+fn parse_data(path: &str, bytes: &[u8]) -> Result<Option<Value>, BundleError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bad = |message: String| BundleError::Data {
+        file: path.to_string(),
+        message,
+    };
+    match file_kind(path) {
+        FileKind::DataJson => {
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                // Let serde_json name the position of the bad byte, as it did before.
+                Err(e) => {
+                    return Err(bad(serde_json::from_slice::<serde_json::Value>(bytes)
+                        .err()
+                        .map_or_else(|| e.to_string(), |e| e.to_string())))
+                }
+            };
+            crate::json::parse(text)
+                .map(Some)
+                .map_err(|e| bad(e.to_string()))
+        }
+        FileKind::DataYaml => {
+            let v: serde_json::Value =
+                serde_yaml::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| bad(e.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn merge_at(
-    root: &mut serde_json::Value,
+    root: &mut Value,
     segments: &[String],
-    value: serde_json::Value,
+    value: Value,
     file: &str,
     origins: &[(Vec<String>, String)],
 ) -> Result<(), BundleError> {
@@ -407,46 +444,45 @@ fn merge_at(
     };
     let mut node = root;
     for (i, seg) in segments.iter().enumerate() {
-        let obj = node
-            .as_object_mut()
-            .ok_or_else(|| conflict(&segments[..i]))?;
-        node = obj
-            .entry(seg.clone())
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        let obj = node.as_object_mut().map_err(|_| conflict(&segments[..i]))?;
+        node = obj.get_or_insert_with(Value::from(seg.as_str()), Value::new_object);
     }
     let mut path = segments.to_vec();
     deep_merge(node, value, &mut path, &conflict)
 }
 
 fn deep_merge(
-    into: &mut serde_json::Value,
-    value: serde_json::Value,
+    into: &mut Value,
+    value: Value,
     path: &mut Vec<String>,
     conflict: &dyn Fn(&[String]) -> BundleError,
 ) -> Result<(), BundleError> {
-    match (into, value) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                path.push(k.clone());
-                match a.get_mut(&k) {
-                    Some(existing) => deep_merge(existing, v, path, conflict)?,
-                    None => {
-                        a.insert(k, v);
-                    }
-                }
+    // An empty object is the placeholder created for a file's own directory path (or an empty
+    // object from another file): merging into it gives `value` itself, so take it whole, shared.
+    if matches!(&into, Value::Object(o) if o.is_empty()) {
+        *into = value;
+        return Ok(());
+    }
+    let (Value::Object(_), Value::Object(b)) = (&into, &value) else {
+        return Err(conflict(path));
+    };
+    let a = into.as_object_mut().map_err(|_| conflict(path))?;
+    for (k, v) in b.iter() {
+        match a.get_mut(k) {
+            Some(existing) => {
+                path.push(match k {
+                    Value::String(s) => s.to_string(),
+                    other => other.to_string(),
+                });
+                deep_merge(existing, v.clone(), path, conflict)?;
                 path.pop();
             }
-            Ok(())
+            None => {
+                a.insert(k.clone(), v.clone());
+            }
         }
-        (slot @ serde_json::Value::Object(_), v)
-            if slot.as_object().is_some_and(|o| o.is_empty()) =>
-        {
-            // An empty object here is only the placeholder created for the file's own directory path.
-            *slot = v;
-            Ok(())
-        }
-        _ => Err(conflict(path)),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -469,7 +505,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             b.data().unwrap(),
-            serde_json::json!({"top": 1, "roles": {"x": 1, "y": 2, "bindings": {"alice": ["admin"]}}})
+            Value::from_json_str(
+                r#"{"top": 1, "roles": {"x": 1, "y": 2, "bindings": {"alice": ["admin"]}}}"#
+            )
+            .unwrap()
         );
     }
 

@@ -89,11 +89,8 @@ pub fn load_bundles(bundles: &[(&str, &Bundle)]) -> Result<regorus::Engine, Load
                     message: format!("{e:#}"),
                 })?;
         }
-        let data = bundle.data().map_err(|e| LoadError::Data {
-            bundle: name.to_string(),
-            message: e.to_string(),
-        })?;
-        let value: regorus::Value = serde_json::from_value(data).map_err(|e| LoadError::Data {
+        // The bundle's data was parsed when it was read; this shares it rather than copying it.
+        let value = bundle.data().map_err(|e| LoadError::Data {
             bundle: name.to_string(),
             message: e.to_string(),
         })?;

@@ -226,6 +226,9 @@ impl ActivePolicy {
             EvaluatorKind::Interpreter
         };
         let data = engine.get_data();
+        // Whoever drops this document last frees it, which takes long for large data: keep it
+        // away from request threads (see sync::retire).
+        crate::sync::retire::hold_until_unused(data.clone());
         let policy = ActivePolicy {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             rule: settings.rule.clone(),

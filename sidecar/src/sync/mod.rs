@@ -10,6 +10,7 @@ pub mod config;
 pub mod download;
 pub mod persist;
 pub mod regent_format;
+pub mod retire;
 pub mod runner;
 pub mod status;
 

@@ -1,0 +1,196 @@
+//! Reading JSON data files straight into the policy engine's values.
+//!
+//! serde_json does the parsing (so the accepted syntax, number conversion, depth limit and error
+//! messages are serde_json's, as everywhere else in Regent); only the building of `regorus::Value`s
+//! is done here rather than by regorus's own visitor, for large data files:
+//! - strings repeated across the document (object keys, enumerations such as roles) are allocated
+//!   once and shared, and a string already seen costs no allocation at all;
+//! - lookups use a fast non-cryptographic hash (the strings come from a signed bundle, and the table
+//!   is bounded, so hash flooding can only slow one parse down, never grow memory).
+//!
+//! The values are equal to what `regorus::Value::from_json_str` builds from the same text.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use regorus::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Strings longer than this are not shared: long strings are rarely repeated.
+const MAX_SHARED_LEN: usize = 64;
+/// Distinct strings remembered per parse: bounds the table whatever the document holds. The first
+/// ones seen are kept, which in practice are the keys and enumerations every record repeats.
+const MAX_SHARED_STRINGS: usize = 1 << 16;
+
+type Rc = regorus::Rc<str>;
+
+/// Parses JSON text into a regorus value.
+pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
+    let mut builder = Builder {
+        strings: HashSet::with_hasher(rustc_hash::FxBuildHasher),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = (&mut builder).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Builder {
+    strings: HashSet<Rc, rustc_hash::FxBuildHasher>,
+}
+
+impl Builder {
+    fn string(&mut self, s: &str) -> Value {
+        if s.len() > MAX_SHARED_LEN {
+            return Value::String(s.into());
+        }
+        if let Some(shared) = self.strings.get(s) {
+            return Value::String(shared.clone());
+        }
+        let rc: Rc = s.into();
+        if self.strings.len() < MAX_SHARED_STRINGS {
+            self.strings.insert(rc.clone());
+        }
+        Value::String(rc)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Builder {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Builder {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        // As regorus: a non-finite number has no place in a document (serde_json never yields one).
+        if !v.is_finite() {
+            return Err(E::custom(format!(
+                "invalid non-finite number in input: {v}"
+            )));
+        }
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(self.string(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element_seed(&mut *self)? {
+            items.push(v);
+        }
+        Ok(Value::from(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some(k) = map.next_key_seed(KeySeed(&mut *self))? {
+            let v = map.next_value_seed(&mut *self)?;
+            // A repeated key: the last one wins, as in serde_json and regorus.
+            entries.insert(k, v);
+        }
+        if entries.is_empty() {
+            return Ok(Value::new_object());
+        }
+        Ok(Value::from(entries))
+    }
+}
+
+/// Object keys: always strings in JSON.
+struct KeySeed<'a>(&'a mut Builder);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(self.0.string(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(text: &str) {
+        let ours = parse(text).map_err(|e| e.to_string());
+        let theirs = Value::from_json_str(text).map_err(|e| e.to_string());
+        assert_eq!(ours, theirs, "{text}");
+    }
+
+    #[test]
+    fn values_equal_regorus_own_parse() {
+        for text in [
+            r#"{"b":{"d":1,"c":[{"z":0,"y":{"q":1,"p":2}}]},"a":null,"e":{}}"#,
+            r#"{"a":1,"a":{"y":1},"k":[true,false,null,"", "x", "x"]}"#,
+            r#"[1e300,-1E-300,0.1,1.0,-0,2.50,123456789012345678901234567890,18446744073709551615,-9223372036854775808,1e+3]"#,
+            r#""\ud83d\ude00 \u00e9 \n \"""#,
+            r#"{"long":"0123456789012345678901234567890123456789012345678901234567890123456789"}"#,
+            "  [ ]  ",
+            "{\"a\":1,}",
+            "[1,2",
+            "\"\\ud800\"",
+            "1e400",
+            "{} x",
+            "",
+        ] {
+            same(text);
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        same(&deep);
+    }
+
+    #[test]
+    fn repeated_strings_are_shared() {
+        let v = parse(r#"[{"role":"admin"},{"role":"admin"}]"#).unwrap();
+        let (Value::String(a), Value::String(b)) = (&v[0]["role"], &v[1]["role"]) else {
+            panic!("{v}");
+        };
+        assert!(regorus::Rc::ptr_eq(a, b));
+    }
+}
