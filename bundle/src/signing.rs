@@ -183,8 +183,7 @@ pub fn file_digest(path: &str, bytes: &[u8], algorithm: &str) -> Result<Option<S
             let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             let v: serde_json::Value =
                 serde_yaml::from_slice(bytes).map_err(|e| unhashable(e.to_string()))?;
-            canonical_bytes =
-                canonical::to_canonical_string(&canonical::from_serde(&v)).into_bytes();
+            canonical_bytes = canonical::to_canonical_bytes(&canonical::from_serde(&v));
             &canonical_bytes
         }
         _ => bytes,
