@@ -188,11 +188,11 @@ fn input_refs(file: &str, src: &str) -> Option<Vec<Vec<String>>> {
     Some(refs)
 }
 
-/// The value of a string token (the lexer's span may or may not include the quotes).
+/// The value of a string token. regorus's spans leave the delimiters out: a raw string is its text,
+/// a quoted one still has its escapes.
 fn string_literal(kind: &TokenKind, text: &str) -> Option<String> {
     match kind {
-        TokenKind::RawString => Some(text.trim_matches('`').to_string()),
-        TokenKind::String if text.starts_with('"') => serde_json::from_str(text).ok(),
+        TokenKind::RawString => Some(text.to_string()),
         TokenKind::String => serde_json::from_str(&format!("\"{text}\"")).ok(),
         _ => None,
     }
@@ -246,6 +246,12 @@ v := "input.parsed_query"
             ]
         );
         assert!(n.wants("attributes") && !n.wants("version") && !n.wants("parsed_query"));
+    }
+
+    #[test]
+    fn string_keys_are_read_as_their_values() {
+        let n = needs("package p\na := input[\"attri\\u0062utes\"][`x\\y`]\n");
+        assert_eq!(paths(&n), vec!["/attributes/x\\y"]);
     }
 
     #[test]
