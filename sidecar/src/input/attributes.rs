@@ -28,28 +28,28 @@ pub(crate) fn attribute_context(
 ) -> Value {
     let mut o = Obj::new(needs);
     if let (Some(p), Some(n)) = (&ctx.source, o.field(key!("source"))) {
-        o.put(key!("source"), peer(p, n));
+        o.insert(key!("source"), peer(p, n));
     }
     if let (Some(p), Some(n)) = (&ctx.destination, o.field(key!("destination"))) {
-        o.put(key!("destination"), peer(p, n));
+        o.insert(key!("destination"), peer(p, n));
     }
     if let (Some(r), Some(n)) = (&ctx.request, o.field(key!("request"))) {
-        o.put(key!("request"), request(r, headers, n));
+        o.insert(key!("request"), request(r, headers, n));
     }
     o.put_map(key!("contextExtensions"), &ctx.context_extensions);
     if let (Some(m), Some(n)) = (&ctx.metadata_context, o.field(key!("metadataContext"))) {
-        o.put(key!("metadataContext"), metadata(m, n));
+        o.insert(key!("metadataContext"), metadata(m, n));
     }
     if let (Some(m), Some(n)) = (
         &ctx.route_metadata_context,
         o.field(key!("routeMetadataContext")),
     ) {
-        o.put(key!("routeMetadataContext"), metadata(m, n));
+        o.insert(key!("routeMetadataContext"), metadata(m, n));
     }
     if let (Some(t), Some(n)) = (&ctx.tls_session, o.field(key!("tlsSession"))) {
         let mut tls = Obj::new(n);
         tls.put_str(key!("sni"), &t.sni);
-        o.put(key!("tlsSession"), tls.into_value());
+        o.insert(key!("tlsSession"), tls.into_value());
     }
     o.into_value()
 }
@@ -57,7 +57,7 @@ pub(crate) fn attribute_context(
 fn peer(p: &attribute_context::Peer, needs: &InputNeeds) -> Value {
     let mut o = Obj::new(needs);
     if let (Some(a), Some(n)) = (&p.address, o.field(key!("address"))) {
-        o.put(key!("address"), address(a, n));
+        o.insert(key!("address"), address(a, n));
     }
     o.put_str(key!("service"), &p.service);
     o.put_map(key!("labels"), &p.labels);
@@ -92,7 +92,7 @@ fn address(a: &Address, needs: &InputNeeds) -> Value {
                 key!("networkNamespaceFilepath"),
                 &s.network_namespace_filepath,
             );
-            o.put(key!("socketAddress"), so.into_value());
+            o.insert(key!("socketAddress"), so.into_value());
         }
         Some(address::Address::Pipe(p)) => {
             let Some(n) = o.field(key!("pipe")) else {
@@ -101,7 +101,7 @@ fn address(a: &Address, needs: &InputNeeds) -> Value {
             let mut po = Obj::new(n);
             po.put_str(key!("path"), &p.path);
             po.put_int(key!("mode"), i64::from(p.mode));
-            o.put(key!("pipe"), po.into_value());
+            o.insert(key!("pipe"), po.into_value());
         }
         Some(address::Address::EnvoyInternalAddress(e)) => {
             let Some(n) = o.field(key!("envoyInternalAddress")) else {
@@ -115,7 +115,7 @@ fn address(a: &Address, needs: &InputNeeds) -> Value {
                 None => {}
             }
             eo.put_str(key!("endpointId"), &e.endpoint_id);
-            o.put(key!("envoyInternalAddress"), eo.into_value());
+            o.insert(key!("envoyInternalAddress"), eo.into_value());
         }
         None => {}
     }
@@ -125,10 +125,10 @@ fn address(a: &Address, needs: &InputNeeds) -> Value {
 fn request(r: &attribute_context::Request, headers: Option<Value>, needs: &InputNeeds) -> Value {
     let mut o = Obj::new(needs);
     if let (Some(t), Some(n)) = (&r.time, o.field(key!("time"))) {
-        o.put(key!("time"), timestamp(t, n));
+        o.insert(key!("time"), timestamp(t, n));
     }
     if let (Some(h), Some(n)) = (&r.http, o.field(key!("http"))) {
-        o.put(key!("http"), http_request(h, headers, n));
+        o.insert(key!("http"), http_request(h, headers, n));
     }
     o.into_value()
 }
@@ -155,7 +155,7 @@ fn http_request(
         None => o.put_map(key!("headers"), &h.headers),
     }
     if let (Some(m), Some(n)) = (&h.header_map, o.field(key!("headerMap"))) {
-        o.put(key!("headerMap"), header_map(m, n));
+        o.insert(key!("headerMap"), header_map(m, n));
     }
     o.put_str(key!("path"), &h.path);
     o.put_str(key!("host"), &h.host);
@@ -183,7 +183,7 @@ fn header_map(m: &HeaderMap, needs: &InputNeeds) -> Value {
                 e.into_value()
             })
             .collect();
-        o.put(key!("headers"), Value::from(list));
+        o.insert(key!("headers"), Value::from(list));
     }
     o.into_value()
 }
@@ -200,10 +200,10 @@ fn metadata(m: &Metadata, needs: &InputNeeds) -> Value {
         let mut fm = Obj::new(n);
         for (k, s) in &m.filter_metadata {
             if let Some(n) = n.field(k) {
-                fm.put_owned(k, struct_to_value(s, n));
+                fm.insert_owned(k, struct_to_value(s, n));
             }
         }
-        o.put(key!("filterMetadata"), fm.into_value());
+        o.insert(key!("filterMetadata"), fm.into_value());
     }
     if let Some(n) = o
         .field(key!("typedFilterMetadata"))
@@ -212,10 +212,10 @@ fn metadata(m: &Metadata, needs: &InputNeeds) -> Value {
         let mut tm = Obj::new(n);
         for (k, a) in &m.typed_filter_metadata {
             if let Some(n) = n.field(k) {
-                tm.put_owned(k, any(a, n));
+                tm.insert_owned(k, any(a, n));
             }
         }
-        o.put(key!("typedFilterMetadata"), tm.into_value());
+        o.insert(key!("typedFilterMetadata"), tm.into_value());
     }
     o.into_value()
 }
@@ -232,7 +232,7 @@ pub(crate) fn struct_to_value(s: &Struct, needs: &InputNeeds) -> Value {
     let mut o = Obj::new(needs);
     for (k, v) in &s.fields {
         if let Some(n) = needs.field(k) {
-            o.put_owned(k, pb_value(v, n));
+            o.insert_owned(k, pb_value(v, n));
         }
     }
     o.into_value()
@@ -264,14 +264,14 @@ pub(crate) fn string_map(m: &HashMap<String, String>, needs: &InputNeeds) -> Val
     match needs {
         InputNeeds::All => {
             for (k, v) in m {
-                o.put_owned(k, Value::from(v.as_str()));
+                o.insert_owned(k, Value::from(v.as_str()));
             }
         }
         // A policy names a few keys (headers, labels); look those up rather than scan the map.
         InputNeeds::Fields(wanted) => {
             for k in wanted.keys() {
                 if let Some(v) = m.get(k) {
-                    o.put_owned(k, Value::from(v.as_str()));
+                    o.insert_owned(k, Value::from(v.as_str()));
                 }
             }
         }

@@ -132,10 +132,10 @@ pub fn build_input_for(
         o.put_str(obj::key!("source_principal"), &p.principal);
     }
     if let Some(a) = attributes_value {
-        o.put(obj::key!("attributes"), a);
+        o.insert(obj::key!("attributes"), a);
     }
     if o.field(obj::key!("parsed_path")).is_some() {
-        o.put(obj::key!("parsed_path"), path::parsed_path_value(&segments));
+        o.insert(obj::key!("parsed_path"), path::parsed_path_value(&segments));
     }
     o.put_pruned(obj::key!("parsed_query"), query);
     o.put_pruned(obj::key!("version"), version());

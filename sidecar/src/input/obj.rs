@@ -45,28 +45,33 @@ impl<'n> Obj<'n> {
         self.needs.field(key_str(key))
     }
 
+    /// Adds a member the caller already found wanted with [`Obj::field`] (it needed the nested
+    /// needs to build the value), so the needs are not looked up twice.
+    pub(crate) fn insert(&mut self, key: &Value, v: Value) {
+        self.members.insert(key.clone(), v);
+    }
+
+    /// [`Obj::insert`] for a key that is not a literal (map keys), under the same condition.
+    pub(crate) fn insert_owned(&mut self, key: &str, v: Value) {
+        self.members.insert(Value::from(key), v);
+    }
+
+    /// Adds a member if the policy can read it.
     pub(crate) fn put(&mut self, key: &Value, v: Value) {
-        if self.needs.is_all() || self.needs.wants(key_str(key)) {
-            self.members.insert(key.clone(), v);
+        if self.field(key).is_some() {
+            self.insert(key, v);
         }
     }
 
     /// Puts a member built whole, cut down to what the policy reads of it.
     pub(crate) fn put_pruned(&mut self, key: &Value, v: Value) {
         if let Some(needs) = self.field(key) {
-            self.members
-                .insert(key.clone(), super::needs::prune(v, needs));
-        }
-    }
-
-    pub(crate) fn put_owned(&mut self, key: &str, v: Value) {
-        if self.needs.wants(key) {
-            self.members.insert(Value::from(key), v);
+            self.insert(key, super::needs::prune(v, needs));
         }
     }
 
     pub(crate) fn put_str(&mut self, key: &Value, s: &str) {
-        if !s.is_empty() && self.needs.wants(key_str(key)) {
+        if !s.is_empty() {
             self.put(key, Value::from(s));
         }
     }
@@ -84,14 +89,14 @@ impl<'n> Obj<'n> {
     }
 
     pub(crate) fn put_bytes(&mut self, key: &Value, b: &[u8]) {
-        if !b.is_empty() && self.needs.wants(key_str(key)) {
-            self.put(key, super::attributes::base64(b));
+        if !b.is_empty() && self.field(key).is_some() {
+            self.insert(key, super::attributes::base64(b));
         }
     }
 
     pub(crate) fn put_map(&mut self, key: &Value, m: &HashMap<String, String>) {
         if let Some(needs) = self.field(key).filter(|_| !m.is_empty()) {
-            self.put(key, super::attributes::string_map(m, needs));
+            self.insert(key, super::attributes::string_map(m, needs));
         }
     }
 
