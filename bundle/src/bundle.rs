@@ -105,7 +105,14 @@ pub struct Bundle {
     /// engine all use these (shared, reference-counted) values, so a large data file is never parsed
     /// or deep-copied again.
     data: BTreeMap<String, Value>,
+    /// SHA-256 digests (hex, as signatures list them) of the data files of a large signed bundle,
+    /// computed on a second thread while the data is parsed (see `validate`); empty otherwise.
+    sha256: BTreeMap<String, String>,
 }
+
+/// Data files smaller than this in total are hashed when the signature is checked, not alongside
+/// the parse: a thread costs more than it saves on a small bundle.
+const HASH_ALONGSIDE_MIN_BYTES: usize = 1 << 20;
 
 /// Kind of a bundle file, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +170,7 @@ impl Bundle {
             manifest,
             packages: BTreeMap::new(),
             data: BTreeMap::new(),
+            sha256: BTreeMap::new(),
         };
         bundle.validate()?;
         Ok(bundle)
@@ -220,12 +228,42 @@ impl Bundle {
             }
             self.packages.insert(p.source_file, package);
         }
-        let mut data = BTreeMap::new();
-        for (path, bytes) in &self.files {
-            if let Some(value) = parse_data(path, bytes)? {
-                data.insert(path.clone(), value);
-            }
-        }
+        let is_data = |p: &str| matches!(file_kind(p), FileKind::DataJson | FileKind::DataYaml);
+        let data_bytes: usize = (self.files.iter())
+            .filter(|(p, _)| is_data(p))
+            .map(|(_, b)| b.len())
+            .sum();
+        // A signed bundle's data is read twice: parsed here, and hashed over its canonical form
+        // when the signature is checked. For a large one both passes run at once, on two threads.
+        let hash_alongside =
+            self.files.contains_key(SIGNATURES_FILE) && data_bytes >= HASH_ALONGSIDE_MIN_BYTES;
+        let files = &self.files;
+        let (data, sha256) = std::thread::scope(|s| {
+            let hasher = hash_alongside.then(|| {
+                s.spawn(move || {
+                    (files.iter())
+                        .filter(|(p, _)| is_data(p))
+                        .filter_map(|(p, b)| {
+                            // A file that cannot be hashed is left out: the signature check hashes
+                            // it again and reports why.
+                            let digest = crate::signing::file_digest(p, b, "SHA-256").ok()??;
+                            Some((p.clone(), digest))
+                        })
+                        .collect::<BTreeMap<_, _>>()
+                })
+            });
+            let mut data = BTreeMap::new();
+            let parsed = files.iter().try_for_each(|(path, bytes)| {
+                if let Some(value) = parse_data(path, bytes)? {
+                    data.insert(path.clone(), value);
+                }
+                Ok::<_, BundleError>(())
+            });
+            // A hasher that panicked only loses the head start.
+            let sha256 = hasher.and_then(|h| h.join().ok()).unwrap_or_default();
+            parsed.map(|()| (data, sha256))
+        })?;
+        self.sha256 = sha256;
         for (path, value) in &data {
             let dir = dir_of(path);
             let paths: Vec<String> = if dir.is_empty() {
@@ -301,6 +339,11 @@ impl Bundle {
         self.files.get(path).map(Vec::as_slice)
     }
 
+    /// The SHA-256 digest of a data file if it was computed while the bundle was read.
+    pub(crate) fn precomputed_sha256(&self, path: &str) -> Option<&str> {
+        self.sha256.get(path).map(String::as_str)
+    }
+
     /// Adds or replaces a file (used by signing for `.signatures.json`). The path must be clean and
     /// not a data file (those are parsed when the bundle is read).
     pub(crate) fn set_file(&mut self, path: &str, bytes: Vec<u8>) {
@@ -308,6 +351,7 @@ impl Bundle {
             file_kind(path),
             FileKind::DataJson | FileKind::DataYaml
         ));
+        self.sha256.remove(path);
         self.files.insert(path.to_string(), bytes);
     }
 
@@ -510,6 +554,26 @@ mod tests {
             )
             .unwrap()
         );
+    }
+
+    #[test]
+    fn large_signed_data_is_hashed_while_parsed() {
+        let big = format!(
+            r#"{{"k": "{}", "a": [1, 2]}}"#,
+            "x".repeat(HASH_ALONGSIDE_MIN_BYTES)
+        );
+        let list = [("a/data.json", big.as_str()), ("b/data.json", "{}")];
+        let digest = |p: &str, c: &str| crate::signing::file_digest(p, c.as_bytes(), "SHA-256");
+        let unsigned = Bundle::from_files(files(&list)).unwrap();
+        assert_eq!(unsigned.precomputed_sha256("a/data.json"), None);
+        let signed = [&list[..], &[(SIGNATURES_FILE, "{}")]].concat();
+        let b = Bundle::from_files(files(&signed)).unwrap();
+        for (p, c) in list {
+            let want = digest(p, c).unwrap();
+            assert_eq!(b.precomputed_sha256(p).map(str::to_string), want, "{p}");
+        }
+        let small = Bundle::from_files(files(&[("a/data.json", "{}"), (SIGNATURES_FILE, "{}")]));
+        assert_eq!(small.unwrap().precomputed_sha256("a/data.json"), None);
     }
 
     #[test]

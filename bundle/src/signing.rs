@@ -477,7 +477,12 @@ pub fn verify(
         let entry = listed
             .remove(name)
             .ok_or_else(|| VerifyError::FileNotSigned(name.to_string()))?;
-        let got = file_digest(name, bytes, &entry.algorithm)
+        let precomputed = bundle
+            .precomputed_sha256(name)
+            .filter(|_| entry.algorithm == "SHA-256");
+        let got = precomputed
+            .map(|d| Ok(Some(d.to_string())))
+            .unwrap_or_else(|| file_digest(name, bytes, &entry.algorithm))
             .map_err(
                 |SignError::Unhashable { file, message }| VerifyError::Unhashable { file, message },
             )?

@@ -449,3 +449,52 @@ fn openssl_generated_keys_work() {
         .to_string();
     assert!(err.contains("PKCS#8 private"), "{err}");
 }
+
+#[test]
+fn large_signed_data_verifies_as_small_data_does() {
+    // Past 1 MiB of data a signed bundle's data is hashed while it is parsed, not when verified:
+    // the outcome must be the same. Unsorted keys and spaces make the canonical form matter.
+    let mut data = String::from("{ \"z\": 0, \"users\": {");
+    for i in 0..40_000 {
+        let sep = if i == 0 { "" } else { ", " };
+        data.push_str(&format!(
+            "{sep}\"u{i:06}\": {{\"role\": \"r{}\", \"active\": true}}",
+            i % 5
+        ));
+    }
+    data.push_str("} }");
+    assert!(data.len() > 1 << 20);
+    let mut files = example_files();
+    files.insert("authz/data.json".into(), data.clone().into_bytes());
+    let k = key();
+    let ring = keyring("k1", &k);
+    let opts = VerifyOptions::default();
+    let mut b = Bundle::from_files(files).unwrap();
+    sign(&mut b, &k, "k1", &SignClaims::default()).unwrap();
+    let listed = payload_of(&b)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "authz/data.json")
+        .map(|f| f["hash"].as_str().unwrap().to_string());
+    let digest = file_digest("authz/data.json", data.as_bytes(), "SHA-256").unwrap();
+    assert_eq!(listed, digest);
+
+    let read = Bundle::from_tar_gz(&b.to_tar_gz().unwrap(), &UnpackLimits::default()).unwrap();
+    assert!(verify(&read, &ring, &opts).is_ok());
+    // The same data laid out differently has the same canonical form.
+    let compact = serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(&data).unwrap());
+    assert!(verify(
+        &with_file(&b, "authz/data.json", Some(&compact.unwrap())),
+        &ring,
+        &opts
+    )
+    .is_ok());
+    // One role changed, same size: refused.
+    let tampered = data.replacen("\"r3\"", "\"r4\"", 1);
+    assert_eq!(tampered.len(), data.len());
+    assert!(matches!(
+        verify(&with_file(&b, "authz/data.json", Some(tampered.as_bytes())), &ring, &opts),
+        Err(VerifyError::DigestMismatch { file, .. }) if file == "authz/data.json"
+    ));
+}
