@@ -6,6 +6,9 @@
 //! both evaluators give the expected answers for the RBAC request mix, then times (a) evaluation
 //! alone (`ActivePolicy::evaluate` on the per-thread evaluator) and (b) the whole decision without
 //! gRPC: input document + evaluation + CheckResponse. Prints Markdown table rows.
+//!
+//! Each figure is the median of several rounds, the three measurements interleaved: on a shared
+//! (virtual) machine a neighbour's burst then spoils one round rather than the whole figure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +28,20 @@ struct Args {
     /// Decision path.
     #[arg(long, default_value = "envoy/authz/allow")]
     path: String,
-    /// Timed decisions per evaluator and measurement.
+    /// Timed decisions per evaluator and measurement, over all rounds.
     #[arg(long, default_value_t = 200_000)]
     iterations: usize,
     /// Only this evaluator (`vm` or `interpreter`); both by default.
     #[arg(long)]
     only: Option<String>,
+    /// Rounds per measurement; the median round is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,24 +85,32 @@ fn main() -> anyhow::Result<()> {
         for i in 0..args.iterations / 10 {
             policy.evaluate(inputs[i % inputs.len()].clone())?;
         }
-        let t = Instant::now();
-        for i in 0..args.iterations {
-            std::hint::black_box(policy.evaluate(inputs[i % inputs.len()].clone())?);
-        }
-        let eval_us = t.elapsed().as_secs_f64() * 1e6 / args.iterations as f64;
+        let per_round = (args.iterations / args.rounds.max(1)).max(1);
+        let eval = || -> anyhow::Result<f64> {
+            let t = Instant::now();
+            for i in 0..per_round {
+                std::hint::black_box(policy.evaluate(inputs[i % inputs.len()].clone())?);
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / per_round as f64)
+        };
         // The whole decision without gRPC, on the pruned input (as the sidecar runs it) and on the
         // whole input document (as with decision logging on).
         let decide = |needs: &InputNeeds| -> anyhow::Result<f64> {
             let t = Instant::now();
-            for i in 0..args.iterations {
+            for i in 0..per_round {
                 let input = build_input_for(&requests[i % requests.len()], &opts, needs)?;
                 let v = policy.evaluate(input)?;
                 std::hint::black_box(to_check_response(&v, "bench")?);
             }
-            Ok(t.elapsed().as_secs_f64() * 1e6 / args.iterations as f64)
+            Ok(t.elapsed().as_secs_f64() * 1e6 / per_round as f64)
         };
-        let pruned_us = decide(needs)?;
-        let whole_us = decide(&InputNeeds::All)?;
+        let (mut eval_r, mut pruned_r, mut whole_r) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.rounds.max(1) {
+            eval_r.push(eval()?);
+            pruned_r.push(decide(needs)?);
+            whole_r.push(decide(&InputNeeds::All)?);
+        }
+        let (eval_us, pruned_us, whole_us) = (median(eval_r), median(pruned_r), median(whole_r));
         println!(
             "| {name} ({}) | {:.2} | {:.2} | {:.2} | {:.1} |",
             policy.kind().as_str(),
