@@ -9,8 +9,9 @@
 //!   is bounded, so hash flooding can only slow one parse down, never grow memory);
 //! - an object's entries are gathered first and its map built in one pass: inserting them one by
 //!   one searched the map from its root for every key, which for a map of a million entries (the
-//!   users of a directory, say) was a quarter of the whole parse. Entries of every open object
-//!   share one scratch vector, so gathering costs no allocation per object.
+//!   users of a directory, say) was a quarter of the whole parse. Each nesting level keeps one
+//!   scratch vector, so gathering a small object costs no allocation, and a large one hands its
+//!   vector to the map builder, which sorts it in place rather than copying it.
 //!
 //! The values are equal to what `regorus::Value::from_json_str` builds from the same text.
 
@@ -35,7 +36,8 @@ type Rc = regorus::Rc<str>;
 pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let mut builder = Builder {
         strings: HashSet::with_hasher(rustc_hash::FxBuildHasher),
-        entries: Vec::new(),
+        levels: Vec::new(),
+        depth: 0,
     };
     let mut de = serde_json::Deserializer::from_str(text);
     let value = (&mut builder).deserialize(&mut de)?;
@@ -45,8 +47,10 @@ pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
 
 struct Builder {
     strings: HashSet<Rc, rustc_hash::FxBuildHasher>,
-    /// Entries of the objects being read, innermost last (a stack of runs).
-    entries: Vec<(Value, Value)>,
+    /// Scratch vectors for the entries of the objects being read, one per nesting level.
+    levels: Vec<Vec<(Value, Value)>>,
+    /// Nesting level of the object being read.
+    depth: usize,
 }
 
 impl Builder {
@@ -127,32 +131,52 @@ impl<'de> Visitor<'de> for &mut Builder {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let start = self.entries.len();
+        let depth = self.depth;
+        let mut entries = self
+            .levels
+            .get_mut(depth)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        self.depth += 1;
         let gathered = (|| {
             while let Some(k) = map.next_key_seed(KeySeed(&mut *self))? {
                 let v = map.next_value_seed(&mut *self)?;
-                self.entries.push((k, v));
+                entries.push((k, v));
             }
             Ok(())
         })();
-        let entries = self.entries.drain(start..);
+        self.depth = depth;
         gathered?;
-        let len = entries.len();
-        if len == 0 {
+        if entries.is_empty() {
+            self.put_back(depth, entries);
             return Ok(Value::new_object());
         }
         // A repeated key: the last one wins, as in serde_json and regorus. Both ways keep it:
         // insertion replaces, and the bulk build sorts stably and keeps the last of equal keys.
-        let map: BTreeMap<Value, Value> = if len <= SMALL_OBJECT {
+        let map: BTreeMap<Value, Value> = if entries.len() <= SMALL_OBJECT {
             let mut m = BTreeMap::new();
-            for (k, v) in entries {
+            for (k, v) in entries.drain(..) {
                 m.insert(k, v);
             }
+            self.put_back(depth, entries);
             m
         } else {
-            entries.collect()
+            // Built in the vector's own memory; the level gets a fresh one next time.
+            entries.into_iter().collect()
         };
         Ok(Value::from(map))
+    }
+}
+
+impl Builder {
+    /// Returns a level's (empty) scratch vector for the next object at that level.
+    fn put_back(&mut self, depth: usize, entries: Vec<(Value, Value)>) {
+        if depth >= self.levels.len() {
+            self.levels.resize_with(depth + 1, Vec::new);
+        }
+        if let Some(slot) = self.levels.get_mut(depth) {
+            *slot = entries;
+        }
     }
 }
 
