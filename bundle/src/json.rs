@@ -24,7 +24,8 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 /// Strings longer than this are not shared: long strings are rarely repeated.
 const MAX_SHARED_LEN: usize = 64;
 /// Objects with at most this many entries are built by insertion, which is as fast for a few keys
-/// and needs no temporary vector.
+/// and needs no temporary vector; arrays up to this size are copied out of their level's scratch
+/// vector.
 const SMALL_OBJECT: usize = 16;
 /// Distinct strings remembered per parse: bounds the table whatever the document holds. The first
 /// ones seen are kept, which in practice are the keys and enumerations every record repeats.
@@ -36,7 +37,8 @@ type Rc = regorus::Rc<str>;
 pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let mut builder = Builder {
         strings: HashSet::with_hasher(rustc_hash::FxBuildHasher),
-        levels: Vec::new(),
+        object_levels: Vec::new(),
+        array_levels: Vec::new(),
         depth: 0,
     };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -48,7 +50,9 @@ pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
 struct Builder {
     strings: HashSet<Rc, rustc_hash::FxBuildHasher>,
     /// Scratch vectors for the entries of the objects being read, one per nesting level.
-    levels: Vec<Vec<(Value, Value)>>,
+    object_levels: Vec<Vec<(Value, Value)>>,
+    /// The same for the items of arrays.
+    array_levels: Vec<Vec<Value>>,
     /// Nesting level of the object being read.
     depth: usize,
 }
@@ -123,17 +127,37 @@ impl<'de> Visitor<'de> for &mut Builder {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element_seed(&mut *self)? {
-            items.push(v);
-        }
-        Ok(Value::from(items))
+        let depth = self.depth;
+        let mut items = (self.array_levels.get_mut(depth))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        self.depth += 1;
+        let gathered = (|| {
+            while let Some(v) = seq.next_element_seed(&mut *self)? {
+                items.push(v);
+            }
+            Ok(())
+        })();
+        self.depth = depth;
+        gathered?;
+        // The array keeps its vector for good: give it exactly the room it needs (a vector grown
+        // push by push holds up to twice that, in every one of a million small arrays).
+        let exact = if items.len() <= SMALL_OBJECT {
+            let mut exact = Vec::with_capacity(items.len());
+            exact.append(&mut items);
+            put_back(&mut self.array_levels, depth, items);
+            exact
+        } else {
+            items.shrink_to_fit();
+            items
+        };
+        Ok(Value::from(exact))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let depth = self.depth;
         let mut entries = self
-            .levels
+            .object_levels
             .get_mut(depth)
             .map(std::mem::take)
             .unwrap_or_default();
@@ -148,7 +172,7 @@ impl<'de> Visitor<'de> for &mut Builder {
         self.depth = depth;
         gathered?;
         if entries.is_empty() {
-            self.put_back(depth, entries);
+            put_back(&mut self.object_levels, depth, entries);
             return Ok(Value::new_object());
         }
         // A repeated key: the last one wins, as in serde_json and regorus. Both ways keep it:
@@ -158,7 +182,7 @@ impl<'de> Visitor<'de> for &mut Builder {
             for (k, v) in entries.drain(..) {
                 m.insert(k, v);
             }
-            self.put_back(depth, entries);
+            put_back(&mut self.object_levels, depth, entries);
             m
         } else {
             // Built in the vector's own memory; the level gets a fresh one next time.
@@ -168,15 +192,13 @@ impl<'de> Visitor<'de> for &mut Builder {
     }
 }
 
-impl Builder {
-    /// Returns a level's (empty) scratch vector for the next object at that level.
-    fn put_back(&mut self, depth: usize, entries: Vec<(Value, Value)>) {
-        if depth >= self.levels.len() {
-            self.levels.resize_with(depth + 1, Vec::new);
-        }
-        if let Some(slot) = self.levels.get_mut(depth) {
-            *slot = entries;
-        }
+/// Returns a level's (empty) scratch vector for the next object or array at that level.
+fn put_back<T>(levels: &mut Vec<Vec<T>>, depth: usize, scratch: Vec<T>) {
+    if depth >= levels.len() {
+        levels.resize_with(depth + 1, Vec::new);
+    }
+    if let Some(slot) = levels.get_mut(depth) {
+        *slot = scratch;
     }
 }
 
@@ -245,6 +267,13 @@ mod tests {
         same(&format!("{{{big}}}"));
         same(&format!(r#"{{"a":{{{big}}},"b":[{{{big}}}],"c":1}}"#));
         same(&format!("{{{big},\"z\":}}"));
+        // Arrays past that size too, holding arrays of both sizes, and one cut short.
+        let long = (0..40)
+            .map(|i| format!("[{i},[{i}]]"))
+            .collect::<Vec<_>>()
+            .join(",");
+        same(&format!("[{long}, [{long}], {{\"a\": [{long}]}}]"));
+        same(&format!("[{long}, [{long}]"));
     }
 
     #[test]
