@@ -4,10 +4,12 @@
 //! messages are serde_json's, as everywhere else in Regent); only the building of `regorus::Value`s
 //! is done here rather than by regorus's own visitor, for large data files:
 //! - strings repeated across the document (object keys, enumerations such as roles) are allocated
-//!   once and shared, and a string already seen costs no allocation at all;
-//! - lookups use a fast non-cryptographic hash (the strings come from a signed bundle, and the table
-//!   is bounded, so hash flooding can only slow one parse down, never grow memory);
-//! - an object's entries are gathered first and its map built in one pass: inserting them one by
+//!   once and shared: a cache of recently seen strings, one per slot of a small table indexed by a
+//!   fast hash, answers most of them without an allocation. A table that stays in the processor's
+//!   cache matters more than remembering every string: a hash set of every string seen, tried
+//!   first, spent an eighth of the parse looking up the unique ids of a large directory. The
+//!   table's size is fixed, so crafted strings that collide can only cost sharing, never memory;
+////! - an object's entries are gathered first and its map built in one pass: inserting them one by
 //!   one searched the map from its root for every key, which for a map of a million entries (the
 //!   users of a directory, say) was a quarter of the whole parse. Each nesting level keeps one
 //!   scratch vector, so gathering a small object costs no allocation, and a large one hands its
@@ -15,8 +17,9 @@
 //!
 //! The values are equal to what `regorus::Value::from_json_str` builds from the same text.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::BuildHasher;
 
 use regorus::Value;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -27,16 +30,17 @@ const MAX_SHARED_LEN: usize = 64;
 /// and needs no temporary vector; arrays up to this size are copied out of their level's scratch
 /// vector.
 const SMALL_OBJECT: usize = 16;
-/// Distinct strings remembered per parse: bounds the table whatever the document holds. The first
-/// ones seen are kept, which in practice are the keys and enumerations every record repeats.
-const MAX_SHARED_STRINGS: usize = 1 << 16;
+/// Slots of the string cache (a power of two). A string that keeps coming back (a key every
+/// record has, a role) is evicted only when another string lands on its slot, and comes back at
+/// its next use.
+const SHARED_SLOTS: usize = 1 << 13;
 
 type Rc = regorus::Rc<str>;
 
 /// Parses JSON text into a regorus value.
 pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let mut builder = Builder {
-        strings: HashSet::with_hasher(rustc_hash::FxBuildHasher),
+        strings: vec![None; SHARED_SLOTS],
         object_levels: Vec::new(),
         array_levels: Vec::new(),
         depth: 0,
@@ -48,7 +52,8 @@ pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
 }
 
 struct Builder {
-    strings: HashSet<Rc, rustc_hash::FxBuildHasher>,
+    /// Recently seen strings, by hash (see [`SHARED_SLOTS`]).
+    strings: Vec<Option<Rc>>,
     /// Scratch vectors for the entries of the objects being read, one per nesting level.
     object_levels: Vec<Vec<(Value, Value)>>,
     /// The same for the items of arrays.
@@ -62,13 +67,15 @@ impl Builder {
         if s.len() > MAX_SHARED_LEN {
             return Value::String(s.into());
         }
-        if let Some(shared) = self.strings.get(s) {
+        let slot = (rustc_hash::FxBuildHasher.hash_one(s) as usize) & (SHARED_SLOTS - 1);
+        let Some(cached) = self.strings.get_mut(slot) else {
+            return Value::String(s.into());
+        };
+        if let Some(shared) = cached.as_ref().filter(|c| c.as_ref() == s) {
             return Value::String(shared.clone());
         }
         let rc: Rc = s.into();
-        if self.strings.len() < MAX_SHARED_STRINGS {
-            self.strings.insert(rc.clone());
-        }
+        *cached = Some(rc.clone());
         Value::String(rc)
     }
 }
