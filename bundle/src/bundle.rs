@@ -239,19 +239,24 @@ impl Bundle {
             self.files.contains_key(SIGNATURES_FILE) && data_bytes >= HASH_ALONGSIDE_MIN_BYTES;
         let files = &self.files;
         let (data, sha256) = std::thread::scope(|s| {
+            // A thread that cannot be started (resource limits) only loses the head start.
             let hasher = hash_alongside.then(|| {
-                s.spawn(move || {
-                    (files.iter())
-                        .filter(|(p, _)| is_data(p))
-                        .filter_map(|(p, b)| {
-                            // A file that cannot be hashed is left out: the signature check hashes
-                            // it again and reports why.
-                            let digest = crate::signing::file_digest(p, b, "SHA-256").ok()??;
-                            Some((p.clone(), digest))
-                        })
-                        .collect::<BTreeMap<_, _>>()
-                })
+                std::thread::Builder::new()
+                    .name("regent-hash".into())
+                    .spawn_scoped(s, move || {
+                        (files.iter())
+                            .filter(|(p, _)| is_data(p))
+                            .filter_map(|(p, b)| {
+                                // A file that cannot be hashed is left out: the signature
+                                // check hashes it again and reports why.
+                                let digest =
+                                    crate::signing::file_digest(p, b, "SHA-256").ok()??;
+                                Some((p.clone(), digest))
+                            })
+                            .collect::<BTreeMap<_, _>>()
+                    })
             });
+            let hasher = hasher.and_then(Result::ok);
             let mut data = BTreeMap::new();
             let parsed = files.iter().try_for_each(|(path, bytes)| {
                 if let Some(value) = parse_data(path, bytes)? {
