@@ -252,8 +252,17 @@ pub fn unpack_to_dir(
 impl Bundle {
     /// Reads an untrusted `.tar.gz` bundle (see [`read_tar_gz`] for the safety rules) and validates it.
     pub fn from_tar_gz(bytes: &[u8], limits: &UnpackLimits) -> Result<Bundle, BundleError> {
+        Bundle::from_tar_gz_after(bytes, limits, None)
+    }
+
+    /// [`Bundle::from_tar_gz`] for a bundle that replaces `previous`; see [`Bundle::from_files_after`].
+    pub fn from_tar_gz_after(
+        bytes: &[u8],
+        limits: &UnpackLimits,
+        previous: Option<&Bundle>,
+    ) -> Result<Bundle, BundleError> {
         let files = read_tar_gz(bytes, limits).map_err(BundleError::Unpack)?;
-        Bundle::from_files(files)
+        Bundle::from_files_after(files, previous)
     }
 
     /// Writes the bundle as `.tar.gz`, deterministically: entries sorted by path, mode 0644, uid/gid 0,

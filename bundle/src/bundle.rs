@@ -161,6 +161,17 @@ fn dir_of(path: &str) -> &str {
 impl Bundle {
     /// Builds a bundle from files (path → bytes), validating manifest, modules, data and roots.
     pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Bundle, BundleError> {
+        Bundle::from_files_after(files, None)
+    }
+
+    /// [`Bundle::from_files`] for a bundle that replaces `previous`: a data file byte-for-byte equal
+    /// to the one at the same path in `previous` takes its parsed value (shared, not copied) and its
+    /// digest instead of being parsed and hashed again, so a revision that changes policy but not
+    /// a large data file activates without reading that file.
+    pub fn from_files_after(
+        files: BTreeMap<String, Vec<u8>>,
+        previous: Option<&Bundle>,
+    ) -> Result<Bundle, BundleError> {
         let manifest = match files.get(MANIFEST_FILE) {
             Some(bytes) => Manifest::parse(bytes)?,
             None => Manifest::default(),
@@ -172,7 +183,7 @@ impl Bundle {
             data: BTreeMap::new(),
             sha256: BTreeMap::new(),
         };
-        bundle.validate()?;
+        bundle.validate(previous)?;
         Ok(bundle)
     }
 
@@ -198,7 +209,7 @@ impl Bundle {
         Bundle::from_files(files)
     }
 
-    fn validate(&mut self) -> Result<(), BundleError> {
+    fn validate(&mut self, previous: Option<&Bundle>) -> Result<(), BundleError> {
         for path in self.files.keys() {
             if clean_path(path)? != path {
                 return Err(BundleError::BadPath(path.clone()));
@@ -228,7 +239,21 @@ impl Bundle {
             }
             self.packages.insert(p.source_file, package);
         }
-        let is_data = |p: &str| matches!(file_kind(p), FileKind::DataJson | FileKind::DataYaml);
+        let mut data = BTreeMap::new();
+        let mut sha256 = BTreeMap::new();
+        if let Some(previous) = previous {
+            for (path, value) in &previous.data {
+                if previous.files.get(path) == self.files.get(path) {
+                    data.insert(path.clone(), value.clone());
+                    if let Some(digest) = previous.sha256.get(path) {
+                        sha256.insert(path.clone(), digest.clone());
+                    }
+                }
+            }
+        }
+        let is_data = |p: &str| {
+            matches!(file_kind(p), FileKind::DataJson | FileKind::DataYaml) && !data.contains_key(p)
+        };
         let data_bytes: usize = (self.files.iter())
             .filter(|(p, _)| is_data(p))
             .map(|(_, b)| b.len())
@@ -238,7 +263,7 @@ impl Bundle {
         let hash_alongside =
             self.files.contains_key(SIGNATURES_FILE) && data_bytes >= HASH_ALONGSIDE_MIN_BYTES;
         let files = &self.files;
-        let (data, sha256) = std::thread::scope(|s| {
+        let (parsed, hashed) = std::thread::scope(|s| {
             // A thread that cannot be started (resource limits) only loses the head start.
             let hasher = hash_alongside.then(|| {
                 std::thread::Builder::new()
@@ -257,17 +282,21 @@ impl Bundle {
                     })
             });
             let hasher = hasher.and_then(Result::ok);
-            let mut data = BTreeMap::new();
-            let parsed = files.iter().try_for_each(|(path, bytes)| {
-                if let Some(value) = parse_data(path, bytes)? {
-                    data.insert(path.clone(), value);
-                }
-                Ok::<_, BundleError>(())
-            });
+            let mut parsed = BTreeMap::new();
+            let done = (files.iter())
+                .filter(|(p, _)| is_data(p))
+                .try_for_each(|(path, bytes)| {
+                    if let Some(value) = parse_data(path, bytes)? {
+                        parsed.insert(path.clone(), value);
+                    }
+                    Ok::<_, BundleError>(())
+                });
             // A hasher that panicked only loses the head start.
-            let sha256 = hasher.and_then(|h| h.join().ok()).unwrap_or_default();
-            parsed.map(|()| (data, sha256))
+            let hashed = hasher.and_then(|h| h.join().ok()).unwrap_or_default();
+            done.map(|()| (parsed, hashed))
         })?;
+        data.extend(parsed);
+        sha256.extend(hashed);
         self.sha256 = sha256;
         for (path, value) in &data {
             let dir = dir_of(path);
@@ -579,6 +608,49 @@ mod tests {
         }
         let small = Bundle::from_files(files(&[("a/data.json", "{}"), (SIGNATURES_FILE, "{}")]));
         assert_eq!(small.unwrap().precomputed_sha256("a/data.json"), None);
+    }
+
+    #[test]
+    fn unchanged_data_files_are_taken_from_the_previous_bundle() {
+        let same = |a: &Value, b: &Value| match (a, b) {
+            (Value::Object(x), Value::Object(y)) => regorus::Rc::ptr_eq(x, y),
+            _ => false,
+        };
+        let big = format!(r#"{{"k": "{}"}}"#, "x".repeat(HASH_ALONGSIDE_MIN_BYTES));
+        let first = [
+            ("a/data.json", big.as_str()),
+            ("b/data.json", r#"{"n": 1}"#),
+            ("p.rego", "package a\nx := 1\n"),
+            (SIGNATURES_FILE, "{}"),
+        ];
+        let old = Bundle::from_files(files(&first)).unwrap();
+        let mut second = first;
+        second[1].1 = r#"{"n": 2}"#;
+        second[2].1 = "package a\nx := 2\n";
+        let new = Bundle::from_files_after(files(&second), Some(&old)).unwrap();
+        // a/data.json is unchanged: the very same value, and its digest, carried over.
+        assert!(same(&old.data["a/data.json"], &new.data["a/data.json"]));
+        assert_eq!(
+            new.precomputed_sha256("a/data.json"),
+            old.precomputed_sha256("a/data.json")
+        );
+        assert!(new.precomputed_sha256("a/data.json").is_some());
+        // b/data.json changed: parsed again, and the bundle reads as if built from scratch.
+        assert!(!same(&old.data["b/data.json"], &new.data["b/data.json"]));
+        let fresh = Bundle::from_files(files(&second)).unwrap();
+        assert_eq!(new.data().unwrap(), fresh.data().unwrap());
+        assert_eq!(
+            new.data["b/data.json"],
+            Value::from_json_str(r#"{"n": 2}"#).unwrap()
+        );
+        // A file moved to another path, or a changed file at the same path, is not reused.
+        let moved = Bundle::from_files_after(files(&[("c/data.json", big.as_str())]), Some(&old));
+        assert!(!same(
+            &old.data["a/data.json"],
+            &moved.unwrap().data["c/data.json"]
+        ));
+        let bad = Bundle::from_files_after(files(&[("a/data.json", "{")]), Some(&old));
+        assert!(matches!(bad, Err(BundleError::Data { .. })), "{bad:?}");
     }
 
     #[test]

@@ -490,6 +490,28 @@ fn large_signed_data_verifies_as_small_data_does() {
         &opts
     )
     .is_ok());
+    // The next revision, read after this one with the data unchanged, takes the parsed data and
+    // its digest over; the digest is still checked against what the new signature lists.
+    let archive = b.to_tar_gz().unwrap();
+    let next = Bundle::from_tar_gz_after(&archive, &UnpackLimits::default(), Some(&read)).unwrap();
+    assert!(verify(&next, &ring, &opts).is_ok());
+    let mut payload = payload_of(&b);
+    for f in payload["files"].as_array_mut().unwrap() {
+        if f["name"] == "authz/data.json" {
+            f["hash"] = "00".repeat(32).into();
+        }
+    }
+    let forged = forge(
+        &k,
+        serde_json::json!({"alg": "EdDSA", "kid": "k1"}),
+        payload,
+    );
+    let forged = with_token(&b, &forged).to_tar_gz().unwrap();
+    let next = Bundle::from_tar_gz_after(&forged, &UnpackLimits::default(), Some(&read)).unwrap();
+    assert!(matches!(
+        verify(&next, &ring, &opts),
+        Err(VerifyError::DigestMismatch { file, .. }) if file == "authz/data.json"
+    ));
     // One role changed, same size: refused.
     let tampered = data.replacen("\"r3\"", "\"r4\"", 1);
     assert_eq!(tampered.len(), data.len());
