@@ -146,6 +146,10 @@ for mb in $ACTIVATION_SIZES; do
         "$BIN/examples/activation_bench" "$mb" | tee -a "$RESULTS"
     done
 done
+# A revision that changes only policy, with the largest data unchanged.
+for _ in $(seq "$ROUNDS"); do
+    "$BIN/examples/activation_bench" "${ACTIVATION_SIZES##* }" --same-data | tee -a "$RESULTS"
+done
 
 # 5. Bundle server: long-poll fan-out (its own table; figures go in BENCHMARKS.md "Bundle server").
 if [ "${LONGPOLL_CLIENTS:-10000}" -gt 0 ]; then

@@ -1,6 +1,8 @@
-//! Bundle activation cost: `cargo run --release -p regent-sidecar --example activation_bench -- <MB>`
+//! Bundle activation cost: `cargo run --release -p regent-sidecar --example activation_bench -- <MB>
+//! [--same-data]`
 //!
-//! Builds two signed bundles holding about <MB> MiB of JSON data each, then times what the sync loop
+//! Builds two signed bundles holding about <MB> MiB of JSON data each (with `--same-data`, the very
+//! same data file in both, only the policy changing), then times what the sync loop
 //! does with downloaded bytes (unpack with limits, verify the signature, compile the set into the
 //! sidecar's PolicyStore, swap atomically) while a thread keeps evaluating against the active
 //! policy and counts failed or mixed answers. Prints one Markdown table row. Run one size per
@@ -75,18 +77,26 @@ fn make_data(rev: &str, mib: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Child mode: writes one signed bundle `.tar.gz` to `out`.
-fn make_bundle(mib: usize, rev: &str, iat: i64, key_file: &Path, out: &Path) -> anyhow::Result<()> {
+/// Child mode: writes one signed bundle `.tar.gz` to `out`: revision `rev`, data made for
+/// `data_rev`, and a policy whose `answer` is `[data.authz.rev, "<rev>"]`.
+fn make_bundle(
+    mib: usize,
+    rev: &str,
+    data_rev: &str,
+    iat: i64,
+    key_file: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
     let key = signing::read_signing_key(key_file)?;
     let mut files = BTreeMap::new();
     files.insert(
         ".manifest".to_string(),
         format!(r#"{{"revision":"{rev}","roots":["authz"]}}"#).into_bytes(),
     );
-    files.insert("authz/data.json".to_string(), make_data(rev, mib));
+    files.insert("authz/data.json".to_string(), make_data(data_rev, mib));
     files.insert(
         "authz/policy.rego".to_string(),
-        b"package authz\n\nanswer := [data.authz.rev, r] if { r := data.authz.rev }\n\nallow if data.authz.users[input.user].role == \"admin\"\n".to_vec(),
+        format!("package authz\n\nanswer := [data.authz.rev, \"{rev}\"]\n\nallow if data.authz.users[input.user].role == \"admin\"\n").into_bytes(),
     );
     let mut b = Bundle::from_files(files)?;
     signing::sign(
@@ -102,11 +112,22 @@ fn make_bundle(mib: usize, rev: &str, iat: i64, key_file: &Path, out: &Path) -> 
     Ok(())
 }
 
-fn build_in_child(mib: usize, rev: &str, iat: i64, dir: &Path) -> anyhow::Result<Vec<u8>> {
+fn build_in_child(
+    mib: usize,
+    rev: &str,
+    data_rev: &str,
+    iat: i64,
+    dir: &Path,
+) -> anyhow::Result<Vec<u8>> {
     let out = dir.join(format!("{rev}.tar.gz"));
     let status = std::process::Command::new(std::env::current_exe()?)
         .arg("--make")
-        .args([mib.to_string(), rev.to_string(), iat.to_string()])
+        .args([
+            mib.to_string(),
+            rev.into(),
+            data_rev.into(),
+            iat.to_string(),
+        ])
         .arg(dir.join("k.key"))
         .arg(&out)
         .status()
@@ -118,12 +139,24 @@ fn build_in_child(mib: usize, rev: &str, iat: i64, dir: &Path) -> anyhow::Result
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--make") {
-        let [_, mib, rev, iat, key, out] = args.as_slice() else {
-            anyhow::bail!("usage: --make <MiB> <rev> <iat> <key file> <out>");
+        let [_, mib, rev, data_rev, iat, key, out] = args.as_slice() else {
+            anyhow::bail!("usage: --make <MiB> <rev> <data rev> <iat> <key file> <out>");
         };
-        return make_bundle(mib.parse()?, rev, iat.parse()?, key.as_ref(), out.as_ref());
+        let (mib, iat) = (mib.parse()?, iat.parse()?);
+        return make_bundle(mib, rev, data_rev, iat, key.as_ref(), out.as_ref());
     }
     let mib: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(1);
+    let same_data = match args.get(1).map(String::as_str) {
+        None => false,
+        Some("--same-data") => true,
+        Some(other) => anyhow::bail!("unknown argument {other:?} (usage: <MiB> [--same-data])"),
+    };
+    let second_data = if same_data { "r1" } else { "r2" };
+    // The answers a consistent policy gives, before and after the swap.
+    let expected = [
+        r#"["r1","r1"]"#.to_string(),
+        format!(r#"["{second_data}","r2"]"#),
+    ];
     let (private, public) = signing::generate_key_pem();
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("k.pem"), public)?;
@@ -145,8 +178,8 @@ fn main() -> anyhow::Result<()> {
         },
         ..SyncConfig::default()
     };
-    let first = build_in_child(mib, "r1", 1, dir.path())?;
-    let second = build_in_child(mib, "r2", 2, dir.path())?;
+    let first = build_in_child(mib, "r1", "r1", 1, dir.path())?;
+    let second = build_in_child(mib, "r2", second_data, 2, dir.path())?;
     // The sidecar's own policy store: compiles (VM when possible) and swaps exactly as in production.
     let store = Arc::new(PolicyStore::new(
         PolicySettings {
@@ -169,12 +202,13 @@ fn main() -> anyhow::Result<()> {
         Arc::new(AtomicU64::new(0)),
     );
     let reader = {
-        let (store, stop, evals, bad, slowest_us) = (
+        let (store, stop, evals, bad, slowest_us, expected) = (
             store.clone(),
             stop.clone(),
             evals.clone(),
             bad.clone(),
             slowest_us.clone(),
+            expected.clone(),
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -185,7 +219,7 @@ fn main() -> anyhow::Result<()> {
                 slowest_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 let consistent = ok.as_ref().is_some_and(|v| {
                     let s = serde_json::to_string(v).unwrap_or_default();
-                    s == r#"["r1","r1"]"# || s == r#"["r2","r2"]"#
+                    expected.contains(&s)
                 });
                 if !consistent {
                     bad.fetch_add(1, Ordering::Relaxed);
@@ -211,8 +245,18 @@ fn main() -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
+    // The swap must have happened: the new policy answers now.
+    let now = store
+        .current()
+        .and_then(|p| p.evaluate(regorus::Value::new_object()).ok())
+        .map(|v| serde_json::to_string(&v).unwrap_or_default());
+    anyhow::ensure!(
+        now.as_deref() == Some(expected[1].as_str()),
+        "after the swap the policy answers {now:?}"
+    );
+    let label = if same_data { ", unchanged" } else { "" };
     println!(
-        "| {mib} MiB data | {:.1} MiB | {:.0} ms | {:.0} ms | {:.0} MiB | {} | {} | {:.1} ms |",
+        "| {mib} MiB data{label} | {:.1} MiB | {:.0} ms | {:.0} ms | {:.0} MiB | {} | {} | {:.1} ms |",
         second.len() as f64 / (1024.0 * 1024.0),
         took.as_secs_f64() * 1000.0,
         cpu.as_secs_f64() * 1000.0,

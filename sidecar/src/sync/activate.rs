@@ -16,8 +16,13 @@ pub trait BundleFormat: Send + Sync + 'static {
     type Bundle: Send + Sync + 'static;
     /// A verified signature (compared for rollback).
     type Signature: Clone + Send + Sync + 'static;
-    /// Safe unpack with limits. Refusal reason `unpack`.
-    fn unpack(&self, bytes: &[u8]) -> Result<Self::Bundle, Refusal>;
+    /// Safe unpack with limits. Refusal reason `unpack`. `previous` is the active bundle of the same
+    /// name, whose unchanged parts the format may take over instead of reading them again.
+    fn unpack(
+        &self,
+        bytes: &[u8],
+        previous: Option<&Self::Bundle>,
+    ) -> Result<Self::Bundle, Refusal>;
     /// Signature check against the keyring. Refusal reason `signature`.
     fn verify(&self, bundle: &Self::Bundle) -> Result<Self::Signature, Refusal>;
     /// Manifest revision.
@@ -91,7 +96,13 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
 
 impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S> {
     fn activate(&self, name: &str, bytes: &[u8]) -> Result<String, Refusal> {
-        let bundle = self.format.unpack(bytes)?;
+        // Not held while unpacking (the slow part): status reads the active set meanwhile.
+        let previous = match self.active.lock() {
+            Ok(a) => a.get(name).map(|a| Arc::clone(&a.bundle)),
+            Err(p) => p.into_inner().get(name).map(|a| Arc::clone(&a.bundle)),
+        };
+        let bundle = self.format.unpack(bytes, previous.as_deref())?;
+        drop(previous);
         let revision = self.format.revision(&bundle);
         let signature = if self.rules.insecure_skip_verification {
             tracing::warn!(bundle = name, revision = %revision,
@@ -158,7 +169,9 @@ mod tests {
     use super::*;
 
     // A textual stand-in for the bundle library: "rev;iat;root1,root2;signed|unsigned".
-    struct Text;
+    // Records the revision of the `previous` bundle each unpack is given.
+    #[derive(Default)]
+    struct Text(Mutex<Vec<Option<String>>>);
     struct TextBundle {
         rev: String,
         iat: i64,
@@ -168,7 +181,8 @@ mod tests {
     impl BundleFormat for Text {
         type Bundle = TextBundle;
         type Signature = i64;
-        fn unpack(&self, bytes: &[u8]) -> Result<TextBundle, Refusal> {
+        fn unpack(&self, bytes: &[u8], prev: Option<&TextBundle>) -> Result<TextBundle, Refusal> {
+            (self.0.lock().unwrap()).push(prev.map(|b| b.rev.clone()));
             let s =
                 std::str::from_utf8(bytes).map_err(|e| Refusal::new("unpack", e.to_string()))?;
             let p: Vec<&str> = s.split(';').collect();
@@ -220,7 +234,10 @@ mod tests {
 
     fn act(rules: Rules) -> (SetActivator<Text, Sink>, Sink) {
         let sink = Sink::default();
-        (SetActivator::new(Text, sink.clone(), rules), sink)
+        (
+            SetActivator::new(Text::default(), sink.clone(), rules),
+            sink,
+        )
     }
 
     #[test]
@@ -262,6 +279,19 @@ mod tests {
             BTreeMap::from([("authz".into(), "r1".into())])
         );
         assert_eq!(sink.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unpack_is_given_the_active_bundle_of_the_same_name() {
+        let (a, _) = act(Rules::default());
+        a.activate("authz", b"r1;10;authz;signed").unwrap();
+        a.activate("limits", b"l1;10;limits;signed").unwrap();
+        a.activate("authz", b"garbage").unwrap_err();
+        a.activate("authz", b"r2;11;authz;signed").unwrap();
+        a.activate("authz", b"r3;12;authz;signed").unwrap();
+        let seen = a.format.0.lock().unwrap().clone();
+        let r = |s: &str| Some(s.to_string());
+        assert_eq!(seen, [None, None, r("r1"), r("r1"), r("r2")]);
     }
 
     #[test]

@@ -43,8 +43,9 @@ impl BundleFormat for RegentFormat {
     type Bundle = Bundle;
     type Signature = VerifiedSignature;
 
-    fn unpack(&self, bytes: &[u8]) -> Result<Bundle, Refusal> {
-        Bundle::from_tar_gz(bytes, &self.limits).map_err(|e| Refusal::new("unpack", e.to_string()))
+    fn unpack(&self, bytes: &[u8], previous: Option<&Bundle>) -> Result<Bundle, Refusal> {
+        Bundle::from_tar_gz_after(bytes, &self.limits, previous)
+            .map_err(|e| Refusal::new("unpack", e.to_string()))
     }
 
     fn verify(&self, bundle: &Bundle) -> Result<VerifiedSignature, Refusal> {
