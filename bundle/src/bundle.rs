@@ -106,7 +106,8 @@ pub struct Bundle {
     /// or deep-copied again.
     data: BTreeMap<String, Value>,
     /// SHA-256 digests (hex, as signatures list them) of the data files of a large signed bundle,
-    /// computed on a second thread while the data is parsed (see `validate`); empty otherwise.
+    /// computed on a second thread while the data is parsed or carried over with an unchanged file
+    /// from the bundle this one replaces (see `validate`); empty otherwise.
     sha256: BTreeMap<String, String>,
 }
 
@@ -373,7 +374,8 @@ impl Bundle {
         self.files.get(path).map(Vec::as_slice)
     }
 
-    /// The SHA-256 digest of a data file if it was computed while the bundle was read.
+    /// The SHA-256 digest of a data file if it was computed while the bundle was read (or carried
+    /// over from the bundle it replaced).
     pub(crate) fn precomputed_sha256(&self, path: &str) -> Option<&str> {
         self.sha256.get(path).map(String::as_str)
     }
