@@ -261,29 +261,20 @@ impl Streamer<'_> {
             Some(b'f') => self.literal(b"false"),
             Some(b'"') => self.string(),
             Some(b'[') => {
-                self.p.i += 1;
-                self.out.push(b'[');
+                self.echo(b'[');
                 self.p.ws();
-                if self.p.peek() == Some(b']') {
-                    self.p.i += 1;
-                    self.out.push(b']');
+                if self.echo(b']') {
                     return Ok(());
                 }
                 loop {
                     self.p.ws();
                     self.value(depth + 1)?;
                     self.p.ws();
-                    match self.p.peek() {
-                        Some(b',') => {
-                            self.p.i += 1;
-                            self.out.push(b',');
-                        }
-                        Some(b']') => {
-                            self.p.i += 1;
-                            self.out.push(b']');
-                            return Ok(());
-                        }
-                        _ => return Err(self.p.err("expected ',' or ']' in array")),
+                    if self.echo(b']') {
+                        return Ok(());
+                    }
+                    if !self.echo(b',') {
+                        return Err(self.p.err("expected ',' or ']' in array"));
                     }
                 }
             }
@@ -298,6 +289,16 @@ impl Streamer<'_> {
         }
     }
 
+    /// Copies the next input byte to the output if it is `b`; says whether it was.
+    fn echo(&mut self, b: u8) -> bool {
+        if self.p.peek() != Some(b) {
+            return false;
+        }
+        self.p.i += 1;
+        self.out.push(b);
+        true
+    }
+
     fn literal(&mut self, word: &[u8]) -> Result<(), CanonicalError> {
         if self.p.s[self.p.i..].starts_with(word) {
             self.p.i += word.len();
@@ -309,15 +310,12 @@ impl Streamer<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<(), CanonicalError> {
-        self.p.i += 1;
-        self.out.push(b'{');
+        self.echo(b'{');
         let body = self.out.len();
         let base = self.members.len();
         let mut in_order = true;
         self.p.ws();
-        if self.p.peek() == Some(b'}') {
-            self.p.i += 1;
-            self.out.push(b'}');
+        if self.echo(b'}') {
             return Ok(());
         }
         loop {
@@ -329,11 +327,9 @@ impl Streamer<'_> {
             self.string()?;
             let key_end = self.out.len();
             self.p.ws();
-            if self.p.peek() != Some(b':') {
+            if !self.echo(b':') {
                 return Err(self.p.err("expected ':' after object key"));
             }
-            self.p.i += 1;
-            self.out.push(b':');
             self.p.ws();
             self.value(depth + 1)?;
             let m = Member {
@@ -347,17 +343,15 @@ impl Streamer<'_> {
             }
             self.members.push(m);
             self.p.ws();
-            match self.p.peek() {
-                Some(b',') => {
-                    self.p.i += 1;
-                    self.out.push(b',');
-                }
-                Some(b'}') => {
-                    self.p.i += 1;
-                    break;
-                }
-                _ => return Err(self.p.err("expected ',' or '}' in object")),
+            if self.echo(b',') {
+                continue;
             }
+            if self.p.peek() != Some(b'}') {
+                return Err(self.p.err("expected ',' or '}' in object"));
+            }
+            // Consumed but written after the members are in order.
+            self.p.i += 1;
+            break;
         }
         if !in_order {
             self.reorder(body, base);
