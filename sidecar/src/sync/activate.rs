@@ -83,11 +83,7 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
 
     /// Revision of each active bundle.
     pub fn revisions(&self) -> BTreeMap<String, String> {
-        let active = match self.active.lock() {
-            Ok(a) => a,
-            Err(p) => p.into_inner(),
-        };
-        active
+        super::lock(&self.active)
             .iter()
             .map(|(n, a)| (n.clone(), self.format.revision(&a.bundle)))
             .collect()
@@ -97,10 +93,9 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
 impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S> {
     fn activate(&self, name: &str, bytes: &[u8]) -> Result<String, Refusal> {
         // Not held while unpacking (the slow part): status reads the active set meanwhile.
-        let previous = match self.active.lock() {
-            Ok(a) => a.get(name).map(|a| Arc::clone(&a.bundle)),
-            Err(p) => p.into_inner().get(name).map(|a| Arc::clone(&a.bundle)),
-        };
+        let previous = super::lock(&self.active)
+            .get(name)
+            .map(|a| Arc::clone(&a.bundle));
         let bundle = self.format.unpack(bytes, previous.as_deref())?;
         drop(previous);
         let revision = self.format.revision(&bundle);
@@ -122,10 +117,7 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
                 ));
             }
         }
-        let mut active = match self.active.lock() {
-            Ok(a) => a,
-            Err(p) => p.into_inner(),
-        };
+        let mut active = super::lock(&self.active);
         if !self.rules.allow_rollback {
             if let (Some(current), Some(candidate)) = (
                 active.get(name).and_then(|a| a.signature.as_ref()),

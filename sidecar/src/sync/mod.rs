@@ -28,6 +28,12 @@ pub use config::{
 pub use runner::{Activator, Refusal};
 pub use status::{BundleStatus, StatusBoard};
 
+/// Locks `m` even if a thread panicked while holding it: the sync state behind these locks stays
+/// consistent between statements, and the sidecar must keep answering rather than fail on it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 use download::Downloader;
 use persist::PersistDir;
 use runner::{activate_and_record, BundleLoop};

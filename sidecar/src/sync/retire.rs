@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use regorus::Value;
 
+use super::lock;
+
 /// How often held documents are checked for being unused.
 const PERIOD: Duration = Duration::from_millis(500);
 
@@ -38,10 +40,6 @@ fn held() -> &'static Held {
 }
 
 fn run(held: &'static Held) {
-    let lock = |m: &'static Mutex<Vec<Value>>| match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
     let mut docs = lock(&held.docs);
     loop {
         docs = match held.wake.wait_timeout(docs, PERIOD) {
@@ -77,10 +75,7 @@ pub fn hold_until_unused(doc: Value) {
         return;
     }
     let held = held();
-    let mut docs = match held.docs.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
+    let mut docs = lock(&held.docs);
     docs.push(doc);
     held.wake.notify_one();
 }

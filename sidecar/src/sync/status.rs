@@ -200,10 +200,7 @@ impl StatusBoard {
     /// failure), as opposed to a routine 304.
     pub fn update(&self, bundle: &str, significant: bool, f: impl FnOnce(&mut BundleStatus)) {
         {
-            let mut map = match self.inner.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut map = super::lock(&self.inner);
             let entry = map
                 .entry(bundle.to_string())
                 .or_insert_with(|| BundleStatus {
@@ -220,10 +217,7 @@ impl StatusBoard {
 
     /// Copy of every bundle's status.
     pub fn snapshot(&self) -> BTreeMap<String, BundleStatus> {
-        match self.inner.lock() {
-            Ok(m) => m.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        super::lock(&self.inner).clone()
     }
 
     /// Copy of one bundle's status.
