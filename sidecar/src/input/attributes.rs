@@ -7,8 +7,6 @@
 //! every message reachable from `AttributeContext` is listed here; a field that is at its proto3
 //! default is left out, exactly like protoreflect's `Range`.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use envoy_types::pb::envoy::config::core::v3::{
     address, envoy_internal_address, socket_address, Address, HeaderMap, Metadata,
@@ -198,11 +196,7 @@ fn metadata(m: &Metadata, needs: &InputNeeds) -> Value {
         .filter(|_| !m.filter_metadata.is_empty())
     {
         let mut fm = Obj::new(n);
-        for (k, s) in &m.filter_metadata {
-            if let Some(n) = n.field(k) {
-                fm.insert_owned(k, struct_to_value(s, n));
-            }
-        }
+        fm.put_entries(&m.filter_metadata, struct_to_value);
         o.insert(key!("filterMetadata"), fm.into_value());
     }
     if let Some(n) = o
@@ -210,11 +204,7 @@ fn metadata(m: &Metadata, needs: &InputNeeds) -> Value {
         .filter(|_| !m.typed_filter_metadata.is_empty())
     {
         let mut tm = Obj::new(n);
-        for (k, a) in &m.typed_filter_metadata {
-            if let Some(n) = n.field(k) {
-                tm.insert_owned(k, any(a, n));
-            }
-        }
+        tm.put_entries(&m.typed_filter_metadata, any);
         o.insert(key!("typedFilterMetadata"), tm.into_value());
     }
     o.into_value()
@@ -230,11 +220,7 @@ fn any(a: &Any, needs: &InputNeeds) -> Value {
 /// A `google.protobuf.Struct` as plain JSON (numbers are doubles, as in Go's `AsMap`).
 pub(crate) fn struct_to_value(s: &Struct, needs: &InputNeeds) -> Value {
     let mut o = Obj::new(needs);
-    for (k, v) in &s.fields {
-        if let Some(n) = needs.field(k) {
-            o.insert_owned(k, pb_value(v, n));
-        }
-    }
+    o.put_entries(&s.fields, pb_value);
     o.into_value()
 }
 
@@ -257,26 +243,6 @@ fn list_value(l: &ListValue) -> Value {
             .map(|v| pb_value(v, &InputNeeds::All))
             .collect::<Vec<_>>(),
     )
-}
-
-pub(crate) fn string_map(m: &HashMap<String, String>, needs: &InputNeeds) -> Value {
-    let mut o = Obj::new(needs);
-    match needs {
-        InputNeeds::All => {
-            for (k, v) in m {
-                o.insert_owned(k, Value::from(v.as_str()));
-            }
-        }
-        // A policy names a few keys (headers, labels); look those up rather than scan the map.
-        InputNeeds::Fields(wanted) => {
-            for k in wanted.keys() {
-                if let Some(v) = m.get(k) {
-                    o.insert_owned(k, Value::from(v.as_str()));
-                }
-            }
-        }
-    }
-    o.into_value()
 }
 
 pub(crate) fn base64(bytes: &[u8]) -> Value {

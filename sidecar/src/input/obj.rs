@@ -71,8 +71,9 @@ impl<'n> Obj<'n> {
     }
 
     pub(crate) fn put_str(&mut self, key: &Value, s: &str) {
-        if !s.is_empty() {
-            self.put(key, Value::from(s));
+        // Checked before the string is copied into a value: most fields are not read.
+        if !s.is_empty() && self.field(key).is_some() {
+            self.insert(key, Value::from(s));
         }
     }
 
@@ -96,7 +97,34 @@ impl<'n> Obj<'n> {
 
     pub(crate) fn put_map(&mut self, key: &Value, m: &HashMap<String, String>) {
         if let Some(needs) = self.field(key).filter(|_| !m.is_empty()) {
-            self.insert(key, super::attributes::string_map(m, needs));
+            let mut o = Obj::new(needs);
+            o.put_entries(m, |v, _| Value::from(v.as_str()));
+            self.insert(key, o.into_value());
+        }
+    }
+
+    /// Adds the entries of `m` the policy can read, each built by `build` from its value and what
+    /// is read of it. A policy names a few keys (headers, labels, filter names): those are looked
+    /// up rather than every entry scanned.
+    pub(crate) fn put_entries<V>(
+        &mut self,
+        m: &HashMap<String, V>,
+        mut build: impl FnMut(&V, &'n InputNeeds) -> Value,
+    ) {
+        let needs = self.needs;
+        match needs {
+            InputNeeds::All => {
+                for (k, v) in m {
+                    self.insert_owned(k, build(v, needs));
+                }
+            }
+            InputNeeds::Fields(wanted) => {
+                for (k, n) in wanted {
+                    if let Some(v) = m.get(k) {
+                        self.insert_owned(k, build(v, n));
+                    }
+                }
+            }
         }
     }
 
