@@ -128,7 +128,10 @@ impl<'n> Obj<'n> {
         }
     }
 
+    /// The object as built, in regorus's mutable map form. `Value::from` would first copy it into
+    /// a compact sorted slice and free the map: worth it for data that stays, not for an input
+    /// read a few times and dropped at the next request.
     pub(crate) fn into_value(self) -> Value {
-        Value::from(self.members)
+        Value::Object(regorus::Rc::new(self.members))
     }
 }
