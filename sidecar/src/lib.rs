@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod decision_log;
+pub mod grpc_check;
 pub mod http_mode;
 pub mod input;
 pub mod local_bundle;

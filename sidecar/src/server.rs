@@ -11,10 +11,6 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
@@ -23,28 +19,10 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use crate::authorizer::Authorizer;
 use crate::config::SidecarConfig;
 use crate::decision_log::DecisionLogger;
+use crate::grpc_check::AuthorizationService;
 use crate::input::{load_descriptor_set, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{decision_rule, PolicySettings, PolicyStore};
-
-/// The gRPC `Authorization` service.
-pub struct CheckService(pub Arc<Authorizer>);
-
-#[tonic::async_trait]
-impl Authorization for CheckService {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        match self.0.check(request.get_ref()) {
-            Ok(resp) => Ok(tonic::Response::new(resp)),
-            Err(f) => Err(tonic::Status::unknown(format!(
-                "{}: {}",
-                f.reason, f.message
-            ))),
-        }
-    }
-}
 
 /// A running sidecar.
 pub struct Running {
@@ -190,8 +168,8 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             if let Some(tls) = tls {
                 builder = builder.tls_config(tls.clone()).context("grpc.tls")?;
             }
-            let svc = AuthorizationServer::new(CheckService(authorizer.clone()))
-                .max_decoding_message_size(cfg.grpc.max_recv_message_bytes);
+            let svc =
+                AuthorizationService::new(authorizer.clone(), cfg.grpc.max_recv_message_bytes);
             Ok(builder
                 .add_service(svc)
                 .add_service(health_service.clone())
@@ -251,15 +229,13 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     background.push(tokio::spawn(async move {
         loop {
             if *generations.borrow_and_update() > 0 {
-                health_reporter
-                    .set_serving::<AuthorizationServer<CheckService>>()
-                    .await;
+                health_reporter.set_serving::<AuthorizationService>().await;
                 health_reporter
                     .set_service_status("", tonic_health::ServingStatus::Serving)
                     .await;
             } else {
                 health_reporter
-                    .set_not_serving::<AuthorizationServer<CheckService>>()
+                    .set_not_serving::<AuthorizationService>()
                     .await;
                 health_reporter
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
