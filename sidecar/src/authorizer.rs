@@ -12,9 +12,13 @@ use regorus::Value;
 use crate::config::{FailMode, FailModeConfig};
 use crate::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
+use crate::grpc_decode::HeaderFilter;
 use crate::input::{build_input_for, InputNeeds, InputOptions};
 use crate::metrics::Metrics;
-use crate::policy::{EvaluatorKind, PolicyStore};
+use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
+
+/// The whole input document, for Checks whose input is not pruned.
+static WHOLE_INPUT: InputNeeds = InputNeeds::All;
 
 /// gRPC status code OK.
 const GRPC_OK: i32 = 0;
@@ -65,31 +69,53 @@ impl Authorizer {
         &self.store
     }
 
-    /// Answers one Check.
+    /// The policy in force now. A Check decoded for a policy (see [`Authorizer::header_filter`]) must
+    /// be answered on that same policy with [`Authorizer::check_on`].
+    pub fn policy(&self) -> Option<Arc<ActivePolicy>> {
+        self.store.current()
+    }
+
+    /// What of the input document a Check on `policy` builds: what the policy can read, or all of
+    /// it when pruning is off or the decision log records the input.
+    pub fn input_needs<'p>(&self, policy: &'p ActivePolicy) -> &'p InputNeeds {
+        if self.input.prune && !self.logger.enabled() {
+            policy.input_needs()
+        } else {
+            &WHOLE_INPUT
+        }
+    }
+
+    /// The request headers worth decoding for a Check on `policy` (all of them without a policy).
+    pub fn header_filter<'p>(&self, policy: Option<&'p ActivePolicy>) -> HeaderFilter<'p> {
+        policy.map_or(HeaderFilter::All, |p| {
+            HeaderFilter::for_needs(self.input_needs(p))
+        })
+    }
+
+    /// Answers one Check on the policy in force.
     pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckFailure> {
+        self.check_on(req, self.store.current())
+    }
+
+    /// Answers one Check on `policy`, the policy that was in force when the request was decoded.
+    pub fn check_on(
+        &self,
+        req: &CheckRequest,
+        policy: Option<Arc<ActivePolicy>>,
+    ) -> Result<CheckResponse, CheckFailure> {
         let started = Instant::now();
         let timestamp = SystemTime::now();
         // A uuid4 from the thread-local userspace generator: no getrandom syscall per Check.
         let decision_id = uuid::Builder::from_random_bytes(rand::random())
             .into_uuid()
             .to_string();
-        let policy = self.store.current();
         let mut eval_ns = 0u64;
         let mut logged_input = None;
         let mut logged_result = None;
 
         let outcome: Result<CheckResponse, CheckFailure> = match &policy {
             None => self.no_policy(&decision_id),
-            // The decision log records the whole input; otherwise only what the policy can read is built.
-            Some(policy) => match build_input_for(
-                req,
-                &self.input,
-                if self.input.prune && !self.logger.enabled() {
-                    policy.input_needs()
-                } else {
-                    &InputNeeds::All
-                },
-            ) {
+            Some(policy) => match build_input_for(req, &self.input, self.input_needs(policy)) {
                 Err(e) => {
                     self.metrics
                         .errors

@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision;
 pub mod decision_log;
 pub mod grpc_check;
+pub mod grpc_decode;
 pub mod http_mode;
 pub mod input;
 pub mod local_bundle;
