@@ -240,3 +240,93 @@ impl Authorizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use prost::Message;
+    use regent_bundle::Bundle;
+
+    use super::*;
+    use crate::config::{DecisionLogConfig, EngineChoice};
+    use crate::grpc_decode::decode_check_request;
+    use crate::policy::PolicySettings;
+
+    fn bundle(header: &str) -> Vec<(String, Arc<Bundle>)> {
+        let rego = format!(
+            "package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.headers[\"{header}\"] == \"1\"\n"
+        );
+        let files = BTreeMap::from([("authz.rego".to_string(), rego.into_bytes())]);
+        let bundle = Bundle::from_files(files).expect("bundle");
+        vec![("local".to_string(), Arc::new(bundle))]
+    }
+
+    fn request_bytes() -> Vec<u8> {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/".into(),
+                        headers: [("x-a", "1"), ("x-b", "1")]
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    /// A request decoded for one policy (only the headers it names) is answered on that policy even
+    /// when another, which names other headers, is activated in between.
+    #[test]
+    fn a_request_is_answered_on_the_policy_it_was_decoded_for() {
+        let metrics = Metrics::new().expect("metrics");
+        let settings = PolicySettings {
+            rule: "data.envoy.authz.allow".into(),
+            engine: EngineChoice::Auto,
+            eval_timeout: Duration::from_secs(1),
+        };
+        let store = Arc::new(PolicyStore::new(settings, metrics.activations.clone()));
+        let logger = DecisionLogger::start(
+            &DecisionLogConfig::default(),
+            "envoy/authz/allow",
+            metrics.logs_dropped.clone(),
+        )
+        .expect("logger");
+        let input = InputOptions {
+            prune: true,
+            ..Default::default()
+        };
+        let authorizer = Authorizer::new(
+            store.clone(),
+            metrics,
+            logger,
+            input,
+            false,
+            FailModeConfig::default(),
+        );
+        store.activate(&bundle("x-a")).expect("activates");
+
+        let policy = authorizer.policy();
+        let filter = authorizer.header_filter(policy.as_deref());
+        assert!(filter.keeps("x-a") && !filter.keeps("x-b"));
+        let request = decode_check_request(&request_bytes(), filter).expect("decodes");
+
+        store.activate(&bundle("x-b")).expect("activates");
+        let allowed = |r: &CheckResponse| r.status.as_ref().map_or(GRPC_OK, |s| s.code) == GRPC_OK;
+        let on_its_policy = authorizer.check_on(&request, policy).expect("answers");
+        assert!(allowed(&on_its_policy), "{on_its_policy:?}");
+        // On the new policy this request lacks the header that policy reads: why it must not be.
+        let on_the_new_one = authorizer.check(&request).expect("answers");
+        assert!(!allowed(&on_the_new_one), "{on_the_new_one:?}");
+    }
+}
