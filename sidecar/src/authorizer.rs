@@ -12,7 +12,7 @@ use regorus::Value;
 use crate::config::{FailMode, FailModeConfig};
 use crate::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
-use crate::grpc_decode::HeaderFilter;
+use crate::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
 use crate::input::{build_input_for, InputNeeds, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
@@ -69,7 +69,7 @@ impl Authorizer {
         &self.store
     }
 
-    /// The policy in force now. A Check decoded for a policy (see [`Authorizer::header_filter`]) must
+    /// The policy in force now. A Check decoded for a policy (see [`Authorizer::decode_plan`]) must
     /// be answered on that same policy with [`Authorizer::check_on`].
     pub fn policy(&self) -> Option<Arc<ActivePolicy>> {
         self.store.current()
@@ -85,11 +85,13 @@ impl Authorizer {
         }
     }
 
-    /// The request headers worth decoding for a Check on `policy` (all of them without a policy).
-    pub fn header_filter<'p>(&self, policy: Option<&'p ActivePolicy>) -> HeaderFilter<'p> {
-        policy.map_or(HeaderFilter::All, |p| {
-            HeaderFilter::for_needs(self.input_needs(p))
-        })
+    /// What of a request to decode for a Check on `policy` (everything without a policy), in step
+    /// with [`Authorizer::input_needs`].
+    pub fn decode_plan<'p>(&self, policy: Option<&'p ActivePolicy>) -> &'p DecodePlan {
+        match policy {
+            Some(p) if self.input.prune && !self.logger.enabled() => p.decode_plan(),
+            _ => &DECODE_EVERYTHING,
+        }
     }
 
     /// Answers one Check on the policy in force.
@@ -317,9 +319,9 @@ mod tests {
         store.activate(&bundle("x-a")).expect("activates");
 
         let policy = authorizer.policy();
-        let filter = authorizer.header_filter(policy.as_deref());
-        assert!(filter.keeps("x-a") && !filter.keeps("x-b"));
-        let request = decode_check_request(&request_bytes(), filter).expect("decodes");
+        let plan = authorizer.decode_plan(policy.as_deref());
+        assert!(plan.headers().keeps("x-a") && !plan.headers().keeps("x-b"));
+        let request = decode_check_request(&request_bytes(), plan).expect("decodes");
 
         store.activate(&bundle("x-b")).expect("activates");
         let allowed = |r: &CheckResponse| r.status.as_ref().map_or(GRPC_OK, |s| s.code) == GRPC_OK;

@@ -1,25 +1,30 @@
-//! Decoding a `CheckRequest` without the request headers no rule can read.
+//! Decoding a `CheckRequest` without the parts no rule can read.
 //!
-//! Envoy sends every request header in `attributes.request.http.headers`; a policy usually reads one
-//! or two of them. Decoding the others (two strings and a hash-map insert each) and dropping them
-//! again was the largest part of the decode. Here the path down to that map is walked by hand and
-//! each header entry is looked at in place: an entry the input cannot contain is skipped without
-//! allocating; everything else is decoded by prost exactly as the generated code does.
+//! Envoy sends every request header in `attributes.request.http.headers`, both peers, the request's
+//! id, host, scheme and protocol; a policy usually reads a few of them. Decoding the rest (a string
+//! allocation each, two and a hash-map insert per header) and dropping it again was most of the
+//! decode. Here the path down to those fields is walked by hand: a field the input document cannot
+//! contain is skipped in the wire bytes; everything else is decoded by prost as the generated code
+//! does.
 //!
-//! Which headers are kept comes from the same [`InputNeeds`] the input document is built from, plus
-//! the headers body parsing reads, so the input is the same as from a full decode (tested against
-//! prost on generated requests). Whenever the fast path meets anything it does not expect (a bad
-//! length, a string that is not UTF-8, an unexpected wire type), it leaves that field to prost, so
-//! malformed requests fail as they would with prost (the error names the innermost message).
+//! What is kept comes from the same [`InputNeeds`] the input document is built from, plus what the
+//! sidecar parses on every request (the path, the body, `header_map`, and the headers body parsing
+//! reads), so the input is the same as from a full decode (tested against prost on generated
+//! requests). A skipped string or header is still checked for UTF-8, so a request prost refuses is
+//! refused here too; a skipped message or map (an unread peer, a peer's address, labels) is skipped
+//! by its length without looking inside. Whenever the walk meets anything it does not expect (a bad
+//! length, an unexpected wire type), it leaves that field to prost, so malformed requests fail as
+//! with prost (the error names the innermost message).
 //!
 //! One difference remains, and no rule can see it: when none of the headers a policy names is in
 //! the request, a full decode gives `attributes.request.http.headers` as `{}` and this one leaves it
 //! out. A policy that names particular headers can only read `headers["name"]`, undefined either way
 //! (a policy that reads the map as a whole gets every header, and the same document).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
@@ -33,55 +38,146 @@ const BODY_HEADERS: [&str; 3] = [
 ];
 
 /// The request headers worth decoding.
-#[derive(Debug, Clone, Copy)]
-pub enum HeaderFilter<'n> {
-    /// Every header (the policy reads the whole map, or the decision log records the input).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HeaderFilter {
+    /// Every header (the policy reads the whole map).
+    #[default]
     All,
-    /// These names (and [`BODY_HEADERS`]).
-    Named(&'n BTreeMap<String, InputNeeds>),
-    /// Only [`BODY_HEADERS`].
-    BodyOnly,
+    /// These names, [`BODY_HEADERS`] included (a policy names a few headers: a scan beats a map).
+    Named(Vec<String>),
 }
 
-impl<'n> HeaderFilter<'n> {
-    /// The filter for an input built for `needs`.
-    pub fn for_needs(needs: &'n InputNeeds) -> Self {
-        let headers = needs
-            .field("attributes")
-            .and_then(|n| n.field("request"))
-            .and_then(|n| n.field("http"))
-            .and_then(|n| n.field("headers"));
-        match headers {
-            None => HeaderFilter::BodyOnly,
-            Some(InputNeeds::All) => HeaderFilter::All,
-            Some(InputNeeds::Fields(names)) => HeaderFilter::Named(names),
-        }
-    }
-
+impl HeaderFilter {
     /// Whether header `name` (as it appears in the map) is kept.
     pub fn keeps(&self, name: &str) -> bool {
+        self.keeps_bytes(name.as_bytes())
+    }
+
+    fn keeps_bytes(&self, name: &[u8]) -> bool {
         match self {
             HeaderFilter::All => true,
-            HeaderFilter::Named(names) => names.contains_key(name) || BODY_HEADERS.contains(&name),
-            HeaderFilter::BodyOnly => BODY_HEADERS.contains(&name),
+            HeaderFilter::Named(names) => names.iter().any(|n| n.as_bytes() == name),
         }
     }
 }
 
-// Field numbers on the way to the headers map (envoy/service/auth/v3/*.proto).
+/// What of a request is decoded, worked out once per policy from what its input document can
+/// contain ([`InputNeeds`]). Each flag says whether a field is decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodePlan {
+    /// Everything is decoded, by prost alone (the default).
+    everything: bool,
+    headers: HeaderFilter,
+    source: bool,
+    source_address: bool,
+    source_service: bool,
+    source_labels: bool,
+    source_principal: bool,
+    source_certificate: bool,
+    destination: bool,
+    context_extensions: bool,
+    metadata_context: bool,
+    tls_session: bool,
+    route_metadata_context: bool,
+    time: bool,
+    id: bool,
+    method: bool,
+    host: bool,
+    scheme: bool,
+    query: bool,
+    fragment: bool,
+    protocol: bool,
+}
+
+/// Decode everything: no policy yet, pruning off, or the decision log records the whole input.
+pub static DECODE_EVERYTHING: DecodePlan = DecodePlan {
+    everything: true,
+    headers: HeaderFilter::All,
+    source: true,
+    source_address: true,
+    source_service: true,
+    source_labels: true,
+    source_principal: true,
+    source_certificate: true,
+    destination: true,
+    context_extensions: true,
+    metadata_context: true,
+    tls_session: true,
+    route_metadata_context: true,
+    time: true,
+    id: true,
+    method: true,
+    host: true,
+    scheme: true,
+    query: true,
+    fragment: true,
+    protocol: true,
+};
+
+impl DecodePlan {
+    /// The plan for an input built for `needs`.
+    pub fn for_needs(needs: &InputNeeds) -> Self {
+        let attrs = needs.field("attributes");
+        if needs.is_all() || attrs.is_some_and(InputNeeds::is_all) {
+            return DECODE_EVERYTHING.clone();
+        }
+        let wants = |n: Option<&InputNeeds>, name: &str| n.is_some_and(|n| n.wants(name));
+        let source = attrs.and_then(|n| n.field("source"));
+        let request = attrs.and_then(|n| n.field("request"));
+        let http = request.and_then(|n| n.field("http"));
+        // `source_principal` at the top of the input is the source peer's principal.
+        let principal_on_top = needs.wants("source_principal");
+        DecodePlan {
+            everything: false,
+            headers: match http.and_then(|n| n.field("headers")) {
+                Some(InputNeeds::All) => HeaderFilter::All,
+                named => HeaderFilter::Named(
+                    (named.into_iter())
+                        .flat_map(|n| match n {
+                            InputNeeds::Fields(m) => m.keys().map(String::as_str).collect(),
+                            InputNeeds::All => Vec::new(),
+                        })
+                        .chain(BODY_HEADERS)
+                        .map(str::to_string)
+                        .collect(),
+                ),
+            },
+            source: source.is_some() || principal_on_top,
+            source_address: wants(source, "address"),
+            source_service: wants(source, "service"),
+            source_labels: wants(source, "labels"),
+            source_principal: principal_on_top || wants(source, "principal"),
+            source_certificate: wants(source, "certificate"),
+            destination: wants(attrs, "destination"),
+            context_extensions: wants(attrs, "contextExtensions"),
+            metadata_context: wants(attrs, "metadataContext"),
+            tls_session: wants(attrs, "tlsSession"),
+            route_metadata_context: wants(attrs, "routeMetadataContext"),
+            time: wants(request, "time"),
+            id: wants(http, "id"),
+            method: wants(http, "method"),
+            host: wants(http, "host"),
+            scheme: wants(http, "scheme"),
+            query: wants(http, "query"),
+            fragment: wants(http, "fragment"),
+            protocol: wants(http, "protocol"),
+        }
+    }
+
+    /// The request headers kept.
+    pub fn headers(&self) -> &HeaderFilter {
+        &self.headers
+    }
+}
+
+// Field numbers (envoy/service/auth/v3/{external_auth,attribute_context}.proto).
 const CHECK_REQUEST_ATTRIBUTES: u32 = 1;
-const ATTRIBUTE_CONTEXT_REQUEST: u32 = 4;
-const REQUEST_HTTP: u32 = 2;
-const HTTP_REQUEST_HEADERS: u32 = 3;
 const MAP_ENTRY_KEY: u32 = 1;
 const MAP_ENTRY_VALUE: u32 = 2;
 
-/// Decodes `bytes` as a `CheckRequest`, keeping only the headers `filter` keeps.
-pub fn decode_check_request(
-    bytes: &[u8],
-    filter: HeaderFilter<'_>,
-) -> Result<CheckRequest, DecodeError> {
-    if let HeaderFilter::All = filter {
+/// Decodes `bytes` as a `CheckRequest`, leaving out what `plan` does not keep.
+pub fn decode_check_request(bytes: &[u8], plan: &DecodePlan) -> Result<CheckRequest, DecodeError> {
+    if plan.everything {
         return CheckRequest::decode(bytes);
     }
     let mut request = CheckRequest::default();
@@ -90,33 +186,102 @@ pub fn decode_check_request(
         if tag != CHECK_REQUEST_ATTRIBUTES {
             return Ok(false);
         }
-        nested(buf, |buf| {
-            let attributes = req.attributes.get_or_insert_with(Default::default);
-            merge(attributes, buf, |attributes, tag, buf| {
-                if tag != ATTRIBUTE_CONTEXT_REQUEST {
-                    return Ok(false);
-                }
-                nested(buf, |buf| {
-                    let request = attributes.request.get_or_insert_with(Default::default);
-                    merge(request, buf, |request, tag, buf| {
-                        if tag != REQUEST_HTTP {
-                            return Ok(false);
-                        }
-                        nested(buf, |buf| {
-                            let http = request.http.get_or_insert_with(Default::default);
-                            merge(http, buf, |http, tag, buf| {
-                                if tag != HTTP_REQUEST_HEADERS {
-                                    return Ok(false);
-                                }
-                                Ok(header_entry(&mut http.headers, buf, filter))
-                            })
-                        })
-                    })
-                })
-            })
-        })
+        let attributes = req.attributes.get_or_insert_with(Default::default);
+        nested(buf, |buf| attribute_context(attributes, buf, plan))
     })?;
     Ok(request)
+}
+
+fn attribute_context(
+    msg: &mut AttributeContext,
+    buf: &mut &[u8],
+    plan: &DecodePlan,
+) -> Result<(), DecodeError> {
+    merge(msg, buf, |msg, tag, buf| match tag {
+        1 if plan.source => {
+            let peer = msg.source.get_or_insert_with(Default::default);
+            nested(buf, |buf| source_peer(peer, buf, plan))
+        }
+        1 if !plan.source => Ok(skip_message(buf)),
+        2 if !plan.destination => Ok(skip_message(buf)),
+        4 => {
+            let request = msg.request.get_or_insert_with(Default::default);
+            nested(buf, |buf| request_fields(request, buf, plan))
+        }
+        10 if !plan.context_extensions => Ok(skip_message(buf)),
+        11 if !plan.metadata_context => Ok(skip_message(buf)),
+        12 if !plan.tls_session => Ok(skip_message(buf)),
+        13 if !plan.route_metadata_context => Ok(skip_message(buf)),
+        _ => Ok(false),
+    })
+}
+
+fn source_peer(msg: &mut Peer, buf: &mut &[u8], plan: &DecodePlan) -> Result<(), DecodeError> {
+    merge(msg, buf, |_, tag, buf| match tag {
+        1 if !plan.source_address => Ok(skip_message(buf)),
+        2 if !plan.source_service => Ok(skip_string(buf)),
+        3 if !plan.source_labels => Ok(skip_message(buf)),
+        4 if !plan.source_principal => Ok(skip_string(buf)),
+        5 if !plan.source_certificate => Ok(skip_string(buf)),
+        _ => Ok(false),
+    })
+}
+
+fn request_fields(
+    msg: &mut Request,
+    buf: &mut &[u8],
+    plan: &DecodePlan,
+) -> Result<(), DecodeError> {
+    merge(msg, buf, |msg, tag, buf| match tag {
+        1 if !plan.time => Ok(skip_message(buf)),
+        2 => {
+            let http = msg.http.get_or_insert_with(Default::default);
+            nested(buf, |buf| http_request(http, buf, plan))
+        }
+        _ => Ok(false),
+    })
+}
+
+/// The path, the body and `header_map` are always decoded: the sidecar parses them for every
+/// request (a bad path or body is a 400 whatever the policy reads).
+fn http_request(
+    msg: &mut HttpRequest,
+    buf: &mut &[u8],
+    plan: &DecodePlan,
+) -> Result<(), DecodeError> {
+    merge(msg, buf, |msg, tag, buf| match tag {
+        1 if !plan.id => Ok(skip_string(buf)),
+        2 if !plan.method => Ok(skip_string(buf)),
+        3 => Ok(header_entry(&mut msg.headers, buf, &plan.headers)),
+        5 if !plan.host => Ok(skip_string(buf)),
+        6 if !plan.scheme => Ok(skip_string(buf)),
+        7 if !plan.query => Ok(skip_string(buf)),
+        8 if !plan.fragment => Ok(skip_string(buf)),
+        10 if !plan.protocol => Ok(skip_string(buf)),
+        _ => Ok(false),
+    })
+}
+
+/// Skips a length-delimited field without looking inside; false (nothing consumed) on a bad length.
+fn skip_message(buf: &mut &[u8]) -> bool {
+    match split(buf) {
+        Some((_, rest)) => {
+            *buf = rest;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Skips a string field, checking it is UTF-8 as prost would; false (nothing consumed) otherwise.
+fn skip_string(buf: &mut &[u8]) -> bool {
+    match split(buf) {
+        Some((s, rest)) if is_utf8(s) => {
+            *buf = rest;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Merges fields from `buf` into `msg` as prost does, except that length-delimited fields are first
@@ -157,7 +322,7 @@ fn nested<'a>(
 fn header_entry(
     headers: &mut HashMap<String, String>,
     buf: &mut &[u8],
-    filter: HeaderFilter<'_>,
+    filter: &HeaderFilter,
 ) -> bool {
     let Some((mut entry, rest)) = split(buf) else {
         return false;
@@ -190,14 +355,23 @@ fn header_entry(
             }
         }
     }
-    let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
+    if !(is_utf8(key) && is_utf8(value)) {
         return false;
-    };
-    if filter.keeps(key) {
+    }
+    if filter.keeps_bytes(key) {
+        let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
+            return false;
+        };
         headers.insert(key.to_owned(), value.to_owned());
     }
     *buf = rest;
     true
+}
+
+/// Whether `bytes` is UTF-8. Header names and values and the other strings skipped are nearly
+/// always ASCII, checked inline a word at a time; the general check is a call and a loop.
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// The contents of the length-delimited field at the start of `buf`, and what follows it; `None`
@@ -212,28 +386,81 @@ fn split<'a>(buf: &&'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
 mod tests {
     use super::*;
     use crate::input::{build_input_for, InputOptions};
-    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-        HttpRequest, Peer, Request,
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, HeaderMap, HeaderValue, Metadata, SocketAddress,
     };
-    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::TlsSession;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Timestamp, Value as PbValue};
     use proptest::prelude::*;
 
-    fn request(headers: &[(String, String)], raw: &[(String, String)], path: &str) -> CheckRequest {
+    /// The parts of a generated request.
+    #[derive(Debug, Clone)]
+    struct Parts {
+        headers: Vec<(String, String)>,
+        raw: Vec<(String, String)>,
+        strings: Vec<String>,
+        labels: Vec<(String, String)>,
+        with_destination: bool,
+        with_address: bool,
+    }
+
+    fn socket(ip: &str) -> Address {
+        Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(8080)),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn request(p: &Parts) -> CheckRequest {
+        let s = |i: usize| p.strings.get(i).cloned().unwrap_or_default();
+        let jwt = Struct {
+            fields: [(
+                "sub".to_string(),
+                PbValue {
+                    kind: Some(Kind::StringValue(s(0))),
+                },
+            )]
+            .into(),
+        };
+        let metadata = Metadata {
+            filter_metadata: [("jwt".to_string(), jwt)].into(),
+            ..Default::default()
+        };
         CheckRequest {
             attributes: Some(AttributeContext {
                 source: Some(Peer {
-                    principal: "spiffe://a/b".into(),
+                    address: p.with_address.then(|| socket("10.0.0.1")),
+                    principal: s(1),
+                    service: s(2),
+                    labels: p.labels.iter().cloned().collect(),
+                    certificate: s(3),
+                }),
+                destination: p.with_destination.then(|| Peer {
+                    address: Some(socket("10.0.0.2")),
+                    principal: s(4),
                     ..Default::default()
                 }),
                 request: Some(Request {
+                    time: Some(Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 5,
+                    }),
                     http: Some(HttpRequest {
-                        method: "POST".into(),
-                        path: path.into(),
-                        headers: headers.iter().cloned().collect(),
-                        header_map: (!raw.is_empty()).then(|| HeaderMap {
-                            headers: raw
-                                .iter()
+                        id: s(5),
+                        method: s(6),
+                        path: "/p/q?x=1".into(),
+                        host: s(7),
+                        scheme: s(8),
+                        query: "x=1".into(),
+                        fragment: s(9),
+                        size: 7,
+                        protocol: s(10),
+                        headers: p.headers.iter().cloned().collect(),
+                        header_map: (!p.raw.is_empty()).then(|| HeaderMap {
+                            headers: (p.raw.iter())
                                 .map(|(k, v)| HeaderValue {
                                     key: k.clone(),
                                     value: v.clone(),
@@ -244,25 +471,13 @@ mod tests {
                         body: r#"{"a":1}"#.into(),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 }),
-                ..Default::default()
+                context_extensions: p.labels.iter().cloned().collect(),
+                metadata_context: Some(metadata.clone()),
+                route_metadata_context: Some(metadata),
+                tls_session: Some(TlsSession { sni: s(11) }),
             }),
         }
-    }
-
-    /// What a full prost decode gives once the headers the filter drops are removed.
-    fn expected(bytes: &[u8], filter: HeaderFilter<'_>) -> Result<CheckRequest, DecodeError> {
-        let mut r = CheckRequest::decode(bytes)?;
-        if let Some(http) = r
-            .attributes
-            .as_mut()
-            .and_then(|a| a.request.as_mut())
-            .and_then(|r| r.http.as_mut())
-        {
-            http.headers.retain(|k, _| filter.keeps(k));
-        }
-        Ok(r)
     }
 
     /// The input as JSON, with `attributes.request.http.headers` removed when it is `{}` (see the
@@ -287,98 +502,177 @@ mod tests {
         n
     }
 
-    fn header_name() -> impl Strategy<Value = String> {
+    /// Paths a policy may read; each generated case takes a subset.
+    const PATHS: &[&[&str]] = &[
+        &["parsed_path"],
+        &["parsed_body"],
+        &["source_principal"],
+        &["attributes", "source", "principal"],
+        &["attributes", "source", "address"],
+        &["attributes", "source", "labels", "l-a"],
+        &["attributes", "source"],
+        &["attributes", "destination"],
+        &["attributes", "request", "time"],
+        &["attributes", "request", "http", "method"],
+        &["attributes", "request", "http", "id"],
+        &["attributes", "request", "http", "host"],
+        &["attributes", "request", "http", "protocol"],
+        &["attributes", "request", "http", "headers", "x-a"],
+        &["attributes", "request", "http", "headers"],
+        &["attributes", "request", "http", "headerMap"],
+        &["attributes", "request", "http", "path"],
+        &["attributes", "contextExtensions", "l-a"],
+        &["attributes", "metadataContext", "filterMetadata", "jwt"],
+        &["attributes", "routeMetadataContext"],
+        &["attributes", "tlsSession"],
+        &["attributes", "request"],
+        &["attributes"],
+    ];
+
+    fn name() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("x-a".to_string()),
             Just("x-b".to_string()),
+            Just("l-a".to_string()),
             Just("content-type".to_string()),
             Just("content-length".to_string()),
             Just("x-envoy-auth-partial-body".to_string()),
-            Just(":path".to_string()),
             "[a-z-]{1,12}",
         ]
     }
 
-    fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
-        proptest::collection::vec((header_name(), "\\PC{0,16}"), 0..12)
+    fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec((name(), "\\PC{0,16}"), 0..10)
+    }
+
+    fn parts() -> impl Strategy<Value = Parts> {
+        (
+            pairs(),
+            pairs(),
+            proptest::collection::vec("\\PC{0,12}", 12),
+            pairs(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(headers, raw, strings, labels, with_destination, with_address)| Parts {
+                    headers,
+                    raw,
+                    strings,
+                    labels,
+                    with_destination,
+                    with_address,
+                },
+            )
     }
 
     proptest! {
-        /// For every filter, the fast decode equals prost's decode with the dropped headers removed,
-        /// also for a message sent in two parts (fields repeated: prost merges them), and the input
-        /// document built for the filter's needs is the same either way.
+        /// For policies reading any subset of the paths above, the input built from the partial
+        /// decode is the one built from prost's full decode, also for a message sent in two parts
+        /// (fields repeated: prost merges them).
         #[test]
-        fn same_as_prost_without_the_dropped_headers(
-            h1 in headers(), h2 in headers(), raw in headers(), twice in any::<bool>(),
+        fn the_input_is_the_same_as_from_a_full_decode(
+            first in parts(),
+            second in parts(),
+            twice in any::<bool>(),
+            picked in proptest::collection::vec(any::<bool>(), PATHS.len()),
         ) {
-            let mut bytes = request(&h1, &raw, "/p/q?x=1").encode_to_vec();
+            let mut bytes = request(&first).encode_to_vec();
             if twice {
-                bytes.extend(request(&h2, &[], "/r").encode_to_vec());
+                bytes.extend(request(&second).encode_to_vec());
             }
-            let trees = [
-                needs(&[&["parsed_body"]]),
-                needs(&[&["attributes", "request", "http", "headers", "x-a"], &["parsed_path"]]),
-                needs(&[&["attributes", "request", "http", "headers"]]),
-                needs(&[&["attributes", "request", "http", "headerMap"], &["attributes", "source"]]),
-                InputNeeds::All,
-            ];
-            for n in &trees {
-                let filter = HeaderFilter::for_needs(n);
-                let ours = decode_check_request(&bytes, filter).expect("decodes");
-                prop_assert_eq!(&ours, &expected(&bytes, filter).expect("decodes"));
-                let full = CheckRequest::decode(bytes.as_slice()).expect("decodes");
-                let opts = InputOptions::default();
+            let chosen: Vec<&[&str]> = (PATHS.iter().zip(&picked))
+                .filter(|(_, on)| **on)
+                .map(|(p, _)| *p)
+                .collect();
+            let full = CheckRequest::decode(bytes.as_slice()).expect("decodes");
+            let opts = InputOptions::default();
+            for n in [needs(&chosen), InputNeeds::All] {
+                let ours = decode_check_request(&bytes, &DecodePlan::for_needs(&n)).expect("decodes");
                 let input = |r: &CheckRequest| {
-                    build_input_for(r, &opts, n)
+                    build_input_for(r, &opts, &n)
                         .map(without_empty_headers)
                         .map_err(|e| e.to_string())
                 };
-                prop_assert_eq!(input(&ours), input(&full));
+                prop_assert_eq!(input(&ours), input(&full), "needs {}", n.describe());
             }
         }
 
-        /// Cut anywhere, a request fails exactly when prost fails on it, and decodes the same when not.
+        /// Cut anywhere, a request fails exactly when prost fails on it.
         #[test]
-        fn truncated_requests_fail_as_with_prost(h in headers(), cut in any::<prop::sample::Index>()) {
-            let bytes = request(&h, &[], "/p").encode_to_vec();
+        fn truncated_requests_fail_as_with_prost(p in parts(), cut in any::<prop::sample::Index>()) {
+            let bytes = request(&p).encode_to_vec();
             let bytes = &bytes[..cut.index(bytes.len() + 1)];
-            let filter = HeaderFilter::BodyOnly;
-            match (decode_check_request(bytes, filter), expected(bytes, filter)) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
-                (Err(_), Err(_)) => {}
-                (a, b) => prop_assert!(false, "ours {:?}, prost {:?}", a.is_ok(), b.is_ok()),
-            }
+            let n = needs(&[&["parsed_path"]]);
+            let ours = decode_check_request(bytes, &DecodePlan::for_needs(&n));
+            let theirs = CheckRequest::decode(bytes);
+            prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} / {:?}", ours.err(), theirs.err());
         }
     }
 
-    /// A header that is skipped is still checked: invalid UTF-8 fails the request as in prost.
+    /// A header or string field that is skipped is still checked: invalid UTF-8 fails the request,
+    /// as in prost.
     #[test]
-    fn a_skipped_header_that_is_not_utf8_fails_the_request() {
-        let mut bytes = request(&[("x-zzz".into(), "ok".into())], &[], "/").encode_to_vec();
-        let at = bytes
-            .windows(2)
-            .position(|w| w == b"ok")
-            .expect("value in the encoding");
-        bytes[at] = 0xff;
-        assert!(CheckRequest::decode(bytes.as_slice()).is_err());
-        let err = decode_check_request(&bytes, HeaderFilter::BodyOnly).expect_err("fails");
-        assert!(err.to_string().contains("UTF-8"), "{err}");
+    fn a_skipped_string_that_is_not_utf8_fails_the_request() {
+        for (header, host) in [("ok", "fine"), ("fine", "ok")] {
+            let parts = Parts {
+                headers: vec![("x-zzz".into(), header.into())],
+                raw: vec![],
+                strings: (0..12)
+                    .map(|i| {
+                        if i == 7 {
+                            host.to_string()
+                        } else {
+                            String::new()
+                        }
+                    })
+                    .collect(),
+                labels: vec![],
+                with_destination: false,
+                with_address: false,
+            };
+            let mut bytes = request(&parts).encode_to_vec();
+            let at = (bytes.windows(2))
+                .position(|w| w == b"ok")
+                .expect("value in the encoding");
+            bytes[at] = 0xff;
+            assert!(CheckRequest::decode(bytes.as_slice()).is_err());
+            let n = needs(&[&["parsed_path"]]);
+            let err = decode_check_request(&bytes, &DecodePlan::for_needs(&n)).expect_err("fails");
+            assert!(err.to_string().contains("UTF-8"), "{err}");
+        }
     }
 
     /// A policy that names no header still gets its body parsed: the headers body parsing reads are
-    /// kept.
+    /// kept; the others, and the fields the policy does not read, are not decoded.
     #[test]
-    fn body_headers_are_kept_for_parsed_body() {
-        let h = [
-            ("content-type".to_string(), "application/json".to_string()),
-            ("x-a".to_string(), "1".to_string()),
-        ];
-        let bytes = request(&h, &[], "/").encode_to_vec();
-        let n = needs(&[&["parsed_body"]]);
-        let decoded = decode_check_request(&bytes, HeaderFilter::for_needs(&n)).expect("decodes");
-        let headers = &decoded.attributes.as_ref().and_then(|a| a.request.as_ref());
-        let headers = &headers.and_then(|r| r.http.as_ref()).expect("http").headers;
-        assert_eq!(headers.len(), 1, "{headers:?}");
+    fn body_headers_are_kept_and_unread_fields_left_out() {
+        let parts = Parts {
+            headers: vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-a".to_string(), "1".to_string()),
+            ],
+            raw: vec![],
+            strings: (0..12).map(|i| format!("s{i}")).collect(),
+            labels: vec![("l-a".into(), "1".into())],
+            with_destination: true,
+            with_address: true,
+        };
+        let bytes = request(&parts).encode_to_vec();
+        let n = needs(&[
+            &["parsed_body"],
+            &["attributes", "request", "http", "method"],
+        ]);
+        let decoded = decode_check_request(&bytes, &DecodePlan::for_needs(&n)).expect("decodes");
+        let attributes = decoded.attributes.as_ref().expect("attributes");
+        let http = (attributes.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .expect("http");
+        assert_eq!(http.headers.len(), 1, "{:?}", http.headers);
+        assert_eq!((http.method.as_str(), http.host.as_str()), ("s6", ""));
+        assert_eq!(http.path, "/p/q?x=1");
+        assert!(attributes.source.is_none() && attributes.destination.is_none());
+        assert!(attributes.metadata_context.is_none() && attributes.context_extensions.is_empty());
         let input = build_input_for(&decoded, &InputOptions::default(), &n).expect("input");
         assert_eq!(
             input["parsed_body"],
@@ -387,18 +681,26 @@ mod tests {
     }
 
     #[test]
-    fn filters_follow_the_needs() {
+    fn plans_follow_the_needs() {
         let named = needs(&[&["attributes", "request", "http", "headers", "x-a"]]);
-        let f = HeaderFilter::for_needs(&named);
-        assert!(f.keeps("x-a") && f.keeps("content-type") && !f.keeps("x-b"));
+        let plan = DecodePlan::for_needs(&named);
+        let h = plan.headers();
+        assert!(h.keeps("x-a") && h.keeps("content-type") && !h.keeps("x-b"));
         let none = needs(&[&["parsed_path"]]);
-        let f = HeaderFilter::for_needs(&none);
-        assert!(f.keeps("content-length") && !f.keeps("x-a"));
+        let plan = DecodePlan::for_needs(&none);
+        let h = plan.headers();
+        assert!(h.keeps("content-length") && !h.keeps("x-a"));
         let all = needs(&[&["attributes", "request"]]);
-        assert!(matches!(HeaderFilter::for_needs(&all), HeaderFilter::All));
-        assert!(matches!(
-            HeaderFilter::for_needs(&InputNeeds::All),
-            HeaderFilter::All
-        ));
+        let plan = DecodePlan::for_needs(&all);
+        assert_eq!(plan.headers(), &HeaderFilter::All);
+        assert!(plan.method && plan.host && !plan.everything && !plan.source);
+        assert_eq!(DecodePlan::for_needs(&InputNeeds::All), DECODE_EVERYTHING);
+        assert_eq!(
+            DecodePlan::for_needs(&needs(&[&["attributes"]])),
+            DECODE_EVERYTHING
+        );
+        let principal = needs(&[&["source_principal"]]);
+        let p = DecodePlan::for_needs(&principal);
+        assert!(p.source && p.source_principal && !p.source_address && !p.destination);
     }
 }

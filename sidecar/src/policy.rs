@@ -20,6 +20,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Value;
 
 use crate::config::EngineChoice;
+use crate::grpc_decode::DecodePlan;
 use crate::input::InputNeeds;
 use crate::sync::activate::PolicySink;
 use crate::sync::Refusal;
@@ -102,6 +103,7 @@ pub struct ActivePolicy {
     data: Value,
     timer: ExecutionTimerConfig,
     input_needs: InputNeeds,
+    decode_plan: DecodePlan,
     /// Bundle name → revision.
     pub revisions: Arc<BTreeMap<String, String>>,
     /// When it was activated.
@@ -229,6 +231,7 @@ impl ActivePolicy {
         // Whoever drops this document last frees it, which takes long for large data: keep it
         // away from request threads (see sync::retire).
         crate::sync::retire::hold_until_unused(data.clone());
+        let input_needs = InputNeeds::of_modules(bundles.iter().flat_map(|(_, b)| b.modules()));
         let policy = ActivePolicy {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             rule: settings.rule.clone(),
@@ -237,7 +240,8 @@ impl ActivePolicy {
             program,
             data,
             timer,
-            input_needs: InputNeeds::of_modules(bundles.iter().flat_map(|(_, b)| b.modules())),
+            decode_plan: DecodePlan::for_needs(&input_needs),
+            input_needs,
             revisions: Arc::new(
                 bundles
                     .iter()
@@ -268,6 +272,11 @@ impl ActivePolicy {
     /// The parts of the input document this policy's modules can read.
     pub fn input_needs(&self) -> &InputNeeds {
         &self.input_needs
+    }
+
+    /// What of a request to decode for an input built for [`ActivePolicy::input_needs`].
+    pub fn decode_plan(&self) -> &DecodePlan {
+        &self.decode_plan
     }
 
     /// Generation number (increases with every activation).
