@@ -202,7 +202,7 @@ fn attribute_context(
             let peer = msg.source.get_or_insert_with(Default::default);
             nested(buf, |buf| source_peer(peer, buf, plan))
         }
-        1 if !plan.source => Ok(skip_message(buf)),
+        1 => Ok(skip_message(buf)),
         2 if !plan.destination => Ok(skip_message(buf)),
         4 => {
             let request = msg.request.get_or_insert_with(Default::default);
