@@ -75,10 +75,16 @@ impl Authorizer {
         self.store.current()
     }
 
+    /// Whether a Check builds (and decodes) only what the policy can read: not when pruning is off,
+    /// nor when the decision log records the whole input.
+    fn prunes(&self) -> bool {
+        self.input.prune && !self.logger.enabled()
+    }
+
     /// What of the input document a Check on `policy` builds: what the policy can read, or all of
-    /// it when pruning is off or the decision log records the input.
+    /// it (see [`Authorizer::prunes`]).
     pub fn input_needs<'p>(&self, policy: &'p ActivePolicy) -> &'p InputNeeds {
-        if self.input.prune && !self.logger.enabled() {
+        if self.prunes() {
             policy.input_needs()
         } else {
             &WHOLE_INPUT
@@ -89,7 +95,7 @@ impl Authorizer {
     /// with [`Authorizer::input_needs`].
     pub fn decode_plan<'p>(&self, policy: Option<&'p ActivePolicy>) -> &'p DecodePlan {
         match policy {
-            Some(p) if self.input.prune && !self.logger.enabled() => p.decode_plan(),
+            Some(p) if self.prunes() => p.decode_plan(),
             _ => &DECODE_EVERYTHING,
         }
     }

@@ -38,10 +38,9 @@ const BODY_HEADERS: [&str; 3] = [
 ];
 
 /// The request headers worth decoding.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderFilter {
     /// Every header (the policy reads the whole map).
-    #[default]
     All,
     /// These names, [`BODY_HEADERS`] included (a policy names a few headers: a scan beats a map).
     Named(Vec<String>),
@@ -63,9 +62,9 @@ impl HeaderFilter {
 
 /// What of a request is decoded, worked out once per policy from what its input document can
 /// contain ([`InputNeeds`]). Each flag says whether a field is decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodePlan {
-    /// Everything is decoded, by prost alone (the default).
+    /// Everything is decoded, by prost alone ([`DECODE_EVERYTHING`]).
     everything: bool,
     headers: HeaderFilter,
     source: bool,
@@ -262,26 +261,26 @@ fn http_request(
     })
 }
 
-/// Skips a length-delimited field without looking inside; false (nothing consumed) on a bad length.
-fn skip_message(buf: &mut &[u8]) -> bool {
+/// Skips a length-delimited field whose contents `accept` takes; false (nothing consumed) on a bad
+/// length or contents it refuses.
+fn skip(buf: &mut &[u8], accept: fn(&[u8]) -> bool) -> bool {
     match split(buf) {
-        Some((_, rest)) => {
-            *buf = rest;
-            true
-        }
-        None => false,
-    }
-}
-
-/// Skips a string field, checking it is UTF-8 as prost would; false (nothing consumed) otherwise.
-fn skip_string(buf: &mut &[u8]) -> bool {
-    match split(buf) {
-        Some((s, rest)) if is_utf8(s) => {
+        Some((contents, rest)) if accept(contents) => {
             *buf = rest;
             true
         }
         _ => false,
     }
+}
+
+/// Skips a message, map entry or bytes field without looking inside.
+fn skip_message(buf: &mut &[u8]) -> bool {
+    skip(buf, |_| true)
+}
+
+/// Skips a string field, checking it is UTF-8 as prost would.
+fn skip_string(buf: &mut &[u8]) -> bool {
+    skip(buf, is_utf8)
 }
 
 /// Merges fields from `buf` into `msg` as prost does, except that length-delimited fields are first
@@ -355,14 +354,13 @@ fn header_entry(
             }
         }
     }
-    if !(is_utf8(key) && is_utf8(value)) {
-        return false;
-    }
     if filter.keeps_bytes(key) {
         let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
             return false;
         };
         headers.insert(key.to_owned(), value.to_owned());
+    } else if !(is_utf8(key) && is_utf8(value)) {
+        return false;
     }
     *buf = rest;
     true
