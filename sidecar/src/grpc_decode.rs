@@ -28,14 +28,7 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
-use crate::input::InputNeeds;
-
-/// Headers the input reads whatever the policy names: body parsing and `truncated_body`.
-const BODY_HEADERS: [&str; 3] = [
-    "content-type",
-    "content-length",
-    "x-envoy-auth-partial-body",
-];
+use crate::input::{InputNeeds, BODY_HEADERS};
 
 /// The request headers worth decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,12 @@ pub(crate) type ParsedBody = (Value, bool);
 const NOTHING: ParsedBody = (Value::Null, false);
 const TRUNCATED: ParsedBody = (Value::Null, true);
 
+const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+const CONTENT_TYPE: &str = "content-type";
+const CONTENT_LENGTH: &str = "content-length";
+/// Every header body parsing reads, whatever the policy names (the gRPC decoder keeps these).
+pub(crate) const HEADERS_READ: [&str; 3] = [CONTENT_TYPE, CONTENT_LENGTH, PARTIAL_BODY];
+
 pub(crate) fn parse_body(
     headers: &Headers<'_>,
     body: &str,
@@ -26,12 +32,12 @@ pub(crate) fn parse_body(
     // Envoy says outright that it cut the body (works for HTTP/2 and chunked bodies, where
     // content-length is absent); this is checked before anything else.
     if headers
-        .get("x-envoy-auth-partial-body")
+        .get(PARTIAL_BODY)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
         return Ok(TRUNCATED);
     }
-    let Some(content_type) = headers.get("content-type") else {
+    let Some(content_type) = headers.get(CONTENT_TYPE) else {
         return Ok(NOTHING);
     };
     let ct = content_type.to_ascii_lowercase();
@@ -104,7 +110,7 @@ fn utf8(bytes: &[u8]) -> Result<&str, RequestParseError> {
 
 /// True when `content-length` announces more bytes than Envoy sent.
 fn truncated(headers: &Headers<'_>, available: usize) -> Result<bool, RequestParseError> {
-    let Some(cl) = headers.get("content-length") else {
+    let Some(cl) = headers.get(CONTENT_LENGTH) else {
         return Ok(false);
     };
     let n: u64 = cl

@@ -32,6 +32,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use prost_reflect::DescriptorPool;
 use regorus::Value;
 
+pub(crate) use body::HEADERS_READ as BODY_HEADERS;
 pub use http_request::{check_request_from_http, HttpCheck};
 pub use needs::InputNeeds;
 use obj::Obj;
