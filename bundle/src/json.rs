@@ -9,7 +9,7 @@
 //!   cache matters more than remembering every string: a hash set of every string seen, tried
 //!   first, spent an eighth of the parse looking up the unique ids of a large directory. The
 //!   table's size is fixed, so crafted strings that collide can only cost sharing, never memory;
-////! - an object's entries are gathered first and its map built in one pass: inserting them one by
+//! - an object's entries are gathered first and its map built in one pass: inserting them one by
 //!   one searched the map from its root for every key, which for a map of a million entries (the
 //!   users of a directory, say) was a quarter of the whole parse. Each nesting level keeps one
 //!   scratch vector, so gathering a small object costs no allocation, and a large one hands its
@@ -135,9 +135,7 @@ impl<'de> Visitor<'de> for &mut Builder {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let depth = self.depth;
-        let mut items = (self.array_levels.get_mut(depth))
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let mut items = take_level(&mut self.array_levels, depth);
         self.depth += 1;
         let gathered = (|| {
             while let Some(v) = seq.next_element_seed(&mut *self)? {
@@ -163,11 +161,7 @@ impl<'de> Visitor<'de> for &mut Builder {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let depth = self.depth;
-        let mut entries = self
-            .object_levels
-            .get_mut(depth)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let mut entries = take_level(&mut self.object_levels, depth);
         self.depth += 1;
         let gathered = (|| {
             while let Some(k) = map.next_key_seed(KeySeed(&mut *self))? {
@@ -197,6 +191,14 @@ impl<'de> Visitor<'de> for &mut Builder {
         };
         Ok(Value::from(map))
     }
+}
+
+/// Takes a level's scratch vector (empty, with the room earlier objects or arrays there needed).
+fn take_level<T>(levels: &mut [Vec<T>], depth: usize) -> Vec<T> {
+    levels
+        .get_mut(depth)
+        .map(std::mem::take)
+        .unwrap_or_default()
 }
 
 /// Returns a level's (empty) scratch vector for the next object or array at that level.
