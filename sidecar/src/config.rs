@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::runtime::RuntimeConfig;
 use crate::sync::SyncConfig;
 
 /// The whole configuration file.
@@ -26,6 +27,8 @@ pub struct SidecarConfig {
     pub log: LogConfig,
     /// Bundle download, verification, activation and persistence.
     pub sync: SyncConfig,
+    /// Threads and scheduler.
+    pub runtime: RuntimeConfig,
 }
 
 /// `grpc:` section.
@@ -351,6 +354,7 @@ impl SidecarConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(format!("log.level {:?}: {e}", self.log.level));
         }
+        self.runtime.validate().map_err(ConfigError::Invalid)?;
         self.sync
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -402,6 +406,11 @@ mod tests {
                 "sync.polling.min_delay_seconds",
             ),
             ("grpc: {tls: {cert_file: a.pem}}", "key_file"),
+            (
+                "runtime: {worker_threads: 100000}",
+                "runtime.worker_threads",
+            ),
+            ("runtime: {worker_threads: -1}", "worker_threads"),
         ] {
             let err = SidecarConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml}: {err}");

@@ -20,6 +20,7 @@ pub mod input;
 pub mod local_bundle;
 pub mod metrics;
 pub mod policy;
+pub mod runtime;
 pub mod server;
 pub mod sync;
 pub mod vm_program;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use regent_sidecar::cli::Cli;
 use regent_sidecar::config::{LogConfig, LogFormat};
+use regent_sidecar::runtime::Scheduler;
 use tracing_subscriber::EnvFilter;
 
 /// Exit status for an unusable configuration (distinct from a runtime failure).
@@ -25,17 +26,22 @@ fn main() -> ExitCode {
         eprintln!("regent-sidecar: configuration error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("regent-sidecar")
-        .build()
-    {
+    let scheduler = Scheduler::choose(
+        &cfg.runtime,
+        std::thread::available_parallelism().ok().map(|n| n.get()),
+    );
+    let runtime = match scheduler.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("regent-sidecar: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    tracing::info!(
+        scheduler = scheduler.name(),
+        worker_threads = scheduler.worker_threads(),
+        "async runtime"
+    );
     match runtime.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -42,6 +42,7 @@ fn example_config_parses_and_documents_the_defaults() {
         cfg.sync.polling.max_delay_seconds,
         defaults.sync.polling.max_delay_seconds
     );
+    assert_eq!(cfg.runtime.worker_threads, defaults.runtime.worker_threads);
 }
 
 fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
@@ -246,4 +247,68 @@ async fn flags_json_logs_and_graceful_shutdown() {
         "{rest:#?}"
     );
     drop(client);
+}
+
+/// Starts the binary with `runtime.worker_threads` set, answers a Check, reloads the policy directory
+/// (activation runs on the blocking pool) and answers on the new policy.
+async fn answers_and_reloads_with_worker_threads(workers: usize, scheduler: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy");
+    let rego = |allow: bool| format!("package envoy.authz\n\nimport rego.v1\n\nallow := {allow}\n");
+    write_policy_dir(&policy, &rego(false), None);
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(&cfg, format!("runtime: {{worker_threads: {workers}}}\n")).expect("write");
+    let proc = Proc::spawn(&[
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--bundle",
+        policy.to_str().expect("utf8"),
+        "--log-format",
+        "json",
+    ]);
+    let rt = proc.event("async runtime", Duration::from_secs(30));
+    assert_eq!(rt["scheduler"], scheduler, "{rt}");
+    assert_eq!(rt["worker_threads"], workers, "{rt}");
+    let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
+    let grpc: std::net::SocketAddr = listening["grpc"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("grpc address in {listening}"));
+    let mut client = connect(grpc).await;
+    let r = client
+        .check(get("/x").build())
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(!allowed(&r), "the first policy denies: {r:?}");
+
+    write_policy_dir(&policy, &rego(true), None);
+    let mut now_allowed = false;
+    for _ in 0..100 {
+        let r = client
+            .check(get("/x").build())
+            .await
+            .expect("answer")
+            .into_inner();
+        if allowed(&r) {
+            now_allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(now_allowed, "the reloaded policy allows");
+}
+
+#[tokio::test]
+async fn one_worker_thread_runs_the_single_threaded_scheduler() {
+    answers_and_reloads_with_worker_threads(1, "current_thread").await;
+}
+
+#[tokio::test]
+async fn several_worker_threads_run_the_multi_thread_scheduler() {
+    answers_and_reloads_with_worker_threads(3, "multi_thread").await;
 }
