@@ -75,8 +75,8 @@ say ""
 say "| server | concurrency | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | server VmHWM MB |"
 say "|---|---|---|---|---|---|---|---|"
 
-start_nop() {
-    "${SERVER_PIN[@]}" "$BIN/nop_authz" --addr 127.0.0.1:0 >"$OUT/nop.out" 2>&1 &
+start_nop() { # [--current-thread]
+    "${SERVER_PIN[@]}" "$BIN/nop_authz" --addr 127.0.0.1:0 "$@" >"$OUT/nop.out" 2>&1 &
     NOP_PID=$!
     PIDS+=("$NOP_PID")
     NOP_ADDR=$(wait_for_line "$OUT/nop.out" '^listening ' | awk '{print $2}')
@@ -97,19 +97,25 @@ start_sidecar() {
     curl -fs "http://$HTTP_ADDR/ready" >/dev/null || { echo "sidecar never became ready" >&2; exit 1; }
 }
 
-# 1 and 2, in turn: the NOP floor, then the sidecar with the RBAC policy.
+# 1 and 2, in turn: the NOP floor (tonic on tokio's default multi-thread runtime, what
+# `#[tokio::main]` gives), the same floor on the single-threaded scheduler (what the sidecar picks when
+# it may use one CPU, as pinned here), then the sidecar with the RBAC policy.
 for round in $(seq "$ROUNDS"); do
     start_nop
-    load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor, round $round"
+    load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor (multi-thread runtime), round $round"
+    kill "$NOP_PID"
+    start_nop --current-thread
+    load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor (single-threaded runtime), round $round"
     kill "$NOP_PID"
     start_sidecar
     load_rows "$GRPC_ADDR" "$SIDECAR_PID" rbac "regent-sidecar, policies/rbac, round $round"
     EVALUATOR=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
+    SCHEDULER=$(grep -m1 '"async runtime"' "$OUT/sidecar.log" | sed -E 's/.*"scheduler":"([^"]+)".*/\1/')
     kill "$SIDECAR_PID"
 done
 say ""
-say "Sidecar evaluator for the RBAC policy: $EVALUATOR. Policy: ${POLICY#"$ROOT"/}."
-# Ratios to the floor per concurrency, round by round (each sidecar run against the floor run just
+say "Sidecar evaluator for the RBAC policy: $EVALUATOR; its async runtime: $SCHEDULER. Policy: ${POLICY#"$ROOT"/}."
+# Ratios to each floor per concurrency, round by round (each sidecar run against the floor runs just
 # before it): throughput, and server CPU per Check (floor / sidecar), which holds up better than
 # throughput when the load generator or other jobs limit the floor. The median round is the figure.
 for c in $CONCURRENCY; do
@@ -118,12 +124,19 @@ for c in $CONCURRENCY; do
             for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
             return a[int((n + 1) / 2)]
         }
-        $3 + 0 == c && $2 ~ /NOP floor/ { nrps = $4; ncpu = $8 }
-        $3 + 0 == c && $2 ~ /regent-sidecar/ && nrps > 0 && $8 > 0 {
-            n++; thr[n] = $4 / nrps; cpu[n] = ncpu / $8
-            rounds = rounds sprintf(" %.2f/%.2f", thr[n], cpu[n])
+        $3 + 0 == c && $2 ~ /NOP floor \(multi/ { mrps = $4; mcpu = $8 }
+        $3 + 0 == c && $2 ~ /NOP floor \(single/ { srps = $4; scpu = $8 }
+        $3 + 0 == c && $2 ~ /regent-sidecar/ && mrps > 0 && srps > 0 && $8 > 0 {
+            n++; mthr[n] = $4 / mrps; mcp[n] = mcpu / $8; sthr[n] = $4 / srps; scp[n] = scpu / $8
+            mrounds = mrounds sprintf(" %.2f/%.2f", mthr[n], mcp[n])
+            srounds = srounds sprintf(" %.2f/%.2f", sthr[n], scp[n])
         }
-        END { if (n > 0) printf "c=%s: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", c, median(thr, n), median(cpu, n), n, rounds }
+        END {
+            if (n > 0) {
+                printf "c=%s, against the floor on the multi-thread runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", c, median(mthr, n), median(mcp, n), n, mrounds
+                printf "c=%s, against the floor on the single-threaded runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", c, median(sthr, n), median(scp, n), n, srounds
+            }
+        }
     ' "$RESULTS" | tee -a "$RESULTS"
 done
 

@@ -1,7 +1,10 @@
 //! A NOP ext_authz server: answers every Check with OK without looking at the request. Same stack as
-//! the sidecar (tonic, tokio multi-thread runtime), so it is the floor the sidecar is measured against.
+//! the sidecar (tonic on tokio), so it is the floor the sidecar is measured against.
 //!
-//! `nop_authz [--addr 127.0.0.1:9291]`; prints `listening <addr>` once bound.
+//! `nop_authz [--addr 127.0.0.1:9291] [--current-thread]`; prints `listening <addr>` once bound.
+//! By default it runs on tokio's multi-thread runtime, as `#[tokio::main]` gives a tonic server;
+//! `--current-thread` runs the single-threaded scheduler the sidecar picks on one CPU, so the bench
+//! can also report the sidecar against a floor on the same scheduler.
 
 use clap::Parser;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
@@ -16,6 +19,9 @@ struct Args {
     /// Listen address (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9291")]
     addr: std::net::SocketAddr,
+    /// Run on tokio's single-threaded scheduler instead of the multi-thread one.
+    #[arg(long)]
+    current_thread: bool,
 }
 
 struct Nop;
@@ -33,10 +39,18 @@ impl Authorization for Nop {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let mut builder = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()?.block_on(serve(args.addr))
+}
+
+async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening {}", listener.local_addr()?);
     // TCP_NODELAY, as the sidecar sets it: small gRPC frames must not wait for Nagle.
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
