@@ -99,8 +99,13 @@ impl Drop for Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Proc::spawn_command(cmd)
+    }
+
+    fn spawn_command(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -249,16 +254,28 @@ async fn flags_json_logs_and_graceful_shutdown() {
     drop(client);
 }
 
-/// Starts the binary with `runtime.worker_threads` set, answers a Check, reloads the policy directory
-/// (activation runs on the blocking pool) and answers on the new policy.
-async fn answers_and_reloads_with_worker_threads(workers: usize, scheduler: &str) {
+/// Starts the binary with `runtime.worker_threads` set (if given) and, if `pin`, on CPU 0 only
+/// (`taskset`, from util-linux); checks the scheduler it reports, answers a Check, reloads the policy
+/// directory (activation runs on the blocking pool) and answers on the new policy.
+async fn answers_and_reloads(workers: Option<usize>, pin: bool, scheduler: &str, threads: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = dir.path().join("policy");
     let rego = |allow: bool| format!("package envoy.authz\n\nimport rego.v1\n\nallow := {allow}\n");
     write_policy_dir(&policy, &rego(false), None);
     let cfg = dir.path().join("sidecar.yaml");
-    std::fs::write(&cfg, format!("runtime: {{worker_threads: {workers}}}\n")).expect("write");
-    let proc = Proc::spawn(&[
+    let yaml = match workers {
+        Some(n) => format!("runtime: {{worker_threads: {n}}}\n"),
+        None => String::new(),
+    };
+    std::fs::write(&cfg, yaml).expect("write");
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.args([
         "--config",
         cfg.to_str().expect("utf8"),
         "--grpc-addr",
@@ -270,9 +287,10 @@ async fn answers_and_reloads_with_worker_threads(workers: usize, scheduler: &str
         "--log-format",
         "json",
     ]);
+    let proc = Proc::spawn_command(cmd);
     let rt = proc.event("async runtime", Duration::from_secs(30));
     assert_eq!(rt["scheduler"], scheduler, "{rt}");
-    assert_eq!(rt["worker_threads"], workers, "{rt}");
+    assert_eq!(rt["worker_threads"], threads, "{rt}");
     let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
     let grpc: std::net::SocketAddr = listening["grpc"]
         .as_str()
@@ -305,10 +323,26 @@ async fn answers_and_reloads_with_worker_threads(workers: usize, scheduler: &str
 
 #[tokio::test]
 async fn one_worker_thread_runs_the_single_threaded_scheduler() {
-    answers_and_reloads_with_worker_threads(1, "current_thread").await;
+    answers_and_reloads(Some(1), false, "current_thread", 1).await;
 }
 
 #[tokio::test]
 async fn several_worker_threads_run_the_multi_thread_scheduler() {
-    answers_and_reloads_with_worker_threads(3, "multi_thread").await;
+    answers_and_reloads(Some(3), false, "multi_thread", 3).await;
+}
+
+#[tokio::test]
+async fn by_default_a_process_pinned_to_one_cpu_runs_the_single_threaded_scheduler() {
+    answers_and_reloads(None, true, "current_thread", 1).await;
+}
+
+#[tokio::test]
+async fn by_default_there_is_a_worker_per_cpu_the_process_may_use() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let scheduler = if cpus == 1 {
+        "current_thread"
+    } else {
+        "multi_thread"
+    };
+    answers_and_reloads(None, false, scheduler, cpus).await;
 }
