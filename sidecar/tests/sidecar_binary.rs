@@ -85,6 +85,14 @@ fn a_bad_config_file_is_a_clear_error_naming_the_key() {
     assert_eq!(code, Some(2), "clap rejects a bad flag value");
 }
 
+/// The gRPC address in a `regent-sidecar listening` event.
+fn grpc_addr(listening: &serde_json::Value) -> std::net::SocketAddr {
+    listening["grpc"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("grpc address in {listening}"))
+}
+
 struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -193,10 +201,7 @@ async fn flags_json_logs_and_graceful_shutdown() {
         "json",
     ]);
     let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
-    let grpc: std::net::SocketAddr = listening["grpc"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("grpc address in {listening}"));
+    let grpc = grpc_addr(&listening);
     let http = listening["http"]
         .as_str()
         .expect("http address")
@@ -292,10 +297,7 @@ async fn answers_and_reloads(workers: Option<usize>, pin: bool, scheduler: &str,
     assert_eq!(rt["scheduler"], scheduler, "{rt}");
     assert_eq!(rt["worker_threads"], threads, "{rt}");
     let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
-    let grpc: std::net::SocketAddr = listening["grpc"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("grpc address in {listening}"));
+    let grpc = grpc_addr(&listening);
     let mut client = connect(grpc).await;
     let r = client
         .check(get("/x").build())
