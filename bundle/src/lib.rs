@@ -10,7 +10,6 @@
 pub mod archive;
 mod bundle;
 pub mod canonical;
-pub mod engine;
 mod json;
 pub mod manifest;
 pub mod signing;

@@ -10,10 +10,10 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use regorus::Value;
 
 use crate::config::{FailMode, FailModeConfig};
-use crate::decision::{parse_error_response, to_check_response};
+use regent_policy::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
-use crate::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
-use crate::input::{build_input_for, InputNeeds, InputOptions};
+use regent_policy::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
+use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
 
@@ -261,7 +261,7 @@ mod tests {
 
     use super::*;
     use crate::config::{DecisionLogConfig, EngineChoice};
-    use crate::grpc_decode::decode_check_request;
+    use regent_policy::grpc_decode::decode_check_request;
     use crate::policy::PolicySettings;
 
     fn bundle(header: &str) -> Vec<(String, Arc<Bundle>)> {

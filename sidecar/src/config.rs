@@ -97,18 +97,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// Which evaluator runs a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineChoice {
-    /// The bytecode VM when the policy compiles to it, else the interpreter.
-    #[default]
-    Auto,
-    /// Always the bytecode VM (activation fails if the policy does not compile to it).
-    Vm,
-    /// Always the interpreter.
-    Interpreter,
-}
+pub use regent_policy::EngineChoice;
 
 /// `policy:` section.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,7 @@
 //!   quarter of the decode), measured with callgrind on the benchmark's request mix. Taking the slice
 //!   copies nothing: the message is split off the receive buffer;
 //! - the parts of the request no rule of the policy in force can read (most headers, most often) are
-//!   skipped ([`crate::grpc_decode`]).
+//!   skipped ([`regent_policy::grpc_decode`]).
 //!   The request is then answered on that same policy, even if another one is activated meanwhile.
 
 use std::convert::Infallible;
@@ -26,7 +26,7 @@ use tonic::Status;
 use tonic_prost::ProstEncoder;
 
 use crate::authorizer::Authorizer;
-use crate::grpc_decode::decode_check_request;
+use regent_policy::grpc_decode::decode_check_request;
 use crate::policy::ActivePolicy;
 
 /// The full gRPC path of the Check method.

@@ -16,8 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::authorizer::Authorizer;
-use crate::decision::to_http_response;
-use crate::input::{check_request_from_http, HttpCheck};
+use regent_policy::decision::to_http_response;
+use regent_policy::input::{check_request_from_http, HttpCheck};
 
 #[derive(Clone)]
 struct ModeState {

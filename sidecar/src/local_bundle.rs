@@ -6,26 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use regent_bundle::{BuildOptions, Bundle, UnpackLimits};
 
 use crate::policy::PolicyStore;
 
-/// Name the local bundle is reported under.
-pub const LOCAL_BUNDLE_NAME: &str = "local";
-
-/// Reads a bundle from a directory or a `.tar.gz` file.
-pub fn load(path: &Path) -> anyhow::Result<Bundle> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("policy.bundle {}: {e}", path.display()))?;
-    let bundle = if meta.is_dir() {
-        Bundle::from_dir(path, &BuildOptions::default())?
-    } else {
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("policy.bundle {}: {e}", path.display()))?;
-        Bundle::from_tar_gz(&bytes, &UnpackLimits::default())?
-    };
-    Ok(bundle)
-}
+pub use regent_policy::load::{read_local as load, LOCAL_BUNDLE_NAME};
 
 /// Cheap change detection: paths, sizes and modification times of everything under `path`.
 fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {

@@ -20,7 +20,7 @@ use crate::authorizer::Authorizer;
 use crate::config::SidecarConfig;
 use crate::decision_log::DecisionLogger;
 use crate::grpc_check::AuthorizationService;
-use crate::input::{load_descriptor_set, InputOptions};
+use regent_policy::input::{load_descriptor_set, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{decision_rule, PolicySettings, PolicyStore};
 

@@ -1,10 +1,10 @@
 //! HTTP-service mode answers derived from the same CheckResponses as gRPC mode.
 
-use regent_sidecar::decision::{
+use regent_policy::decision::{
     parse_error_response, to_check_response, to_http_response, DECISION_ID_HEADER,
     HEADERS_TO_REMOVE_HEADER,
 };
-use regent_sidecar::input::RequestParseError;
+use regent_policy::input::RequestParseError;
 use regorus::Value;
 
 fn answer(decision: &str) -> http::Response<String> {

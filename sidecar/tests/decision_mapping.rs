@@ -4,8 +4,8 @@ use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendA
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::google::protobuf::value::Kind;
-use regent_sidecar::decision::{parse_error_response, to_check_response, DecisionError};
-use regent_sidecar::input::{build_input, InputOptions};
+use regent_policy::decision::{parse_error_response, to_check_response, DecisionError};
+use regent_policy::input::{build_input, InputOptions};
 use regorus::Value;
 
 fn decide(json: &str) -> Result<CheckResponse, DecisionError> {

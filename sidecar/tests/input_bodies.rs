@@ -2,7 +2,7 @@
 
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use regent_sidecar::input::{build_input, InputOptions, RequestParseError};
+use regent_policy::input::{build_input, InputOptions, RequestParseError};
 use serde_json::{json, Value as Json};
 
 fn req(headers: &[(&str, &str)], body: &str, raw_body: &[u8]) -> CheckRequest {

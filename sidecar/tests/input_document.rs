@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 };
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct, Timestamp, Value as PbValue};
-use regent_sidecar::input::{build_input, InputOptions, RequestParseError};
+use regent_policy::input::{build_input, InputOptions, RequestParseError};
 use serde_json::{json, Value as Json};
 
 fn to_json(v: &regorus::Value) -> Json {

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, Value as PValue};
-use regent_sidecar::input::{
+use regent_policy::input::{
     build_input, load_descriptor_set, DescriptorSetError, InputOptions, RequestParseError,
 };
 use serde_json::{json, Value as Json};

@@ -1,6 +1,6 @@
 //! HTTP-service mode requests give the same input document as gRPC mode.
 
-use regent_sidecar::input::{build_input, check_request_from_http, HttpCheck, InputOptions};
+use regent_policy::input::{build_input, check_request_from_http, HttpCheck, InputOptions};
 use serde_json::json;
 
 #[test]

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Timestamp, Value as PbValue};
 use proptest::prelude::*;
-use regent_sidecar::input::{build_input, build_input_for, InputNeeds, InputOptions};
+use regent_policy::input::{build_input, build_input_for, InputNeeds, InputOptions};
 use regorus::Value;
 
 const HEADER_NAMES: &[&str] = &["x-user", "authorization", "content-type", "x-Mixed"];

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
-use regent_sidecar::input::{build_input, parse_path, InputOptions};
+use regent_policy::input::{build_input, parse_path, InputOptions};
 
 fn req(path: String, content_type: &str, body: Vec<u8>, raw_headers: bool) -> CheckRequest {
     let mut http = HttpRequest {
@@ -51,7 +51,7 @@ fn descriptors() -> InputOptions {
     let pb = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/orders.pb");
     InputOptions {
         descriptors: Some(std::sync::Arc::new(
-            regent_sidecar::input::load_descriptor_set(&pb).expect("orders.pb loads"),
+            regent_policy::input::load_descriptor_set(&pb).expect("orders.pb loads"),
         )),
         ..InputOptions::default()
     }

@@ -41,7 +41,7 @@ fn fixture(name: &str) -> String {
 
 fn engine() -> Engine {
     let mut e = Engine::new();
-    regent_sidecar::builtins::register(&mut e).expect("register");
+    regent_policy::builtins::register(&mut e).expect("register");
     e.add_policy("t.rego".into(), POLICY.into())
         .expect("policy");
     e

@@ -25,7 +25,7 @@ struct EngineSink(Arc<ArcSwapOption<regorus::Engine>>);
 impl PolicySink<Bundle> for EngineSink {
     fn activate(&self, bundles: Vec<(String, Arc<Bundle>)>) -> Result<(), Refusal> {
         let refs: Vec<(&str, &Bundle)> = bundles.iter().map(|(n, b)| (n.as_str(), &**b)).collect();
-        let engine = regent_bundle::engine::load_bundles(&refs)
+        let engine = regent_policy::load::load_bundles(&refs)
             .map_err(|e| Refusal::new("compile", e.to_string()))?;
         self.0.store(Some(Arc::new(engine)));
         Ok(())

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use regent_bench::{rbac_mix, RBAC_EXPECTED};
+use regent_policy::decision::to_check_response;
+use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
 use regent_sidecar::config::EngineChoice;
-use regent_sidecar::decision::to_check_response;
-use regent_sidecar::input::{build_input_for, InputNeeds, InputOptions};
 use regent_sidecar::policy::{decision_rule, PolicySettings, PolicyStore};
 
 #[derive(Parser)]

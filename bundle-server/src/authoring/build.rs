@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use regent_bundle::signing::{read_signing_key, sign, SignClaims};
 use regent_bundle::{BuildOptions, Bundle, SIGNATURES_FILE};
-use regent_sidecar::config::EngineChoice;
-use regent_sidecar::local_bundle::LOCAL_BUNDLE_NAME;
-use regent_sidecar::policy::{ActivePolicy, PolicySettings};
+use regent_policy::load::LOCAL_BUNDLE_NAME;
+use regent_policy::{ActivePolicy, EngineChoice, PolicySettings};
 use sha2::Digest;
 
 use super::engine::{policy_engine, rule_from_path};

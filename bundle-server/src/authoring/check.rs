@@ -18,11 +18,10 @@ use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
-use regent_sidecar::config::EngineChoice;
-use regent_sidecar::decision::{parse_error_response, to_check_response};
-use regent_sidecar::input::{build_input, build_input_for, load_descriptor_set, InputOptions};
-use regent_sidecar::local_bundle::LOCAL_BUNDLE_NAME;
-use regent_sidecar::policy::{ActivePolicy, PolicySettings};
+use regent_policy::decision::{parse_error_response, to_check_response};
+use regent_policy::input::{build_input, build_input_for, load_descriptor_set, InputOptions};
+use regent_policy::load::LOCAL_BUNDLE_NAME;
+use regent_policy::{ActivePolicy, EngineChoice, PolicySettings};
 use serde_json::{json, Value as Json};
 
 use super::check_request::check_request_from_json;

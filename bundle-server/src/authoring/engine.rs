@@ -1,17 +1,18 @@
 //! The policy engine the authoring commands evaluate with: the bundle loaded by the bundle library
-//! with the sidecar's builtins, so a rule means the same thing here as in the sidecar.
+//! with Regent's builtins, so a rule means the same thing here as in the sidecar.
 
 use anyhow::Context;
-use regent_bundle::engine::load_bundles;
 use regent_bundle::Bundle;
-use regent_sidecar::local_bundle::LOCAL_BUNDLE_NAME;
+use regent_policy::load::{prepared_engine, LOCAL_BUNDLE_NAME};
+
+/// How long one evaluation of `regent eval`/`check` may run: the sidecar's default.
+const EVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Loads `bundle` under the sidecar's local-bundle name, registers the `io.jwt.*` builtins, and
 /// makes regorus run its compile-time checks (safety, conflicts), which it otherwise defers to the
 /// first evaluation.
 pub(crate) fn policy_engine(bundle: &Bundle) -> anyhow::Result<regorus::Engine> {
-    let mut engine = load_bundles(&[(LOCAL_BUNDLE_NAME, bundle)])?;
-    regent_sidecar::builtins::register(&mut engine).context("registering io.jwt builtins")?;
+    let mut engine = prepared_engine(&[(LOCAL_BUNDLE_NAME, bundle)], EVAL_TIMEOUT)?;
     engine
         .eval_query("true".to_string(), false)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
@@ -26,5 +27,5 @@ pub(crate) fn rule_from_path(path: &str) -> anyhow::Result<String> {
     if p.starts_with("data.") || p.starts_with("data[") {
         return Ok(p.to_string());
     }
-    regent_sidecar::policy::decision_rule(p).map_err(|e| anyhow::anyhow!("--path: {e}"))
+    regent_policy::decision_rule(p).map_err(|e| anyhow::anyhow!("--path: {e}"))
 }

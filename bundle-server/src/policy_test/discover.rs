@@ -70,7 +70,7 @@ pub(crate) fn test_rules(engine: &mut Engine) -> anyhow::Result<Vec<TestRule>> {
 }
 
 /// Rule references are printed exactly as the sidecar builds its decision rule.
-pub(crate) use regent_sidecar::policy::rule_ref;
+pub(crate) use regent_policy::rule_ref;
 
 #[cfg(test)]
 mod tests {

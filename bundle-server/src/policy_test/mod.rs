@@ -2,7 +2,7 @@
 //! directory, as `regent test` does and as the server's publish gate does before publishing a commit.
 //!
 //! A directory is loaded the way a bundle is built from it ([`regent_bundle::Bundle::from_dir`] with
-//! `*_test.rego` included and roots ignored, then [`regent_bundle::engine::load_bundles`]), with the
+//! `*_test.rego` included and roots ignored, then [`regent_policy::load::prepared_engine`]), with the
 //! sidecar's `io.jwt.*` builtins registered, so tests see exactly the modules, data and builtins the
 //! sidecar will. Tests run on regorus's interpreter, which supports `with` and `print`.
 

@@ -1,12 +1,10 @@
 //! Loading a policy directory and running its test rules.
 
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Instant;
 
-use regent_bundle::engine::{load_bundles, LoadError};
 use regent_bundle::{BuildOptions, Bundle, BundleError};
-use regorus::utils::limits::ExecutionTimerConfig;
+use regent_policy::load::{prepared_engine, timer, LoadError};
 use regorus::{Engine, Value};
 
 use super::discover::{rule_ref, test_rules};
@@ -32,10 +30,7 @@ pub fn run_tests_with(dir: &Path, opts: &TestOptions) -> Result<TestReport, Test
 
     engine.set_gather_prints(true);
     engine.set_enable_coverage(opts.coverage);
-    engine.set_execution_timer_config(ExecutionTimerConfig {
-        limit: opts.timeout,
-        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-    });
+    engine.set_execution_timer_config(timer(opts.timeout));
 
     let mut results = Vec::new();
     for rule in rules {
@@ -120,13 +115,9 @@ fn load(dir: &Path) -> Result<Loaded, TestError> {
     let bundle = Bundle::from_dir(dir, &opts).map_err(|e| bundle_error(e, dir))?;
     let name = bundle_name(dir);
     let prefix = format!("{name}/");
-    let mut engine =
-        load_bundles(&[(name.as_str(), &bundle)]).map_err(|e| load_error(e, &prefix))?;
-    regent_sidecar::builtins::register(&mut engine).map_err(|e| TestError {
-        file: None,
-        line: None,
-        message: format!("registering the io.jwt builtins: {e:#}"),
-    })?;
+    // The per-test timeout replaces this one in `run_tests_with`.
+    let mut engine = prepared_engine(&[(name.as_str(), &bundle)], TestOptions::default().timeout)
+        .map_err(|e| load_error(e, &prefix))?;
     // regorus checks safety and conflicts when it first prepares for evaluation, not when modules
     // are added: do it now so a compile error is reported as such, not as every test failing.
     engine

@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use regent_bundle::signing::{self, SignClaims, SigningKey};
 use regent_bundle::{BuildOptions, Bundle};
-use regent_sidecar::config::EngineChoice;
-use regent_sidecar::policy::{decision_rule, ActivePolicy, PolicySettings};
+use regent_policy::{decision_rule, ActivePolicy, EngineChoice, PolicySettings};
 use serde::Serialize;
 use sha2::Digest;
 
@@ -268,17 +267,12 @@ fn gate_bundle(
 }
 
 fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {
-    let mut engine = regent_bundle::engine::load_bundles(&[(name, bundle)])
-        .map_err(|e| Failure::new(name, "compile", e.to_string()))?;
-    regent_sidecar::builtins::register(&mut engine)
-        .map_err(|e| Failure::new(name, "internal", format!("registering builtins: {e:#}")))?;
+    let mut engine =
+        regent_policy::load::prepared_engine(&[(name, bundle)], ENTRYPOINT_EVAL_TIMEOUT)
+            .map_err(|e| Failure::new(name, "compile", e.to_string()))?;
     // regorus reports a call to a function that does not exist only when the call runs.
     // Evaluating the whole document once on an empty input reaches every rule body that does
     // not depend on the input; other evaluation errors are the tests' business.
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-        limit: ENTRYPOINT_EVAL_TIMEOUT,
-        check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
-    });
     engine.set_input(regorus::Value::new_object());
     if let Err(e) = engine.eval_query("data".to_string(), false) {
         let message = format!("{e:#}");
@@ -315,7 +309,7 @@ fn entrypoint_check(
     // answer (a boolean, or an object with a boolean `allowed` and well-typed fields).
     // Undefined is allowed here: a rule without a default is undefined on an empty input.
     if value != regorus::Value::Undefined {
-        regent_sidecar::decision::to_check_response(&value, "regent-gate").map_err(|e| {
+        regent_policy::decision::to_check_response(&value, "regent-gate").map_err(|e| {
             Failure::new(
                 name,
                 "entrypoint",

@@ -78,9 +78,20 @@ pub fn policy_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// The `regent` binary: cargo's when these helpers are built into the server's own tests,
+/// `REGENT_BIN` (set by `e2e/e2e.sh`) when the end-to-end tests include them.
+pub fn regent_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_regent") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            PathBuf::from(std::env::var("REGENT_BIN").expect("REGENT_BIN names the regent binary"))
+        }
+    }
+}
+
 /// Runs `regent` with `args` in `cwd`, stdin closed.
 pub fn regent(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regent"))
+    Command::new(regent_bin())
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())

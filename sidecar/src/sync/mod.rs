@@ -10,7 +10,6 @@ pub mod config;
 pub mod download;
 pub mod persist;
 pub mod regent_format;
-pub mod retire;
 pub mod runner;
 pub mod status;
 

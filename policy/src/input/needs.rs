@@ -77,7 +77,7 @@ impl InputNeeds {
             match n {
                 InputNeeds::All => {
                     // rule_ref spells the path the way OPA prints references; only the root differs.
-                    let r = crate::policy::rule_ref(prefix);
+                    let r = crate::path::rule_ref(prefix);
                     out.push(format!("input{}", &r["data".len()..]));
                 }
                 InputNeeds::Fields(m) => {

@@ -18,21 +18,50 @@ use regorus::Value;
 
 use super::jwt_keys::{Alg, Keys};
 
-/// Algorithms with a `io.jwt.verify_<alg>` builtin.
-pub(crate) const VERIFY_ALGORITHMS: [Alg; 13] = [
-    Alg::RS256,
-    Alg::RS384,
-    Alg::RS512,
-    Alg::PS256,
-    Alg::PS384,
-    Alg::PS512,
-    Alg::ES256,
-    Alg::ES384,
-    Alg::ES512,
-    Alg::EdDSA,
-    Alg::HS256,
-    Alg::HS384,
-    Alg::HS512,
+use super::{now_ns, string_arg, Builtin};
+
+macro_rules! verify_builtin {
+    ($name:literal, $alg:expr) => {
+        Builtin {
+            name: $name,
+            arity: 2,
+            call: |args| {
+                let token = string_arg(&args[0], $name, "jwt")?;
+                let key = string_arg(&args[1], $name, "certificate")?;
+                Ok(Value::Bool(verify(token, key, $alg)?))
+            },
+        }
+    };
+}
+
+/// `io.jwt.decode`, `io.jwt.decode_verify` and `io.jwt.verify_<alg>` for every algorithm.
+pub(crate) static BUILTINS: [Builtin; 15] = [
+    Builtin {
+        name: "io.jwt.decode",
+        arity: 1,
+        call: |args| Ok(decode(string_arg(&args[0], "io.jwt.decode", "jwt")?)?),
+    },
+    Builtin {
+        name: "io.jwt.decode_verify",
+        arity: 2,
+        call: |args| {
+            let token = string_arg(&args[0], "io.jwt.decode_verify", "jwt")?;
+            Ok(decode_verify(token, &args[1], now_ns())?)
+        },
+    },
+    verify_builtin!("io.jwt.verify_rs256", Alg::RS256),
+    verify_builtin!("io.jwt.verify_rs384", Alg::RS384),
+    verify_builtin!("io.jwt.verify_rs512", Alg::RS512),
+    verify_builtin!("io.jwt.verify_ps256", Alg::PS256),
+    verify_builtin!("io.jwt.verify_ps384", Alg::PS384),
+    verify_builtin!("io.jwt.verify_ps512", Alg::PS512),
+    verify_builtin!("io.jwt.verify_es256", Alg::ES256),
+    verify_builtin!("io.jwt.verify_es384", Alg::ES384),
+    verify_builtin!("io.jwt.verify_es512", Alg::ES512),
+    verify_builtin!("io.jwt.verify_eddsa", Alg::EdDSA),
+    verify_builtin!("io.jwt.verify_hs256", Alg::HS256),
+    verify_builtin!("io.jwt.verify_hs384", Alg::HS384),
+    verify_builtin!("io.jwt.verify_hs512", Alg::HS512),
 ];
 
 /// A JWT builtin was called with something it cannot work with (an error in Rego, not `false`).

@@ -3,8 +3,8 @@
 //! The rest of Regent gets a ready `regorus::Engine` from here; how modules and data are fed to it, and
 //! which conflicts are refused, is decided in this one place.
 
-use crate::bundle::Bundle;
-use crate::manifest::paths_overlap;
+use regent_bundle::manifest::paths_overlap;
+use regent_bundle::Bundle;
 
 /// Why a set of bundles cannot be loaded together.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,9 @@ pub enum LoadError {
         /// What.
         message: String,
     },
+    /// Regent's builtins could not be registered.
+    #[error("registering builtins: {0}")]
+    Builtins(String),
     /// A rule and a data document live at the same path.
     #[error("bundle {bundle:?}: rule {rule} in {file} conflicts with data at the same path")]
     RuleDataConflict {
@@ -50,6 +53,45 @@ pub enum LoadError {
         /// `data.`-prefixed path.
         rule: String,
     },
+}
+
+/// Name the local bundle is reported under.
+pub const LOCAL_BUNDLE_NAME: &str = "local";
+
+/// Reads a local bundle (`policy.bundle`, `regent eval --bundle`) from a directory or a `.tar.gz`
+/// file. Local bundles are the operator's own files: not signature-checked.
+pub fn read_local(path: &std::path::Path) -> anyhow::Result<Bundle> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("policy.bundle {}: {e}", path.display()))?;
+    let bundle = if meta.is_dir() {
+        Bundle::from_dir(path, &regent_bundle::BuildOptions::default())?
+    } else {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("policy.bundle {}: {e}", path.display()))?;
+        Bundle::from_tar_gz(&bytes, &regent_bundle::UnpackLimits::default())?
+    };
+    Ok(bundle)
+}
+
+/// The engine every part of Regent evaluates with: [`load_bundles`], Regent's builtins registered,
+/// and each evaluation stopped after `eval_timeout`. The sidecar, the server's gate, `regent test`
+/// and `regent eval/check` all start here, so a rule means the same thing in each.
+pub fn prepared_engine(
+    bundles: &[(&str, &Bundle)],
+    eval_timeout: std::time::Duration,
+) -> Result<regorus::Engine, LoadError> {
+    let mut engine = load_bundles(bundles)?;
+    crate::builtins::register(&mut engine).map_err(|e| LoadError::Builtins(format!("{e:#}")))?;
+    engine.set_execution_timer_config(timer(eval_timeout));
+    Ok(engine)
+}
+
+/// regorus's wall-clock guard: checked every 64 instructions, cheap next to a rule call.
+pub fn timer(limit: std::time::Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: std::num::NonZeroU32::new(64).unwrap_or(std::num::NonZeroU32::MIN),
+    }
 }
 
 /// Loads every module and the merged data of each bundle into one fresh engine.

@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use regorus::Value;
 
-use super::lock;
+
+/// Locks `m` even if a thread panicked while holding it: the list stays consistent between
+/// statements, and freeing must go on rather than fail on it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// How often held documents are checked for being unused.
 const PERIOD: Duration = Duration::from_millis(500);
