@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# `make bench`: Check throughput/latency of the sidecar against a NOP ext_authz floor, policy
-# evaluation cost (VM vs interpreter), bundle activation time, and the bundle server's long-poll
-# fan-out. Not part of the tests.
+# `make bench`: Check throughput/latency of the sidecar against a NOP ext_authz floor for three
+# policies (the tuned RBAC one, an edge JWT policy and a policy over 5,000 bindings), instructions
+# per Check under callgrind (bench/callgrind.sh), the issue-15 targets, policy evaluation cost (VM vs
+# interpreter), bundle activation time, and the bundle server's long-poll fan-out. Not part of the
+# tests.
 # Prints Markdown tables (also saved to target/bench/results.md); figures go in BENCHMARKS.md.
 #
 # Knobs (environment): SECS (measured seconds per run, 10), WARMUP (2), CONCURRENCY ("1 64"),
 # ROUNDS (3: the floor and the sidecar are measured in turn this many times; on a shared virtual
 # machine one pair can be off by a fifth, so the ratios reported are the median round's),
 # ACTIVATION_SIZES ("1 10 50", MiB of bundle data), SERVER_CPU (0), LOAD_CPU (1),
-# LONGPOLL_CLIENTS (10000 parked long polls on the bundle server; 0 skips it).
+# LONGPOLL_CLIENTS (10000 parked long polls on the bundle server; 0 skips it), CALLGRIND (1; 0 skips
+# the callgrind counts; CALLGRIND_WARMUP and CALLGRIND_CHECKS, see bench/callgrind.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +33,8 @@ echo "building (release)..." >&2
 $CARGO build --release -p regent-sidecar -p regent-bench --bins
 $CARGO build --release -p regent-sidecar --example activation_bench
 BIN=$ROOT/target/release
+# Generated bundle data of the real-world policies (deterministic: rewritten only if it changed).
+"$BIN/fixtures" "$ROOT/bench/policies"
 
 # Server and load generator on different cores when the machine has at least two.
 SERVER_PIN=()
@@ -39,8 +44,16 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     LOAD_PIN=(taskset -c "${LOAD_CPU:-1}")
 fi
 
-# The RBAC example policy of the policy library (the request mix in bench/src/lib.rs is written for it).
+# The policies measured, as MIX:DIR (MIX: the `load --expect` request mix, bench/src/mix.rs):
+# - policies/rbac: the RBAC example policy of the policy library, written for speed (the mix in
+#   bench/src/lib.rs is written for it);
+# - bench/policies/edge_jwt: bearer tokens verified in Rego (io.jwt.decode_verify, RS256 and ES256,
+#   JWKS in data), then tenant and role claims (bench/src/edge_jwt.rs);
+# - bench/policies/bindings: a scan of 5,000 role bindings in data (bench/src/bindings.rs).
+POLICIES="rbac:policies/rbac edge_jwt:bench/policies/edge_jwt bindings:bench/policies/bindings"
 POLICY=$ROOT/policies/rbac
+declare -A EVALUATOR
+FAILED=()
 
 PIDS=()
 cleanup() {
@@ -66,7 +79,7 @@ wait_for_line() {
 load_rows() { # ADDR PID EXPECT LABEL
     for c in $CONCURRENCY; do
         "${LOAD_PIN[@]}" "$BIN/load" --addr "http://$1" --server-pid "$2" --expect "$3" \
-            --concurrency "$c" --secs "$SECS" --warmup "$WARMUP" --label "$4" | tee -a "$RESULTS"
+            --concurrency "$c" --secs "$SECS" --warmup "$WARMUP" --label "$4" | tee -a "$RESULTS" || return 1
     done
 }
 
@@ -82,9 +95,9 @@ start_nop() { # [--current-thread]
     NOP_ADDR=$(wait_for_line "$OUT/nop.out" '^listening ' | awk '{print $2}')
 }
 
-start_sidecar() {
+start_sidecar() { # BUNDLE_DIR
     "${SERVER_PIN[@]}" "$BIN/regent-sidecar" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-        --bundle "$POLICY" --log-format json >"$OUT/sidecar.stdout" 2>"$OUT/sidecar.log" &
+        --bundle "$1" --log-format json >"$OUT/sidecar.stdout" 2>"$OUT/sidecar.log" &
     SIDECAR_PID=$!
     PIDS+=("$SIDECAR_PID")
     LISTENING=$(wait_for_line "$OUT/sidecar.log" 'regent-sidecar listening')
@@ -99,7 +112,8 @@ start_sidecar() {
 
 # 1 and 2, in turn: the NOP floor (tonic on tokio's default multi-thread runtime, what
 # `#[tokio::main]` gives), the same floor on the single-threaded scheduler (what the sidecar picks when
-# it may use one CPU, as pinned here), then the sidecar with the RBAC policy.
+# it may use one CPU, as pinned here), then the sidecar with each policy. A policy whose run fails
+# (a gRPC error or a wrong decision) is reported and skipped; the script then exits non-zero.
 for round in $(seq "$ROUNDS"); do
     start_nop
     load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor (multi-thread runtime), round $round"
@@ -107,38 +121,104 @@ for round in $(seq "$ROUNDS"); do
     start_nop --current-thread
     load_rows "$NOP_ADDR" "$NOP_PID" allow "NOP floor (single-threaded runtime), round $round"
     kill "$NOP_PID"
-    start_sidecar
-    load_rows "$GRPC_ADDR" "$SIDECAR_PID" rbac "regent-sidecar, policies/rbac, round $round"
-    EVALUATOR=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
-    SCHEDULER=$(grep -m1 '"async runtime"' "$OUT/sidecar.log" | sed -E 's/.*"scheduler":"([^"]+)".*/\1/')
-    kill "$SIDECAR_PID"
+    for entry in $POLICIES; do
+        mix=${entry%%:*}
+        dir=${entry#*:}
+        start_sidecar "$ROOT/$dir"
+        EVALUATOR[$mix]=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
+        SCHEDULER=$(grep -m1 '"async runtime"' "$OUT/sidecar.log" | sed -E 's/.*"scheduler":"([^"]+)".*/\1/')
+        if ! load_rows "$GRPC_ADDR" "$SIDECAR_PID" "$mix" "regent-sidecar, $dir, round $round"; then
+            say "| regent-sidecar, $dir, round $round | FAILED (see the load error above; sidecar log: target/bench/sidecar.$mix.log) |"
+            FAILED+=("$dir (round $round)")
+        fi
+        cp "$OUT/sidecar.log" "$OUT/sidecar.$mix.log"
+        kill "$SIDECAR_PID"
+        wait "$SIDECAR_PID" 2>/dev/null || true
+    done
 done
 say ""
-say "Sidecar evaluator for the RBAC policy: $EVALUATOR; its async runtime: $SCHEDULER. Policy: ${POLICY#"$ROOT"/}."
-# Ratios to each floor per concurrency, round by round (each sidecar run against the floor runs just
-# before it): throughput, and server CPU per Check (floor / sidecar), which holds up better than
-# throughput when the load generator or other jobs limit the floor. The median round is the figure.
-for c in $CONCURRENCY; do
-    awk -F'|' -v c="$c" '
-        function median(a, n,    i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-            return a[int((n + 1) / 2)]
-        }
-        $3 + 0 == c && $2 ~ /NOP floor \(multi/ { mrps = $4; mcpu = $8 }
-        $3 + 0 == c && $2 ~ /NOP floor \(single/ { srps = $4; scpu = $8 }
-        $3 + 0 == c && $2 ~ /regent-sidecar/ && mrps > 0 && srps > 0 && $8 > 0 {
-            n++; mthr[n] = $4 / mrps; mcp[n] = mcpu / $8; sthr[n] = $4 / srps; scp[n] = scpu / $8
-            mrounds = mrounds sprintf(" %.2f/%.2f", mthr[n], mcp[n])
-            srounds = srounds sprintf(" %.2f/%.2f", sthr[n], scp[n])
-        }
-        END {
-            if (n > 0) {
-                printf "c=%s, against the floor on the multi-thread runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", c, median(mthr, n), median(mcp, n), n, mrounds
-                printf "c=%s, against the floor on the single-threaded runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", c, median(sthr, n), median(scp, n), n, srounds
-            }
-        }
-    ' "$RESULTS" | tee -a "$RESULTS"
+for entry in $POLICIES; do
+    say "Sidecar evaluator for ${entry#*:}: ${EVALUATOR[${entry%%:*}]:-unknown}."
 done
+say "The sidecar's async runtime: $SCHEDULER."
+# Ratios to each floor per policy and concurrency, round by round (each sidecar run against the
+# floor measured at the start of its round): throughput, and server CPU per Check (floor / sidecar),
+# which holds up better than throughput when the load generator or other jobs limit the floor. The
+# median round is the figure; the medians also go to target/bench/ratios.tsv for the targets.
+: >"$OUT/ratios.tsv"
+for entry in $POLICIES; do
+    dir=${entry#*:}
+    for c in $CONCURRENCY; do
+        awk -F'|' -v c="$c" -v pol="regent-sidecar, $dir, round" -v dir="$dir" -v tsv="$OUT/ratios.tsv" '
+            function median(a, n,    i, j, t) {
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                return a[int((n + 1) / 2)]
+            }
+            $3 + 0 == c && $2 ~ /NOP floor \(multi/ { mrps = $4; mcpu = $8 }
+            $3 + 0 == c && $2 ~ /NOP floor \(single/ { srps = $4; scpu = $8 }
+            $3 + 0 == c && index($2, pol) > 0 && mrps > 0 && srps > 0 && $8 > 0 {
+                n++; mthr[n] = $4 / mrps; mcp[n] = mcpu / $8; sthr[n] = $4 / srps; scp[n] = scpu / $8
+                mrounds = mrounds sprintf(" %.2f/%.2f", mthr[n], mcp[n])
+                srounds = srounds sprintf(" %.2f/%.2f", sthr[n], scp[n])
+            }
+            END {
+                if (n > 0) {
+                    mt = median(mthr, n); mc = median(mcp, n); st = median(sthr, n); sc = median(scp, n)
+                    printf "- %s, c=%s, against the floor on the multi-thread runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", dir, c, mt, mc, n, mrounds
+                    printf "- %s, c=%s, against the floor on the single-threaded runtime: sidecar/floor throughput %.2f, floor/sidecar CPU per Check %.2f (median of %d rounds; each round:%s)\n", dir, c, st, sc, n, srounds
+                    printf "%s\t%s\tmulti\t%.2f\t%.2f\n%s\t%s\tsingle\t%.2f\t%.2f\n", dir, c, mt, mc, dir, c, st, sc >> tsv
+                }
+            }
+        ' "$RESULTS" | tee -a "$RESULTS"
+    done
+done
+
+# Instructions per Check under callgrind (bench/callgrind.sh).
+if [ "${CALLGRIND:-1}" != 0 ]; then
+    say ""
+    say "## Instructions per Check (callgrind, sidecar process)"
+    say ""
+    rm -f "$OUT/callgrind.tsv"
+    if ! BIN=$BIN OUT=$OUT CALLGRIND_POLICIES="$POLICIES" bench/callgrind.sh | tee -a "$RESULTS"; then
+        say "callgrind: FAILED (see the error above)"
+        FAILED+=("callgrind")
+    fi
+fi
+
+# The targets of issue 15, from the medians above (throughput at c=64 against both floors) and the
+# callgrind counts.
+say ""
+say "## Targets"
+say ""
+ratio_of() { # DIR C FLOOR -> median throughput ratio
+    awk -F'\t' -v d="$1" -v c="$2" -v f="$3" '$1 == d && $2 == c && $3 == f { print $4 }' "$OUT/ratios.tsv"
+}
+ir_of() { # MIX -> instructions per Check
+    [ -f "$OUT/callgrind.tsv" ] && awk -F'\t' -v m="$1" '$1 == m { print $3 }' "$OUT/callgrind.tsv"
+}
+verdict() { # VALUE OP LIMIT -> "met" / "not met" / "not measured"
+    [ -n "$1" ] || { echo "not measured"; return; }
+    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { ok = (op == ">=") ? v >= l : v <= l; print ok ? "met" : "not met" }'
+}
+floor_target() { # DIR LABEL LIMIT C
+    local m s
+    m=$(ratio_of "$1" "$4" multi)
+    s=$(ratio_of "$1" "$4" single)
+    say "- $2 ≥ ${3}x the floor at c=$4 (throughput, median round): ${m:-?} against the multi-thread floor: **$(verdict "$m" ">=" "$3")**; ${s:-?} against the single-threaded floor: **$(verdict "$s" ">=" "$3")**"
+}
+ir_target() { # MIX LABEL LIMIT
+    local rbac x r=
+    rbac=$(ir_of rbac || true)
+    x=$(ir_of "$1" || true)
+    [ -n "$rbac" ] && [ -n "$x" ] && r=$(awk -v a="$x" -v b="$rbac" 'BEGIN { printf "%.2f", a / b }')
+    say "- $2 ≤ ${3}x RBAC's instructions per Check: ${r:-?}x (${x:-?} against ${rbac:-?}): **$(verdict "$r" "<=" "$3")**"
+}
+for c in $CONCURRENCY; do
+    floor_target policies/rbac "RBAC" 0.9 "$c"
+done
+floor_target bench/policies/edge_jwt "edge JWT" 0.6 64
+ir_target edge_jwt "edge JWT (cache warm)" 2
+ir_target bindings "5,000 bindings" 3
 
 # 3. Policy evaluation in-process.
 say ""
@@ -174,3 +254,7 @@ if [ "${LONGPOLL_CLIENTS:-10000}" -gt 0 ]; then
 fi
 
 echo "results: $RESULTS" >&2
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    echo "FAILED: ${FAILED[*]}" >&2
+    exit 1
+fi

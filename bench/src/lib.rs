@@ -1,6 +1,11 @@
 //! Benchmark tooling: a closed-loop gRPC load generator (`load`), a NOP ext_authz server used as the
-//! throughput floor (`nop_authz`), and an in-process policy evaluation benchmark (`eval_bench`).
+//! throughput floor (`nop_authz`), an in-process policy evaluation benchmark (`eval_bench`), and the
+//! fixtures of the real-world policies (`fixtures`: [`edge_jwt`], [`bindings`]).
 //! Driven by `bench/run.sh` (`make bench`); figures go in BENCHMARKS.md.
+
+pub mod bindings;
+pub mod edge_jwt;
+pub mod mix;
 
 use std::collections::HashMap;
 
@@ -25,6 +30,17 @@ fn socket(ip: &str, port: u32) -> Address {
 /// source and destination peers, and the claims of a JWT that Envoy's `jwt_authn` filter verified
 /// (`payload_in_metadata: verified_jwt`), which is where `policies/rbac` reads the subject.
 pub fn check_request(method: &str, path: &str, subject: &str) -> CheckRequest {
+    check_request_with(method, path, subject, &[])
+}
+
+/// [`check_request`] with more headers (e.g. `authorization` for a policy that verifies the bearer
+/// token itself; `subject` is then usually empty: no `jwt_authn` metadata).
+pub fn check_request_with(
+    method: &str,
+    path: &str,
+    subject: &str,
+    extra_headers: &[(&str, &str)],
+) -> CheckRequest {
     let mut headers = HashMap::new();
     for (k, v) in [
         (":authority", "api.example.com"),
@@ -35,7 +51,10 @@ pub fn check_request(method: &str, path: &str, subject: &str) -> CheckRequest {
         ("accept", "application/json"),
         ("x-request-id", "6b9f3c9e-6f8e-4d0a-9d0c-2f1a0e6c9b11"),
         ("x-forwarded-proto", "https"),
-    ] {
+    ]
+    .into_iter()
+    .chain(extra_headers.iter().copied())
+    {
         headers.insert(k.to_string(), v.to_string());
     }
     let mut filter_metadata = HashMap::new();

@@ -69,6 +69,7 @@ fn check_agrees_with_the_sidecar_authorizer() {
         rule: "data.envoy.authz.allow".into(),
         engine: EngineChoice::Auto,
         eval_timeout: Duration::from_secs(1),
+        ..PolicySettings::default()
     };
     let store = Arc::new(PolicyStore::new(
         settings,

@@ -121,6 +121,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
             rule: "data.envoy.authz.allow".into(),
             engine: EngineChoice::Auto,
             eval_timeout: Duration::from_secs(1),
+            ..PolicySettings::default()
         },
         prometheus::IntCounter::new("activations", "test").unwrap(),
     ));

@@ -4,6 +4,11 @@
 //! the current `Arc<ActivePolicy>` once and finishes on it even if a swap happens meanwhile. Evaluation
 //! state (a regorus VM, or an interpreter engine clone) is kept per thread and per generation, so the hot
 //! path takes no lock and shares no mutable state.
+//!
+//! Regent's builtins (`io.jwt.*`, `crypto.*`...) run on the VM too: the VM compiler turns each call
+//! into a host-await instruction, the VM suspends there, [`crate::builtins::call`] computes the
+//! value on the same thread and the VM resumes. A policy that calls none of them runs straight
+//! through, without the suspendable mode's bookkeeping.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,13 +17,14 @@ use std::sync::Arc;
 
 use regent_bundle::Bundle;
 use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::vm::{ExecutionMode, ExecutionState, SuspendReason};
 use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::Value;
 
 use crate::grpc_decode::DecodePlan;
 use crate::input::InputNeeds;
-use crate::settings::{EngineChoice, PolicySettings};
+use crate::settings::{EngineChoice, PolicySettings, VmRecheck};
 
 /// Which evaluator a policy runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +49,15 @@ impl EvaluatorKind {
 pub struct ActivePolicy {
     generation: u64,
     rule: String,
+    /// The rule evaluated for `rule`: itself, or the rule Regent added to read a set of rules.
+    entry: String,
     kind: EvaluatorKind,
     engine: regorus::Engine,
     program: Option<Arc<Program>>,
+    /// The program calls Regent's builtins, so the VM must run in suspendable mode.
+    suspendable: bool,
+    max_instructions: usize,
+    vm_recheck: VmRecheck,
     data: Value,
     timer: ExecutionTimerConfig,
     input_needs: InputNeeds,
@@ -61,6 +73,7 @@ impl std::fmt::Debug for ActivePolicy {
         f.debug_struct("ActivePolicy")
             .field("generation", &self.generation)
             .field("rule", &self.rule)
+            .field("entry", &self.entry)
             .field("kind", &self.kind)
             .field("revisions", &self.revisions)
             .finish()
@@ -104,14 +117,95 @@ pub struct EvalError {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// The package of the rule Regent adds when the decision path names a set of rules (see
+/// [`decision_entry`]): a name no OPA policy uses, since Rego has no way to import it by accident.
+const WRAPPER_PACKAGE: &str = "__regent_decision__";
+
 thread_local! {
     // One evaluator per thread, rebuilt when the thread first meets a new generation.
     static LOCAL: RefCell<Option<(u64, LocalEval)>> = const { RefCell::new(None) };
 }
 
 enum LocalEval {
-    Vm(Box<RegoVM>),
+    Vm {
+        vm: Box<RegoVM>,
+        /// For re-checks (see [`VmRecheck`]); made on first use.
+        interpreter: Option<Box<regorus::Engine>>,
+    },
     Interpreter(Box<regorus::Engine>),
+}
+
+/// The rule to evaluate for decision rule `rule`. OPA evaluates any path under `data`: a rule, or
+/// a set of rules (`result.allowed := ...`, `result["headers"] := ...`, a whole package) whose
+/// values make one object. regorus evaluates rules only, so for a set of rules Regent adds one
+/// partial-object rule with a definition per member (`package __regent_decision__`,
+/// `decision[key] := value if { key := "allowed"; value := data.envoy.authz.result.allowed }`, ...),
+/// and evaluates that. Each member
+/// is its own definition, so an undefined member is left out, as OPA leaves it out (a single
+/// `decision := data.envoy.authz.result` would be undefined on regorus's VM as soon as one member
+/// is). A path that names neither a rule nor rules stays an error, so a typo is refused.
+fn decision_entry(engine: &mut regorus::Engine, rule: &str) -> Result<String, ActivationError> {
+    let entry_error = |message: String| ActivationError::Entrypoint {
+        rule: rule.to_string(),
+        message,
+    };
+    let direct = match engine.compile_with_entrypoint(&rule.into()) {
+        Ok(_) => return Ok(rule.to_string()),
+        Err(e) => format!("{e:#}"),
+    };
+    if !direct.contains("not a valid rule path") {
+        return Err(entry_error(direct));
+    }
+    // Any rule compiles the whole policy, which lists every rule path.
+    let probe = format!("data.{WRAPPER_PACKAGE}.probe");
+    let mut probe_engine = engine.clone();
+    probe_engine
+        .add_policy(
+            format!("{WRAPPER_PACKAGE}.rego"),
+            format!("package {WRAPPER_PACKAGE}\n\nprobe := true\n"),
+        )
+        .map_err(|e| entry_error(format!("{e:#}")))?;
+    let compiled = probe_engine
+        .compile_with_entrypoint(&probe.as_str().into())
+        .map_err(|e| entry_error(format!("{e:#}")))?;
+    let members: std::collections::BTreeSet<String> = compiled
+        .get_rules()
+        .keys()
+        .filter_map(|path| first_member(path.strip_prefix(rule)?))
+        .collect();
+    if members.is_empty() {
+        return Err(entry_error(direct));
+    }
+    let mut wrapper = format!("package {WRAPPER_PACKAGE}\n\n");
+    for m in &members {
+        let key = serde_json::Value::from(m.as_str()).to_string();
+        let member = crate::path::rule_ref(&[m.as_str()]);
+        let member = member.strip_prefix("data").unwrap_or(&member);
+        // A variable key keeps `decision` one partial-object rule (a constant key would make it
+        // a set of rules again).
+        wrapper.push_str(&format!(
+            "decision[key] := value if {{\n\tkey := {key}\n\tvalue := {rule}{member}\n}}\n\n"
+        ));
+    }
+    engine
+        .add_policy(format!("{WRAPPER_PACKAGE}.rego"), wrapper)
+        .map_err(|e| entry_error(format!("{e:#}")))?;
+    Ok(format!("data.{WRAPPER_PACKAGE}.decision"))
+}
+
+/// The first component of a rule path's remainder below the decision path (`.allowed.x` →
+/// `allowed`, `["x-y"]` → `x-y`); `None` when the path is not below it.
+fn first_member(rest: &str) -> Option<String> {
+    if let Some(ident) = rest.strip_prefix('.') {
+        let end = ident.find(['.', '[']).unwrap_or(ident.len());
+        return (end > 0).then(|| ident[..end].to_string());
+    }
+    let quoted = rest.strip_prefix('[')?;
+    let mut de = serde_json::Deserializer::from_str(quoted).into_iter::<String>();
+    match de.next() {
+        Some(Ok(key)) if quoted[de.byte_offset()..].starts_with(']') => Some(key),
+        _ => None,
+    }
 }
 
 impl ActivePolicy {
@@ -128,32 +222,43 @@ impl ActivePolicy {
             .collect();
         let mut engine = crate::load::prepared_engine(&refs, settings.eval_timeout)?;
         let timer = crate::load::timer(settings.eval_timeout);
-        let entry: regorus::Rc<str> = settings.rule.as_str().into();
-        let compiled =
-            engine
-                .compile_with_entrypoint(&entry)
-                .map_err(|e| ActivationError::Entrypoint {
-                    rule: settings.rule.clone(),
-                    message: format!("{e:#}"),
-                })?;
+        let entry = decision_entry(&mut engine, &settings.rule)?;
+        let compiled = engine
+            .compile_with_entrypoint(&entry.as_str().into())
+            .map_err(|e| ActivationError::Entrypoint {
+                rule: settings.rule.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let to_vm = || {
+            Compiler::compile_from_policy_with_host_await(
+                &compiled,
+                &[entry.as_str()],
+                &crate::builtins::host_await_table(),
+            )
+        };
         let program = match settings.engine {
             EngineChoice::Interpreter => None,
-            EngineChoice::Auto => {
-                match Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()]) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::info!(
-                            reason = %format!("{e:#}"),
-                            "policy does not compile to the bytecode VM; using the interpreter"
-                        );
-                        None
-                    }
+            EngineChoice::Auto => match to_vm() {
+                Ok(p) if has_else(&p) => {
+                    tracing::info!(
+                        reason = "the policy has `else` chains, which regorus's VM can \
+                                  mis-evaluate (an undefined call in a condition skips the `else`)",
+                        "policy runs on the interpreter; `policy.engine: vm` forces the VM"
+                    );
+                    None
                 }
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::info!(
+                        reason = %format!("{e:#}"),
+                        "policy does not compile to the bytecode VM; using the interpreter"
+                    );
+                    None
+                }
+            },
+            EngineChoice::Vm => {
+                Some(to_vm().map_err(|e| ActivationError::VmRequired(format!("{e:#}")))?)
             }
-            EngineChoice::Vm => Some(
-                Compiler::compile_from_policy(&compiled, &[settings.rule.as_str()])
-                    .map_err(|e| ActivationError::VmRequired(format!("{e:#}")))?,
-            ),
         };
         let program = program.map(|mut p| {
             crate::vm_program::trim_for_execution(&mut p);
@@ -164,17 +269,22 @@ impl ActivePolicy {
         } else {
             EvaluatorKind::Interpreter
         };
+        let suspendable = program.as_ref().is_some_and(|p| p.has_host_await());
         let data = engine.get_data();
         // Whoever drops this document last frees it, which takes long for large data: keep it
-        // away from request threads (see sync::retire).
+        // away from request threads (see retire).
         crate::retire::hold_until_unused(data.clone());
         let input_needs = InputNeeds::of_modules(bundles.iter().flat_map(|(_, b)| b.modules()));
         let policy = ActivePolicy {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             rule: settings.rule.clone(),
+            entry,
             kind,
             engine,
             program,
+            suspendable,
+            max_instructions: settings.max_instructions,
+            vm_recheck: settings.vm_recheck,
             data,
             timer,
             decode_plan: DecodePlan::for_needs(&input_needs),
@@ -221,6 +331,11 @@ impl ActivePolicy {
         self.generation
     }
 
+    /// Whether the VM calls Regent's builtins through host-await (suspendable execution).
+    pub fn calls_host_builtins(&self) -> bool {
+        self.suspendable
+    }
+
     fn new_local(&self) -> Result<LocalEval, EvalError> {
         match &self.program {
             Some(program) => {
@@ -230,7 +345,14 @@ impl ActivePolicy {
                     message: format!("{e:#}"),
                 })?;
                 vm.set_execution_timer_config(Some(self.timer));
-                Ok(LocalEval::Vm(Box::new(vm)))
+                vm.set_max_instructions(self.max_instructions);
+                if self.suspendable {
+                    vm.set_execution_mode(ExecutionMode::Suspendable);
+                }
+                Ok(LocalEval::Vm {
+                    vm: Box::new(vm),
+                    interpreter: None,
+                })
             }
             None => Ok(LocalEval::Interpreter(Box::new(self.engine.clone()))),
         }
@@ -238,18 +360,52 @@ impl ActivePolicy {
 
     fn run(&self, local: &mut LocalEval, input: Value) -> Result<Value, EvalError> {
         match local {
-            LocalEval::Vm(vm) => {
+            LocalEval::Vm { vm, interpreter } => {
+                let recheck_input = (self.vm_recheck != VmRecheck::Off).then(|| input.clone());
                 vm.set_input(input);
-                vm.execute().map_err(|e| EvalError {
-                    message: e.to_string(),
-                })
+                let mut value = run_vm(vm)?;
+                if self.entry != self.rule {
+                    value = without_undefined_members(value);
+                }
+                match recheck_input {
+                    Some(input) if self.wants_recheck(&value) => {
+                        let engine =
+                            interpreter.get_or_insert_with(|| Box::new(self.engine.clone()));
+                        self.recheck(engine, input, value)
+                    }
+                    _ => Ok(value),
+                }
             }
-            LocalEval::Interpreter(engine) => {
-                engine.set_input(input);
-                engine.eval_rule(self.rule.clone()).map_err(|e| EvalError {
-                    message: format!("{e:#}"),
-                })
-            }
+            LocalEval::Interpreter(engine) => self.interpret(engine, input),
+        }
+    }
+
+    fn interpret(&self, engine: &mut regorus::Engine, input: Value) -> Result<Value, EvalError> {
+        engine.set_input(input);
+        engine.eval_rule(self.entry.clone()).map_err(|e| EvalError {
+            message: format!("{e:#}"),
+        })
+    }
+
+    fn wants_recheck(&self, value: &Value) -> bool {
+        match self.vm_recheck {
+            VmRecheck::Off => false,
+            VmRecheck::Undefined => *value == Value::Undefined,
+            VmRecheck::Denials => !is_allow(value),
+        }
+    }
+
+    /// The interpreter's verdict on an input the VM answered with `vm_value`: its conflict error
+    /// if it reports one, else the VM's answer (see [`VmRecheck`]).
+    fn recheck(
+        &self,
+        engine: &mut regorus::Engine,
+        input: Value,
+        vm_value: Value,
+    ) -> Result<Value, EvalError> {
+        match self.interpret(engine, input) {
+            Err(e) if is_conflict(&e.message) => Err(e),
+            _ => Ok(vm_value),
         }
     }
 
@@ -275,4 +431,90 @@ impl ActivePolicy {
             }
         })
     }
+}
+
+/// Runs the VM to the end, answering each host-await suspension with Regent's builtin.
+fn run_vm(vm: &mut RegoVM) -> Result<Value, EvalError> {
+    let vm_error = |e: regorus::rvm::vm::VmError| EvalError {
+        message: e.to_string(),
+    };
+    let mut value = vm.execute().map_err(vm_error)?;
+    loop {
+        let (name, args) = match vm.execution_state() {
+            ExecutionState::Suspended {
+                reason:
+                    SuspendReason::HostAwait {
+                        argument,
+                        identifier,
+                        ..
+                    },
+                ..
+            } => (identifier.clone(), argument.clone()),
+            ExecutionState::Suspended { reason, .. } => {
+                return Err(EvalError {
+                    message: format!("the VM stopped unexpectedly: {reason:?}"),
+                })
+            }
+            _ => return Ok(value),
+        };
+        let result = match (&name, &args) {
+            (Value::String(name), Value::Array(args)) => {
+                crate::builtins::call(name, &args.to_vec())
+            }
+            _ => Value::Undefined,
+        };
+        value = vm.resume(Some(result)).map_err(vm_error)?;
+    }
+}
+
+/// Whether any rule of `program` has an `else` chain. regorus 0.14.1's VM does not take the
+/// `else` of a rule whose condition is undefined because of a call (`to_number("x")`, a builtin
+/// of Regent's), where OPA and the interpreter do; a `not` over such a rule can then turn a deny
+/// into an allow. Until that is fixed upstream, `engine: auto` keeps such policies on the
+/// interpreter (`tests/evaluators.rs` pins the VM's behaviour, so a fixed VM shows up there).
+fn has_else(program: &Program) -> bool {
+    program
+        .rule_infos
+        .iter()
+        .any(|r| r.else_bodies.iter().flatten().any(|is_else| *is_else))
+}
+
+/// regorus's VM keeps a member whose value is undefined in a partial object (the interpreter and
+/// OPA leave it out): drop such members from the decision object of a set of rules.
+fn without_undefined_members(value: Value) -> Value {
+    let Value::Object(members) = &value else {
+        return value;
+    };
+    if !members.values().any(|v| *v == Value::Undefined) {
+        return value;
+    }
+    let mut kept = Value::new_object();
+    if let Ok(map) = kept.as_object_mut() {
+        for (k, v) in members.iter().filter(|(_, v)| **v != Value::Undefined) {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    kept
+}
+
+/// Whether a decision allows the request: `true`, or an object whose `allowed` is `true`.
+fn is_allow(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Object(_) => value["allowed"] == Value::Bool(true),
+        _ => false,
+    }
+}
+
+/// Whether an interpreter error is one of OPA's conflict errors (always errors in OPA, never
+/// undefined): two complete rules or a function giving different values, or one object key two.
+fn is_conflict(message: &str) -> bool {
+    [
+        "rule conflicts with rule",
+        "should not produce multiple outputs",
+        "must not produce multiple outputs",
+        "function produced multiple outputs",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

@@ -17,8 +17,9 @@ pub mod load;
 pub mod path;
 pub mod retire;
 pub mod settings;
+pub mod unsupported;
 pub mod vm_program;
 
 pub use active::{ActivationError, ActivePolicy, EvalError, EvaluatorKind};
 pub use path::{decision_rule, rule_ref};
-pub use settings::{EngineChoice, PolicySettings};
+pub use settings::{EngineChoice, PolicySettings, VmRecheck};

@@ -53,6 +53,21 @@ pub enum LoadError {
         /// `data.`-prefixed path.
         rule: String,
     },
+    /// A module calls a builtin Regent does not support (see [`crate::unsupported`]).
+    #[error(
+        "bundle {bundle:?}: {file}:{line}: {builtin} is not supported by Regent yet ({})",
+        crate::unsupported::reason(builtin)
+    )]
+    Unsupported {
+        /// Bundle holding the module.
+        bundle: String,
+        /// Module file, prefixed with the bundle name as in regorus diagnostics.
+        file: String,
+        /// 1-based line of the call.
+        line: u32,
+        /// The builtin, e.g. `http.send`.
+        builtin: &'static str,
+    },
 }
 
 /// Name the local bundle is reported under.
@@ -81,9 +96,32 @@ pub fn prepared_engine(
     eval_timeout: std::time::Duration,
 ) -> Result<regorus::Engine, LoadError> {
     let mut engine = load_bundles(bundles)?;
+    check_unsupported(bundles)?;
     crate::builtins::register(&mut engine).map_err(|e| LoadError::Builtins(format!("{e:#}")))?;
     engine.set_execution_timer_config(timer(eval_timeout));
     Ok(engine)
+}
+
+/// Refuses a module that calls a builtin in [`crate::unsupported::UNSUPPORTED_BUILTINS`] (after
+/// loading, so a syntax error is reported by regorus first).
+fn check_unsupported(bundles: &[(&str, &Bundle)]) -> Result<(), LoadError> {
+    for (name, bundle) in bundles {
+        for (path, src) in bundle.modules() {
+            let file = format!("{name}/{path}");
+            if let Some(call) = crate::unsupported::calls_in_module(&file, src)
+                .into_iter()
+                .next()
+            {
+                return Err(LoadError::Unsupported {
+                    bundle: name.to_string(),
+                    file: call.file,
+                    line: call.line,
+                    builtin: call.builtin,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// regorus's wall-clock guard: checked every 64 instructions, cheap next to a rule call.

@@ -1,12 +1,16 @@
 //! Decision paths: OPA's slash syntax (`envoy/authz/allow`) and the rule references regorus takes.
 
+/// OPA-Envoy's decision path when none is configured.
+pub const DEFAULT_DECISION_PATH: &str = "envoy/authz/allow";
+
 /// Converts a decision path in OPA's syntax (`envoy/authz/allow`) to a rule reference
 /// (`data.envoy.authz.allow`). Slashes at both ends are trimmed; segments that are not plain identifiers
-/// are quoted (`test/com.foo/allow` → `data.test["com.foo"].allow`).
+/// are quoted (`test/com.foo/allow` → `data.test["com.foo"].allow`). An empty path is OPA-Envoy's
+/// default, [`DEFAULT_DECISION_PATH`].
 pub fn decision_rule(path: &str) -> Result<String, String> {
-    let trimmed = path.trim_matches('/');
+    let mut trimmed = path.trim().trim_matches('/');
     if trimmed.is_empty() {
-        return Err(format!("policy.path {path:?} is empty"));
+        trimmed = DEFAULT_DECISION_PATH;
     }
     let segments: Vec<&str> = trimmed.split('/').collect();
     if segments.iter().any(|s| s.is_empty()) {
@@ -56,7 +60,8 @@ mod tests {
             decision_rule("test/com.foo/allow").unwrap(),
             r#"data.test["com.foo"].allow"#
         );
-        assert!(decision_rule("").is_err());
+        assert_eq!(decision_rule("").unwrap(), "data.envoy.authz.allow");
+        assert_eq!(decision_rule(" / ").unwrap(), "data.envoy.authz.allow");
         assert!(decision_rule("a//b").is_err());
     }
 }

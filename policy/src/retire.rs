@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use regorus::Value;
 
-
 /// Locks `m` even if a thread panicked while holding it: the list stays consistent between
 /// statements, and freeing must go on rather than fail on it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

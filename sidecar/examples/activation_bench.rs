@@ -186,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             rule: "data.authz.answer".into(),
             engine: EngineChoice::Auto,
             eval_timeout: std::time::Duration::from_secs(1),
+            ..PolicySettings::default()
         },
         prometheus::IntCounter::new("bench_activations_total", "activations")?,
     ));

@@ -10,12 +10,12 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use regorus::Value;
 
 use crate::config::{FailMode, FailModeConfig};
-use regent_policy::decision::{parse_error_response, to_check_response};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
-use regent_policy::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
-use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
+use regent_policy::decision::{dry_run_allow, parse_error_response, to_check_response};
+use regent_policy::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
+use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
 
 /// The whole input document, for Checks whose input is not pruned.
 static WHOLE_INPUT: InputNeeds = InputNeeds::All;
@@ -203,7 +203,10 @@ impl Authorizer {
             .observe(started.elapsed().as_secs_f64());
         if replaced {
             // Dry-run allows everything, errors included; the real decision went to the log above.
-            return Ok(self.allow_response(&decision_id));
+            return Ok(match outcome {
+                Ok(denied) => dry_run_allow(denied),
+                Err(_) => self.allow_response(&decision_id),
+            });
         }
         outcome
     }
@@ -255,14 +258,15 @@ mod tests {
     use std::time::Duration;
 
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
     use prost::Message;
     use regent_bundle::Bundle;
 
     use super::*;
     use crate::config::{DecisionLogConfig, EngineChoice};
-    use regent_policy::grpc_decode::decode_check_request;
     use crate::policy::PolicySettings;
+    use regent_policy::grpc_decode::decode_check_request;
 
     fn bundle(header: &str) -> Vec<(String, Arc<Bundle>)> {
         let rego = format!(
@@ -302,6 +306,7 @@ mod tests {
             rule: "data.envoy.authz.allow".into(),
             engine: EngineChoice::Auto,
             eval_timeout: Duration::from_secs(1),
+            ..PolicySettings::default()
         };
         let store = Arc::new(PolicyStore::new(settings, metrics.activations.clone()));
         let logger = DecisionLogger::start(
@@ -336,5 +341,55 @@ mod tests {
         // On the new policy this request lacks the header that policy reads: why it must not be.
         let on_the_new_one = authorizer.check(&request).expect("answers");
         assert!(!allowed(&on_the_new_one), "{on_the_new_one:?}");
+    }
+
+    /// Dry-run lets a denied request through with what the policy asked for besides the verdict:
+    /// its headers and dynamic metadata, as OPA-Envoy's dry-run does.
+    #[test]
+    fn dry_run_keeps_the_policys_headers_and_metadata_on_a_deny() {
+        let rego = "package envoy.authz\n\ndefault allow := {\"allowed\": false, \"http_status\": 403, \"headers\": {\"x-why\": \"no-role\"}, \"dynamic_metadata\": {\"rule\": \"r7\"}}\n";
+        let files = BTreeMap::from([("authz.rego".to_string(), rego.as_bytes().to_vec())]);
+        let bundle = Arc::new(Bundle::from_files(files).expect("bundle"));
+        let metrics = Metrics::new().expect("metrics");
+        let store = Arc::new(PolicyStore::new(
+            PolicySettings::default(),
+            metrics.activations.clone(),
+        ));
+        store
+            .activate(&[("local".to_string(), bundle)])
+            .expect("activates");
+        let logger = DecisionLogger::start(
+            &DecisionLogConfig::default(),
+            "envoy/authz/allow",
+            metrics.logs_dropped.clone(),
+        )
+        .expect("logger");
+        let dry = Authorizer::new(
+            store,
+            metrics,
+            logger,
+            InputOptions::default(),
+            true,
+            FailModeConfig::default(),
+        );
+        let request = CheckRequest::decode(request_bytes().as_slice()).expect("decodes");
+        let r = dry.check(&request).expect("answers");
+        assert_eq!(r.status.as_ref().map(|s| s.code), Some(GRPC_OK));
+        let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+            panic!("an OK response: {r:?}");
+        };
+        let header = ok.headers[0].header.as_ref().expect("header");
+        assert_eq!(
+            (header.key.as_str(), header.value.as_str()),
+            ("x-why", "no-role")
+        );
+        let metadata = r.dynamic_metadata.as_ref().expect("metadata");
+        assert!(metadata.fields.contains_key("decision_id"));
+        assert_eq!(
+            metadata.fields["rule"].kind,
+            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                "r7".into()
+            ))
+        );
     }
 }

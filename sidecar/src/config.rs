@@ -97,7 +97,7 @@ impl Default for HttpConfig {
     }
 }
 
-pub use regent_policy::EngineChoice;
+pub use regent_policy::{EngineChoice, VmRecheck};
 
 /// `policy:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +119,11 @@ pub struct PolicyConfig {
     pub eval_timeout_ms: u64,
     /// Build only the parts of the input document the policy's modules can read.
     pub prune_input: bool,
+    /// Most bytecode-VM instructions one evaluation may execute (`eval_timeout_ms` is the guard
+    /// that matters; this stops a runaway loop early).
+    pub max_instructions: usize,
+    /// When a VM decision is checked again on the interpreter, to report OPA's conflict errors.
+    pub vm_recheck: VmRecheck,
 }
 
 impl Default for PolicyConfig {
@@ -132,6 +137,8 @@ impl Default for PolicyConfig {
             proto_descriptor: None,
             eval_timeout_ms: 100,
             prune_input: true,
+            max_instructions: regent_policy::settings::DEFAULT_MAX_INSTRUCTIONS,
+            vm_recheck: VmRecheck::Undefined,
         }
     }
 }
@@ -330,6 +337,12 @@ impl SidecarConfig {
         }
         if self.policy.eval_timeout_ms == 0 {
             return bad("policy.eval_timeout_ms must be at least 1".into());
+        }
+        if self.policy.max_instructions < 1000 {
+            return bad(format!(
+                "policy.max_instructions must be at least 1000, got {}",
+                self.policy.max_instructions
+            ));
         }
         if self.policy.bundle.is_some() && !self.sync.bundles.is_empty() {
             return bad("policy.bundle (a local bundle) and sync.bundles (downloaded bundles) cannot both be set".into());

@@ -26,8 +26,8 @@ use tonic::Status;
 use tonic_prost::ProstEncoder;
 
 use crate::authorizer::Authorizer;
-use regent_policy::grpc_decode::decode_check_request;
 use crate::policy::ActivePolicy;
+use regent_policy::grpc_decode::decode_check_request;
 
 /// The full gRPC path of the Check method.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";

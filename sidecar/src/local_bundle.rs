@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-
 use crate::policy::PolicyStore;
 
 pub use regent_policy::load::{read_local as load, LOCAL_BUNDLE_NAME};

@@ -1,9 +1,17 @@
 //! The sidecar's Prometheus metrics: one registry, served on `/metrics`. Label children used on the hot
 //! path are resolved once here, so a Check only touches atomics.
+//!
+//! The JWT builtins' cache counters live in regent-policy (relaxed atomics the builtins bump
+//! without touching the registry); [`JwtCacheCollector`] reads them at scrape time.
 
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
+use regent_policy::builtins::JwtCacheStats;
 
 /// Histogram buckets for Check and evaluation latency: 5 µs to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +88,9 @@ impl Metrics {
         registry.register(Box::new(eval_duration.clone()))?;
         registry.register(Box::new(logs_dropped.clone()))?;
         registry.register(Box::new(activations.clone()))?;
+        registry.register(Box::new(JwtCacheCollector::new(
+            regent_policy::builtins::jwt_cache_stats,
+        )?))?;
         Ok(Metrics {
             allow: checks.with_label_values(&["allow"]),
             deny: checks.with_label_values(&["deny"]),
@@ -99,5 +110,179 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// `regent_jwt_cache_hits_total{cache}` and `regent_jwt_cache_misses_total{cache}`, with `cache`
+/// `token` (signature outcomes) or `keyset` (parsed key sets), read from `source` at each scrape.
+pub struct JwtCacheCollector {
+    hits: Desc,
+    misses: Desc,
+    source: fn() -> JwtCacheStats,
+}
+
+impl JwtCacheCollector {
+    /// A collector reporting `source()` (regent-policy's `jwt_cache_stats` in the sidecar).
+    pub fn new(source: fn() -> JwtCacheStats) -> prometheus::Result<JwtCacheCollector> {
+        let desc = |name: &str, help: &str| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                vec!["cache".to_string()],
+                HashMap::new(),
+            )
+        };
+        Ok(JwtCacheCollector {
+            hits: desc(
+                "regent_jwt_cache_hits_total",
+                "JWT builtin calls answered from a per-thread cache, by cache (token: signature \
+                 outcomes, keyset: parsed key sets).",
+            )?,
+            misses: desc(
+                "regent_jwt_cache_misses_total",
+                "JWT builtin calls that missed a per-thread cache (a signature check or a key \
+                 parse), by cache.",
+            )?,
+            source,
+        })
+    }
+}
+
+fn counter_family(desc: &Desc, samples: [(&str, u64); 2]) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(MetricType::COUNTER);
+    family.set_metric(
+        samples
+            .iter()
+            .map(|&(cache, value)| {
+                let mut label = LabelPair::default();
+                label.set_name("cache".to_string());
+                label.set_value(cache.to_string());
+                let mut counter = Counter::default();
+                counter.set_value(value as f64);
+                let mut metric = Metric::from_label(vec![label]);
+                metric.set_counter(counter);
+                metric
+            })
+            .collect(),
+    );
+    family
+}
+
+impl Collector for JwtCacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.hits, &self.misses]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = (self.source)();
+        vec![
+            counter_family(
+                &self.hits,
+                [("keyset", s.keyset_hits), ("token", s.token_hits)],
+            ),
+            counter_family(
+                &self.misses,
+                [("keyset", s.keyset_misses), ("token", s.token_misses)],
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn jwt_cache_collector_reports_its_source() {
+        let registry = Registry::new();
+        registry
+            .register(Box::new(
+                JwtCacheCollector::new(|| JwtCacheStats {
+                    token_hits: 7,
+                    token_misses: 3,
+                    keyset_hits: 9,
+                    keyset_misses: 1,
+                })
+                .expect("collector"),
+            ))
+            .expect("registers");
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut text)
+            .expect("encodes");
+        assert!(
+            text.contains("# TYPE regent_jwt_cache_hits_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE regent_jwt_cache_misses_total counter"),
+            "{text}"
+        );
+        let get = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
+        assert_eq!(get(r#"regent_jwt_cache_hits_total{cache="token"}"#), 7.0);
+        assert_eq!(get(r#"regent_jwt_cache_misses_total{cache="token"}"#), 3.0);
+        assert_eq!(get(r#"regent_jwt_cache_hits_total{cache="keyset"}"#), 9.0);
+        assert_eq!(get(r#"regent_jwt_cache_misses_total{cache="keyset"}"#), 1.0);
+    }
+
+    #[test]
+    fn the_sidecar_registry_reads_the_policy_counters() {
+        use regorus::Value;
+        let metrics = Metrics::new().expect("metrics");
+        // Two identical calls on this thread: at least one miss and one hit.
+        for _ in 0..2 {
+            let v = regent_policy::builtins::call(
+                "io.jwt.verify_hs256",
+                &[
+                    Value::from("e30.e30.FiOJyNFr8SYUFqrXiZiHKj8XuXXYvmf6Yt-xeyJn9tE"),
+                    Value::from("metrics-unit-test"),
+                ],
+            );
+            assert!(matches!(v, Value::Bool(_)), "{v:?}");
+        }
+        let before = regent_policy::builtins::jwt_cache_stats();
+        let text = metrics.render();
+        let after = regent_policy::builtins::jwt_cache_stats();
+        let get = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
+        // Other tests may run JWT builtins meanwhile: the scrape lies between two reads.
+        for (name, lo, hi) in [
+            (
+                r#"regent_jwt_cache_hits_total{cache="token"}"#,
+                before.token_hits,
+                after.token_hits,
+            ),
+            (
+                r#"regent_jwt_cache_misses_total{cache="token"}"#,
+                before.token_misses,
+                after.token_misses,
+            ),
+            (
+                r#"regent_jwt_cache_hits_total{cache="keyset"}"#,
+                before.keyset_hits,
+                after.keyset_hits,
+            ),
+            (
+                r#"regent_jwt_cache_misses_total{cache="keyset"}"#,
+                before.keyset_misses,
+                after.keyset_misses,
+            ),
+        ] {
+            let v = get(name);
+            assert!(lo >= 1, "{name}: {lo}");
+            assert!(
+                (lo as f64..=hi as f64).contains(&v),
+                "{name}: {v} not in {lo}..={hi}"
+            );
+        }
     }
 }

@@ -94,4 +94,3 @@ impl PolicySink<Bundle> for Arc<PolicyStore> {
             .map_err(|e| Refusal::new("compile", e.to_string()))
     }
 }
-

@@ -20,9 +20,9 @@ use crate::authorizer::Authorizer;
 use crate::config::SidecarConfig;
 use crate::decision_log::DecisionLogger;
 use crate::grpc_check::AuthorizationService;
-use regent_policy::input::{load_descriptor_set, InputOptions};
 use crate::metrics::Metrics;
 use crate::policy::{decision_rule, PolicySettings, PolicyStore};
+use regent_policy::input::{load_descriptor_set, InputOptions};
 
 /// A running sidecar.
 pub struct Running {
@@ -94,6 +94,8 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             rule,
             engine: cfg.policy.engine,
             eval_timeout: Duration::from_millis(cfg.policy.eval_timeout_ms),
+            max_instructions: cfg.policy.max_instructions,
+            vm_recheck: cfg.policy.vm_recheck,
         },
         metrics.activations.clone(),
     ));

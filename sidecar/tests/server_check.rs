@@ -400,19 +400,29 @@ async fn vm_and_interpreter_agree() {
         let b = strip(interp.check(v.build()).await);
         assert_eq!(a, b, "{what}");
     }
-    // Known difference: a runtime error (a type error, conflicting rule values) is an error on the
-    // interpreter, as in OPA, but makes the rule undefined on the VM. Without a `default` both are
-    // gRPC errors, so Envoy's failure mode applies either way (documented in the README).
-    for path in ["/boom", "/conflict"] {
-        let a = vm.check(get(path).build()).await.expect_err("vm");
-        let b = interp
-            .check(get(path).build())
-            .await
-            .expect_err("interpreter");
-        assert_eq!(a.code(), b.code());
-        assert!(a.message().starts_with("undefined_decision"), "{a:?}");
-        assert!(b.message().starts_with("eval_error"), "{b:?}");
+    // A conflict (two complete rules giving different values) is OPA's eval_conflict_error on both:
+    // the VM's undefined decision is re-checked on the interpreter (`policy.vm_recheck`).
+    let a = vm.check(get("/conflict").build()).await.expect_err("vm");
+    let b = interp
+        .check(get("/conflict").build())
+        .await
+        .expect_err("interpreter");
+    assert_eq!(a.code(), b.code());
+    for e in [&a, &b] {
+        assert!(e.message().starts_with("eval_error"), "{e:?}");
+        assert!(e.message().contains("conflicts"), "{e:?}");
     }
+    // A builtin's type error (`"GET" + 1`) is undefined in OPA outside strict mode, and on the VM;
+    // regorus's interpreter reports an error. Without a `default` both are gRPC errors, so Envoy's
+    // failure mode applies either way (documented in docs/input-and-decisions.md).
+    let a = vm.check(get("/boom").build()).await.expect_err("vm");
+    let b = interp
+        .check(get("/boom").build())
+        .await
+        .expect_err("interpreter");
+    assert_eq!(a.code(), b.code());
+    assert!(a.message().starts_with("undefined_decision"), "{a:?}");
+    assert!(b.message().starts_with("eval_error"), "{b:?}");
     vm.stop().await;
     interp.stop().await;
 }

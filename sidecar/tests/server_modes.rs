@@ -202,8 +202,8 @@ async fn jwt_builtins_verify_tokens_in_policies() {
     let s = Sidecar::start(JWT_POLICY, Some(&data), |_, _| {}).await;
     assert_eq!(
         s.running.store.current().expect("active").kind(),
-        EvaluatorKind::Interpreter,
-        "extensions run on the interpreter"
+        EvaluatorKind::Vm,
+        "Regent's builtins run on the VM through host-await calls"
     );
     let good = rs256(&claims("orders", 3600));
     let expired = rs256(&claims("orders", -3600));
@@ -253,16 +253,32 @@ async fn jwt_builtins_verify_tokens_in_policies() {
 }
 
 #[tokio::test]
-async fn a_policy_with_extensions_is_refused_when_the_vm_is_required() {
+async fn a_jwt_policy_activates_when_the_vm_is_required() {
     let data = json!({"jwt": {"cert": jwt_fixture("rsa_public.pem")}}).to_string();
     let s = Sidecar::start(JWT_POLICY, Some(&data), |cfg, _| {
         cfg.policy.engine = EngineChoice::Vm;
     })
     .await;
-    assert!(
-        s.running.store.current().is_none(),
-        "VM cannot run io.jwt.*"
-    );
+    let policy = s.running.store.current().expect("io.jwt.* runs on the VM");
+    assert_eq!(policy.kind(), EvaluatorKind::Vm);
+    assert!(policy.calls_host_builtins());
+    let ask = |token: String| {
+        let s = &s;
+        async move {
+            s.check(
+                get("/orders")
+                    .header("authorization", &format!("Bearer {token}"))
+                    .build(),
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let r = ask(rs256(&claims("orders", 3600))).await;
+    assert!(allowed(&r), "good token: {r:?}");
+    assert_eq!(header(&r, "x-sub").as_deref(), Some("alice"));
+    let r = ask(rs256(&claims("orders", -3600))).await;
+    assert_eq!(code(&r), 7, "an expired token must be denied: {r:?}");
     s.stop().await;
 }
 

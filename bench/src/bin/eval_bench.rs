@@ -61,6 +61,7 @@ fn main() -> anyhow::Result<()> {
                 rule: decision_rule(&args.path).map_err(anyhow::Error::msg)?,
                 engine,
                 eval_timeout: Duration::from_millis(100),
+                ..PolicySettings::default()
             },
             prometheus::IntCounter::new("bench_activations_total", "activations")?,
         );

@@ -131,6 +131,7 @@ fn check_decision_path(bundle: &Bundle, path: &str) -> anyhow::Result<()> {
         rule: rule_from_path(path)?,
         engine: EngineChoice::Auto,
         eval_timeout: Duration::from_secs(5),
+        ..PolicySettings::default()
     };
     ActivePolicy::compile(
         &[(LOCAL_BUNDLE_NAME.to_string(), Arc::new(bundle.clone()))],

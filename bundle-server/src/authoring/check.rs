@@ -104,6 +104,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
             Engine::Interpreter => EngineChoice::Interpreter,
         },
         eval_timeout: args.eval_timeout,
+        ..PolicySettings::default()
     };
     let policy = ActivePolicy::compile(
         &[(LOCAL_BUNDLE_NAME.to_string(), Arc::new(bundle))],

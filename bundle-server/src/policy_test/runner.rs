@@ -172,6 +172,11 @@ fn load_error(e: LoadError, prefix: &str) -> TestError {
             line: None,
             message: e.to_string(),
         },
+        LoadError::Unsupported { ref file, line, .. } => TestError {
+            file: Some(strip_prefix(file, prefix).to_string()),
+            line: Some(line),
+            message: e.to_string(),
+        },
         other => TestError {
             file: None,
             line: None,

@@ -293,6 +293,7 @@ fn entrypoint_check(
         rule: rule.clone(),
         engine: EngineChoice::Auto,
         eval_timeout: ENTRYPOINT_EVAL_TIMEOUT,
+        ..PolicySettings::default()
     };
     let policy = ActivePolicy::compile(bundles, &settings)
         .map_err(|e| Failure::new(name, "entrypoint", format!("entrypoint {entrypoint}: {e}")))?;

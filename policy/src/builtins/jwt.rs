@@ -12,11 +12,18 @@
 //!   a token with `aud` needs an `aud` constraint naming one of them, and an `aud` constraint
 //!   needs a token with `aud`.
 //! - Nested tokens (`cty: JWT`) are not unwrapped.
+//!
+//! Signatures are checked with ring (constant-time, see `jwt_keys`). Parsed key sets and
+//! signature outcomes are cached per thread on the exact token and key strings (see
+//! `jwt_cache`); the time, issuer, audience and algorithm constraints are checked on every call.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use regorus::Value;
 
-use super::jwt_keys::{Alg, Keys};
+use super::jwt_cache::{self, Check, KeySet, KeyUse, Outcome};
+use super::jwt_keys::Alg;
 
 use super::{now_ns, string_arg, Builtin};
 
@@ -86,7 +93,6 @@ pub(crate) struct Token<'a> {
     pub(crate) header: Value,
     pub(crate) payload: Value,
     pub(crate) signature: Vec<u8>,
-    pub(crate) signature_b64: &'a str,
 }
 
 fn b64url(s: &str, what: &str) -> Result<Vec<u8>, JwtError> {
@@ -123,7 +129,6 @@ pub(crate) fn parse(token: &str) -> Result<Token<'_>, JwtError> {
         header,
         payload,
         signature,
-        signature_b64: s,
     })
 }
 
@@ -139,17 +144,21 @@ pub(crate) fn decode(token: &str) -> Result<Value, JwtError> {
 
 /// `io.jwt.verify_<alg>(token, key)`: does any key verify the signature with `alg`?
 pub(crate) fn verify(token: &str, key: &str, alg: Alg) -> Result<bool, JwtError> {
-    let t = parse(token)?;
-    let keys = if alg.is_hmac() {
-        Keys::secret(key)
+    let usage = if alg.is_hmac() {
+        KeyUse::Secret
     } else {
-        Keys::parse(key)?
+        KeyUse::Cert
     };
-    Ok(keys.verify(&t, alg, None))
+    let keys = jwt_cache::key_set(usage, key)?;
+    let outcome = jwt_cache::outcome(token, &keys, Check::Alg(alg), || {
+        let t = parse(token)?;
+        Ok(Outcome::bare(keys.keys.verify(&t, alg, None)))
+    })?;
+    Ok(outcome.verified)
 }
 
 struct Constraints {
-    keys: Keys,
+    keys: Arc<KeySet>,
     alg: Option<String>,
     iss: Option<String>,
     aud: Option<String>,
@@ -162,13 +171,8 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
     };
     let mut cert = None;
     let mut secret = None;
-    let mut c = Constraints {
-        keys: Keys::default(),
-        alg: None,
-        iss: None,
-        aud: None,
-        time_ns: now_ns as f64,
-    };
+    let (mut alg, mut iss, mut aud) = (None, None, None);
+    let mut time_ns = now_ns as f64;
     for (k, val) in obj.iter() {
         let key = match k {
             Value::String(s) => s.as_ref(),
@@ -181,11 +185,11 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
         match key {
             "cert" => cert = Some(as_str("cert")?),
             "secret" => secret = Some(as_str("secret")?),
-            "alg" => c.alg = Some(as_str("alg")?),
-            "iss" => c.iss = Some(as_str("iss")?),
-            "aud" => c.aud = Some(as_str("aud")?),
+            "alg" => alg = Some(as_str("alg")?),
+            "iss" => iss = Some(as_str("iss")?),
+            "aud" => aud = Some(as_str("aud")?),
             "time" => {
-                c.time_ns = match val {
+                time_ns = match val {
                     // `time.now_ns()` is an integer above 2^53, which regorus's `as_f64` refuses.
                     Value::Number(n) => n
                         .as_f64()
@@ -201,17 +205,23 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
             }
         }
     }
-    c.keys = match (cert, secret) {
+    let keys = match (cert, secret) {
         (Some(_), Some(_)) => {
             return Err(JwtError::Constraints(
                 "give only one of cert and secret".into(),
             ))
         }
         (None, None) => return Err(JwtError::Constraints("give one of cert or secret".into())),
-        (Some(cert), None) => Keys::parse(&cert)?,
-        (None, Some(secret)) => Keys::secret(&secret),
+        (Some(cert), None) => jwt_cache::key_set(KeyUse::Cert, &cert)?,
+        (None, Some(secret)) => jwt_cache::key_set(KeyUse::Secret, &secret)?,
     };
-    Ok(c)
+    Ok(Constraints {
+        keys,
+        alg,
+        iss,
+        aud,
+        time_ns,
+    })
 }
 
 /// `io.jwt.decode_verify(token, constraints)` -> `[valid, header, payload]`.
@@ -221,7 +231,7 @@ pub(crate) fn decode_verify(
     now_ns: i128,
 ) -> Result<Value, JwtError> {
     let c = constraints(constraints_v, now_ns)?;
-    let t = parse(token)?;
+    let keys = &c.keys;
     let unverified = || {
         Value::from(vec![
             Value::Bool(false),
@@ -229,21 +239,38 @@ pub(crate) fn decode_verify(
             Value::new_object(),
         ])
     };
-    let Some(alg_name) = t.header["alg"].as_string().ok().map(|s| s.to_string()) else {
-        return Ok(unverified());
-    };
-    // `none` and anything unknown never verify.
-    let Some(alg) = Alg::from_name(&alg_name) else {
-        return Ok(unverified());
-    };
-    if c.alg.as_deref().is_some_and(|pinned| pinned != alg_name) {
+    // The signature check depends on the token and the keys only: cached. `none` and unknown
+    // algorithms never verify.
+    let outcome = jwt_cache::outcome(token, keys, Check::Header, || {
+        let t = parse(token)?;
+        let Some(alg) = t.header["alg"]
+            .as_string()
+            .ok()
+            .and_then(|a| Alg::from_name(a))
+        else {
+            return Ok(Outcome::bare(false));
+        };
+        let kid = t.header["kid"].as_string().ok().map(|s| s.to_string());
+        if !keys.keys.verify(&t, alg, kid.as_deref()) {
+            return Ok(Outcome::bare(false));
+        }
+        Ok(Outcome {
+            verified: true,
+            header: t.header,
+            payload: t.payload,
+        })
+    })?;
+    if !outcome.verified {
         return Ok(unverified());
     }
-    let kid = t.header["kid"].as_string().ok().map(|s| s.to_string());
-    if !c.keys.verify(&t, alg, kid.as_deref()) {
-        return Ok(unverified());
+    // Everything below is checked on every call.
+    let header = &outcome.header;
+    if let Some(pinned) = &c.alg {
+        if header["alg"].as_string().ok().map(|s| s.as_ref()) != Some(pinned.as_str()) {
+            return Ok(unverified());
+        }
     }
-    let payload = &t.payload;
+    let payload = &outcome.payload;
     let now_s = c.time_ns / 1e9;
     match &payload["exp"] {
         Value::Undefined => {}
@@ -281,6 +308,9 @@ pub(crate) fn decode_verify(
     if !aud_ok {
         return Ok(unverified());
     }
-    let payload = payload.clone();
-    Ok(Value::from(vec![Value::Bool(true), t.header, payload]))
+    Ok(Value::from(vec![
+        Value::Bool(true),
+        header.clone(),
+        payload.clone(),
+    ]))
 }

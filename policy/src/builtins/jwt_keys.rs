@@ -1,16 +1,45 @@
-//! Verification keys for the JWT builtins (PEM public keys and certificates, JWK and JWKS,
-//! HMAC secrets) and signature checks. jsonwebtoken does the checks except for ES512, which it
-//! lacks; that one is done with the `p521` crate.
+//! Verification keys for the JWT builtins and the signature checks made with them.
+//!
+//! Signatures are checked with `ring`: RSA PKCS#1 v1.5 and PSS, ECDSA on P-256 and P-384,
+//! Ed25519 and HMAC. ring is constant-time where secrets are involved (HMAC tags are compared in
+//! constant time, so a forger learns nothing from how long a rejection takes), is maintained with
+//! the TLS stack we already ship, and verifies RSA far faster than a generic big-number library.
+//! ES512 (P-521), which ring lacks, is checked with the `p521` crate.
+//!
+//! RSA keys must have a modulus of 2048 to 8192 bits (ring's `_2048_8192_` parameters); a smaller
+//! key parses but verifies nothing.
+//!
+//! Accepted key material, in a `cert` string:
+//! - PEM, one or more blocks: `PUBLIC KEY` (SPKI: RSA, EC or Ed25519), `RSA PUBLIC KEY`
+//!   (PKCS#1) and `CERTIFICATE` (the certificate's SPKI is used; the certificate itself is not
+//!   validated, as in OPA). Any other block is an error.
+//! - A JWK or a JWKS (`{"keys": [...]}`): `kty` `RSA` (`n`, `e`), `EC` (`crv` `P-256`, `P-384` or
+//!   `P-521`, with `x` and `y`), `OKP` (`x`, Ed25519) and `oct` (`k`, an HMAC secret). A JWK's
+//!   `kid` selects it; its `alg`, when given, limits it to that algorithm. One unusable JWK makes
+//!   the whole set an error.
+//!
+//! An HMAC secret given as `secret` (or as the key of `verify_hs*`) is used as its UTF-8 bytes.
+//! A key is only ever used for its own family of algorithms, so an RSA public key can never be
+//! taken as an HMAC secret.
 
-use jsonwebtoken::{crypto, jwk::Jwk, Algorithm, DecodingKey};
+use base64::Engine as _;
 use p521::ecdsa::signature::Verifier as _;
-use p521::pkcs8::DecodePublicKey as _;
+use ring::signature::{self as sig, UnparsedPublicKey};
+use x509_parser::oid_registry::{
+    OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
+};
+use x509_parser::prelude::FromDer as _;
+use x509_parser::public_key::RSAPublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::jwt::{JwtError, Token};
 
+/// DER content octets of the secp521r1 curve OID, 1.3.132.0.35.
+const OID_P521_DER: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
+
 /// A JWS algorithm we can verify.
 #[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Alg {
     RS256,
     RS384,
@@ -68,30 +97,21 @@ impl Alg {
     pub(crate) fn is_hmac(self) -> bool {
         matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
     }
-
-    /// jsonwebtoken's algorithm, for everything but ES512.
-    fn jwt_algorithm(self) -> Option<Algorithm> {
-        Some(match self {
-            Alg::RS256 => Algorithm::RS256,
-            Alg::RS384 => Algorithm::RS384,
-            Alg::RS512 => Algorithm::RS512,
-            Alg::PS256 => Algorithm::PS256,
-            Alg::PS384 => Algorithm::PS384,
-            Alg::PS512 => Algorithm::PS512,
-            Alg::ES256 => Algorithm::ES256,
-            Alg::ES384 => Algorithm::ES384,
-            Alg::EdDSA => Algorithm::EdDSA,
-            Alg::HS256 => Algorithm::HS256,
-            Alg::HS384 => Algorithm::HS384,
-            Alg::HS512 => Algorithm::HS512,
-            Alg::ES512 => return None,
-        })
-    }
 }
 
+/// One key, parsed once into the form its verifier takes.
 enum Material {
-    Jwt(DecodingKey),
+    /// RSA modulus and public exponent, big-endian without leading zero bytes (as ring wants).
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An EC public point (SEC1) for ES256 or ES384. The algorithm picks the curve, as it did
+    /// before: a point that is not on that curve fails ring's checks and verifies nothing.
+    Ec(Vec<u8>),
+    /// A P-521 public key, for ES512.
     P521(p521::ecdsa::VerifyingKey),
+    /// An Ed25519 public key.
+    Ed25519(Vec<u8>),
+    /// An HMAC secret.
+    Hmac(Vec<u8>),
 }
 
 struct Key {
@@ -111,7 +131,7 @@ impl Keys {
         Keys(vec![Key {
             kid: None,
             alg: None,
-            material: Material::Jwt(DecodingKey::from_secret(secret.as_bytes())),
+            material: Material::Hmac(secret.as_bytes().to_vec()),
         }])
     }
 
@@ -130,32 +150,34 @@ impl Keys {
         let blocks = pem::parse_many(s).map_err(|e| JwtError::Key(format!("bad PEM: {e}")))?;
         let mut keys = Vec::new();
         for block in blocks {
-            let one = pem::encode(&block);
-            let bytes = one.as_bytes();
-            let mut push = |material| {
-                keys.push(Key {
-                    kid: None,
-                    alg: None,
-                    material,
-                })
+            let der = block.contents();
+            let material = match block.tag() {
+                "PUBLIC KEY" => {
+                    let (_, spki) = SubjectPublicKeyInfo::from_der(der)
+                        .map_err(|e| JwtError::Key(format!("bad PUBLIC KEY: {e}")))?;
+                    spki_material(&spki)?
+                }
+                "RSA PUBLIC KEY" => {
+                    let (_, rsa) = RSAPublicKey::from_der(der)
+                        .map_err(|e| JwtError::Key(format!("bad RSA PUBLIC KEY: {e}")))?;
+                    rsa_material(rsa.modulus, rsa.exponent)
+                }
+                "CERTIFICATE" => {
+                    let (_, cert) = x509_parser::parse_x509_certificate(der)
+                        .map_err(|e| JwtError::Key(format!("bad CERTIFICATE: {e}")))?;
+                    spki_material(cert.public_key())?
+                }
+                tag => {
+                    return Err(JwtError::Key(format!(
+                        "PEM block {tag:?} is not a supported public key or certificate"
+                    )))
+                }
             };
-            if let Ok(k) = DecodingKey::from_rsa_pem(bytes) {
-                push(Material::Jwt(k));
-            } else if let Ok(k) = DecodingKey::from_ed_pem(bytes) {
-                push(Material::Jwt(k));
-            } else if let Ok(k) = p521::PublicKey::from_public_key_pem(&one) {
-                push(Material::P521(
-                    p521::ecdsa::VerifyingKey::from_affine(*k.as_affine())
-                        .map_err(|e| JwtError::Key(format!("bad P-521 key: {e}")))?,
-                ));
-            } else if let Ok(k) = DecodingKey::from_ec_pem(bytes) {
-                push(Material::Jwt(k));
-            } else {
-                return Err(JwtError::Key(format!(
-                    "PEM block {:?} is not a supported public key or certificate",
-                    block.tag()
-                )));
-            }
+            keys.push(Key {
+                kid: None,
+                alg: None,
+                material,
+            });
         }
         if keys.is_empty() {
             return Err(JwtError::Key("no PEM blocks".into()));
@@ -171,24 +193,10 @@ impl Keys {
             Some(_) => return Err(JwtError::Key("JWKS \"keys\" must be an array".into())),
             None => vec![&doc],
         };
-        let mut keys = Vec::new();
-        for jwk in list {
-            let kid = jwk.get("kid").and_then(|v| v.as_str()).map(str::to_string);
-            let alg = jwk.get("alg").and_then(|v| v.as_str()).map(str::to_string);
-            let material = if jwk.get("kty").and_then(|v| v.as_str()) == Some("EC")
-                && jwk.get("crv").and_then(|v| v.as_str()) == Some("P-521")
-            {
-                Material::P521(p521_from_jwk(jwk)?)
-            } else {
-                let parsed: Jwk = serde_json::from_value(jwk.clone())
-                    .map_err(|e| JwtError::Key(format!("bad JWK: {e}")))?;
-                Material::Jwt(
-                    DecodingKey::from_jwk(&parsed)
-                        .map_err(|e| JwtError::Key(format!("unusable JWK: {e}")))?,
-                )
-            };
-            keys.push(Key { kid, alg, material });
-        }
+        let keys = list
+            .into_iter()
+            .map(jwk_key)
+            .collect::<Result<Vec<Key>, JwtError>>()?;
         if keys.is_empty() {
             return Err(JwtError::Key("JWKS has no keys".into()));
         }
@@ -198,69 +206,177 @@ impl Keys {
     /// True when a key fitting `alg` verifies the token's signature. With a `kid`, keys carrying
     /// that kid are tried first and alone; when no key has it, every fitting key is tried.
     pub(crate) fn verify(&self, t: &Token<'_>, alg: Alg, kid: Option<&str>) -> bool {
-        let by_kid: Vec<&Key> = match kid {
-            Some(kid) => self
-                .0
-                .iter()
-                .filter(|k| k.kid.as_deref() == Some(kid))
-                .collect(),
-            None => Vec::new(),
-        };
-        let candidates: Vec<&Key> = if by_kid.is_empty() {
-            self.0.iter().collect()
-        } else {
-            by_kid
-        };
-        candidates
-            .into_iter()
+        let by_kid = |k: &&Key| kid.is_some() && k.kid.as_deref() == kid;
+        let any_by_kid = self.0.iter().any(|k| by_kid(&k));
+        self.0
+            .iter()
+            .filter(|k| !any_by_kid || by_kid(k))
             .filter(|k| k.alg.as_deref().is_none_or(|a| a == alg.name()))
             .any(|k| verify_signature(t, alg, &k.material))
     }
 }
 
-fn p521_from_jwk(jwk: &serde_json::Value) -> Result<p521::ecdsa::VerifyingKey, JwtError> {
-    let coord = |name: &str| -> Result<Vec<u8>, JwtError> {
-        let s = jwk
-            .get(name)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| JwtError::Key(format!("P-521 JWK lacks {name}")))?;
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|e| JwtError::Key(format!("P-521 JWK {name} is not base64url: {e}")))
-    };
-    let (x, y) = (coord("x")?, coord("y")?);
-    if x.len() != 66 || y.len() != 66 {
-        return Err(JwtError::Key(
-            "P-521 JWK coordinates must be 66 bytes".into(),
-        ));
+fn strip_leading_zeros(b: &[u8]) -> Vec<u8> {
+    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    b[start..].to_vec()
+}
+
+fn rsa_material(n: &[u8], e: &[u8]) -> Material {
+    Material::Rsa {
+        n: strip_leading_zeros(n),
+        e: strip_leading_zeros(e),
     }
-    let mut sec1 = Vec::with_capacity(133);
-    sec1.push(4);
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-        .map_err(|e| JwtError::Key(format!("bad P-521 JWK: {e}")))
+}
+
+/// The key in a SubjectPublicKeyInfo (a `PUBLIC KEY` block or a certificate's).
+fn spki_material(spki: &SubjectPublicKeyInfo<'_>) -> Result<Material, JwtError> {
+    let oid = &spki.algorithm.algorithm;
+    let bits: &[u8] = &spki.subject_public_key.data;
+    if *oid == OID_PKCS1_RSAENCRYPTION {
+        let (_, rsa) = RSAPublicKey::from_der(bits)
+            .map_err(|e| JwtError::Key(format!("bad RSA public key: {e}")))?;
+        Ok(rsa_material(rsa.modulus, rsa.exponent))
+    } else if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        if curve.is_some_and(|c| c.as_bytes() == OID_P521_DER) {
+            Ok(Material::P521(
+                p521::ecdsa::VerifyingKey::from_sec1_bytes(bits)
+                    .map_err(|e| JwtError::Key(format!("bad P-521 key: {e}")))?,
+            ))
+        } else {
+            Ok(Material::Ec(bits.to_vec()))
+        }
+    } else if *oid == OID_SIG_ED25519 {
+        Ok(Material::Ed25519(bits.to_vec()))
+    } else {
+        Err(JwtError::Key(format!(
+            "public key algorithm {oid} is not supported"
+        )))
+    }
+}
+
+fn b64url_field(jwk: &serde_json::Value, name: &str) -> Result<Vec<u8>, JwtError> {
+    let s = jwk
+        .get(name)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| JwtError::Key(format!("JWK lacks string {name}")))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|e| JwtError::Key(format!("JWK {name} is not base64url: {e}")))
+}
+
+/// The JWK's optional parameters that hold strings must be strings (or null) when present.
+fn optional_strings(jwk: &serde_json::Value) -> Result<(), JwtError> {
+    use serde_json::Value as J;
+    for name in ["kid", "alg", "use", "x5u", "x5t", "x5t#S256"] {
+        if !matches!(jwk.get(name), None | Some(J::Null) | Some(J::String(_))) {
+            return Err(JwtError::Key(format!("JWK {name} must be a string")));
+        }
+    }
+    for name in ["key_ops", "x5c"] {
+        match jwk.get(name) {
+            None | Some(J::Null) => {}
+            Some(J::Array(a)) if a.iter().all(J::is_string) => {}
+            Some(_) => {
+                return Err(JwtError::Key(format!(
+                    "JWK {name} must be an array of strings"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JWK: `RSA`, `EC` (P-256, P-384, P-521), `OKP` (Ed25519) or `oct`.
+fn jwk_key(jwk: &serde_json::Value) -> Result<Key, JwtError> {
+    if !jwk.is_object() {
+        return Err(JwtError::Key("JWK must be an object".into()));
+    }
+    optional_strings(jwk)?;
+    let str_field = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+    // The curve names JWKs of kty EC and OKP were accepted with; the algorithm then picks how a
+    // key is used.
+    let crv_ok = || {
+        matches!(
+            str_field("crv"),
+            Some("P-256" | "P-384" | "P-521" | "Ed25519")
+        )
+    };
+    let material = match str_field("kty") {
+        Some("EC") if crv_ok() => {
+            let (x, y) = (b64url_field(jwk, "x")?, b64url_field(jwk, "y")?);
+            if str_field("crv") == Some("P-521") {
+                if x.len() != 66 || y.len() != 66 {
+                    return Err(JwtError::Key(
+                        "P-521 JWK coordinates must be 66 bytes".into(),
+                    ));
+                }
+                Material::P521(
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1_point(&x, &y))
+                        .map_err(|e| JwtError::Key(format!("bad P-521 JWK: {e}")))?,
+                )
+            } else {
+                Material::Ec(sec1_point(&x, &y))
+            }
+        }
+        Some("RSA") => {
+            let (n, e) = (b64url_field(jwk, "n")?, b64url_field(jwk, "e")?);
+            rsa_material(&n, &e)
+        }
+        Some("oct") => Material::Hmac(b64url_field(jwk, "k")?),
+        Some("OKP") if crv_ok() => Material::Ed25519(b64url_field(jwk, "x")?),
+        _ => return Err(JwtError::Key("unusable JWK: unsupported kty or crv".into())),
+    };
+    Ok(Key {
+        kid: str_field("kid").map(str::to_string),
+        alg: str_field("alg").map(str::to_string),
+        material,
+    })
+}
+
+fn sec1_point(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + x.len() + y.len());
+    p.push(4);
+    p.extend_from_slice(x);
+    p.extend_from_slice(y);
+    p
 }
 
 fn verify_signature(t: &Token<'_>, alg: Alg, key: &Material) -> bool {
-    match (alg.jwt_algorithm(), key) {
-        (Some(a), Material::Jwt(k)) => {
-            if !a.family().eq(&k.family()) {
-                return false;
-            }
-            crypto::verify(
-                t.signature_b64.trim_end_matches('='),
-                t.signing_input.as_bytes(),
-                k,
-                a,
-            )
-            .unwrap_or(false)
-        }
-        (None, Material::P521(k)) => match p521::ecdsa::Signature::from_slice(&t.signature) {
-            Ok(sig) => k.verify(t.signing_input.as_bytes(), &sig).is_ok(),
+    let msg = t.signing_input.as_bytes();
+    let signature = t.signature.as_slice();
+    let rsa = |params: &'static sig::RsaParameters, n: &[u8], e: &[u8]| {
+        sig::RsaPublicKeyComponents { n, e }
+            .verify(params, msg, signature)
+            .is_ok()
+    };
+    let hmac = |a: ring::hmac::Algorithm, secret: &[u8]| {
+        ring::hmac::verify(&ring::hmac::Key::new(a, secret), msg, signature).is_ok()
+    };
+    let public = |a: &'static dyn sig::VerificationAlgorithm, k: &[u8]| {
+        UnparsedPublicKey::new(a, k).verify(msg, signature).is_ok()
+    };
+    match (alg, key) {
+        (Alg::RS256, Material::Rsa { n, e }) => rsa(&sig::RSA_PKCS1_2048_8192_SHA256, n, e),
+        (Alg::RS384, Material::Rsa { n, e }) => rsa(&sig::RSA_PKCS1_2048_8192_SHA384, n, e),
+        (Alg::RS512, Material::Rsa { n, e }) => rsa(&sig::RSA_PKCS1_2048_8192_SHA512, n, e),
+        (Alg::PS256, Material::Rsa { n, e }) => rsa(&sig::RSA_PSS_2048_8192_SHA256, n, e),
+        (Alg::PS384, Material::Rsa { n, e }) => rsa(&sig::RSA_PSS_2048_8192_SHA384, n, e),
+        (Alg::PS512, Material::Rsa { n, e }) => rsa(&sig::RSA_PSS_2048_8192_SHA512, n, e),
+        (Alg::ES256, Material::Ec(point)) => public(&sig::ECDSA_P256_SHA256_FIXED, point),
+        (Alg::ES384, Material::Ec(point)) => public(&sig::ECDSA_P384_SHA384_FIXED, point),
+        (Alg::ES512, Material::P521(k)) => match p521::ecdsa::Signature::from_slice(signature) {
+            Ok(s) => k.verify(msg, &s).is_ok(),
             Err(_) => false,
         },
+        (Alg::EdDSA, Material::Ed25519(k)) => public(&sig::ED25519, k),
+        (Alg::HS256, Material::Hmac(s)) => hmac(ring::hmac::HMAC_SHA256, s),
+        (Alg::HS384, Material::Hmac(s)) => hmac(ring::hmac::HMAC_SHA384, s),
+        (Alg::HS512, Material::Hmac(s)) => hmac(ring::hmac::HMAC_SHA512, s),
         _ => false,
     }
 }

@@ -11,8 +11,12 @@
 //! `failure_mode_allow` would let through). regorus would otherwise abort the whole evaluation on
 //! an extension error. The error is logged at debug level.
 
+mod crypto;
 mod jwt;
+mod jwt_cache;
 mod jwt_keys;
+mod jwt_sign;
+mod x509;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -20,6 +24,10 @@ use std::sync::OnceLock;
 use regorus::{Engine, Value};
 
 pub use jwt::JwtError;
+pub use jwt_cache::{
+    jwt_cache_stats, jwt_thread_cache_stats, JwtCacheStats, JwtThreadCacheStats,
+    KEYSET_CACHE_ENTRIES, TOKEN_CACHE_ENTRIES,
+};
 
 /// One builtin: its name in Rego, how many arguments it takes, and the function both evaluators
 /// call. An `Err` makes the call undefined (see the module docs).
@@ -34,7 +42,11 @@ pub struct Builtin {
 
 /// Every builtin Regent adds, by family.
 pub fn all() -> impl Iterator<Item = &'static Builtin> {
-    jwt::BUILTINS.iter()
+    jwt::BUILTINS
+        .iter()
+        .chain(jwt_sign::BUILTINS.iter())
+        .chain(crypto::BUILTINS.iter())
+        .chain(x509::BUILTINS.iter())
 }
 
 /// Names of every builtin Regent adds, for callers that pick an evaluator per policy.

@@ -179,6 +179,28 @@ pub fn to_check_response(
     }
 }
 
+/// The answer dry-run gives for a denying `response`: allowed, as OPA-Envoy's `dry-run` answers,
+/// keeping what the policy asked for besides the verdict (its headers, which go to the upstream
+/// request, and the dynamic metadata, decision id included). The deny's status and body are
+/// dropped: they describe a response that is not sent.
+pub fn dry_run_allow(response: CheckResponse) -> CheckResponse {
+    let headers = match response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied.headers,
+        Some(HttpResponse::OkResponse(ok)) => ok.headers,
+        _ => Vec::new(),
+    };
+    CheckResponse {
+        status: Some(status(true)),
+        dynamic_metadata: response.dynamic_metadata,
+        http_response: (!headers.is_empty()).then(|| {
+            HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                ..Default::default()
+            })
+        }),
+    }
+}
+
 /// The response to a request that could not be parsed: gRPC status `PERMISSION_DENIED` with
 /// message `request_parse_error: ...`, and an HTTP 400 with the same text as its body.
 pub fn parse_error_response(err: &RequestParseError, decision_id: &str) -> CheckResponse {

@@ -109,11 +109,21 @@ client_identity_headers contains lower(name) if {
 	startswith(lower(name), "x-regent-")
 }
 
-identity_headers["x-regent-subject"] := claims.sub if is_string(claims.sub)
+# One object of optional members (written as complete rules with defaults rather than
+# `identity_headers["x-regent-subject"] := ...`, which regorus's bytecode VM cannot compile yet).
+identity_headers := object.union_n([subject_header, tenant_header, scopes_header])
 
-identity_headers["x-regent-tenant"] := claims.tenant if is_string(claims.tenant)
+default subject_header := {}
 
-identity_headers["x-regent-scopes"] := concat(" ", sort(scopes)) if claims
+subject_header := {"x-regent-subject": claims.sub} if is_string(claims.sub)
+
+default tenant_header := {}
+
+tenant_header := {"x-regent-tenant": claims.tenant} if is_string(claims.tenant)
+
+default scopes_header := {}
+
+scopes_header := {"x-regent-scopes": concat(" ", sort(scopes))} if claims
 
 # Authorization, and client-sent x-regent-* headers the decision does not overwrite.
 headers_to_remove contains "authorization"

@@ -11,15 +11,27 @@ import data.regent.jwt
 
 prefix := "x-regent-"
 
-# Headers for the upstream (OPA-Envoy decision key `headers`), from verified claims only.
-headers["x-regent-subject"] := jwt.claims.sub if is_string(jwt.claims.sub)
+# Headers for the upstream (OPA-Envoy decision key `headers`), from verified claims only. One object
+# of optional members, each a complete rule with a default (regorus's bytecode VM cannot compile
+# `headers["x-regent-subject"] := ...` yet).
+headers := object.union_n([subject_header, tenant_header, scopes_header, actor_header])
 
-headers["x-regent-tenant"] := jwt.claims.tenant if is_string(jwt.claims.tenant)
+default subject_header := {}
 
-headers["x-regent-scopes"] := concat(" ", sort(jwt.scopes)) if jwt.valid
+subject_header := {"x-regent-subject": jwt.claims.sub} if is_string(jwt.claims.sub)
+
+default tenant_header := {}
+
+tenant_header := {"x-regent-tenant": jwt.claims.tenant} if is_string(jwt.claims.tenant)
+
+default scopes_header := {}
+
+scopes_header := {"x-regent-scopes": concat(" ", sort(jwt.scopes))} if jwt.valid
 
 # For a delegated call (RFC 8693 `act`), the service acting for the user.
-headers["x-regent-actor"] := jwt.claims.act.sub if is_string(jwt.claims.act.sub)
+default actor_header := {}
+
+actor_header := {"x-regent-actor": jwt.claims.act.sub} if is_string(jwt.claims.act.sub)
 
 # Request headers to strip (decision key `request_headers_to_remove`), sorted for a stable answer.
 # Envoy sets `headers` by overwriting, so only the x-regent- headers not being set need removing.
