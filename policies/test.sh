@@ -8,7 +8,8 @@
 # must exist and call no unknown function), so a renamed rule fails here, not in production.
 # Then every policies/<bundle>/checks/<decision.path>/<case>.<allowed|denied>.json (an Envoy
 # CheckRequest) goes through `regent check`, i.e. the sidecar's own input builder (path parsing,
-# JSON and gRPC body decoding with proto/orders.pb) and decision mapping, and must get that answer.
+# JSON and gRPC body decoding with proto/orders.pb) and decision mapping, and must get that answer
+# on both evaluators.
 # REGENT=/path/to/regent skips the cargo build.
 set -euo pipefail
 
@@ -28,13 +29,11 @@ decision_paths() {
 	esac
 }
 
-# The evaluator the checks must run on: the RBAC reference must stay on regorus's VM (its speed
-# depends on it), so its checks use `--engine vm`, which refuses a policy the VM cannot run.
-check_engine() {
-	case "$1" in
-	rbac) echo vm ;;
-	*) echo auto ;;
-	esac
+# Every check runs on both evaluators and must get the same answer on each: regorus's bytecode VM
+# (`--engine vm`, which refuses a policy the VM cannot run, so a change that pushes a bundle off the
+# fast path fails here) and the interpreter.
+check_engines() {
+	echo vm interpreter
 }
 
 work="$(mktemp -d)"
@@ -71,17 +70,19 @@ for dir in policies/*/; do
 			continue
 			;;
 		esac
-		got=0
-		"$REGENT" check --bundle "$dir" --path "$path" --engine "$(check_engine "$name")" \
-			--proto-descriptor proto/orders.pb \
-			--request "$check" >"$work/check.out" 2>&1 || got=$?
-		if [[ "$got" == "$want" ]]; then
-			echo "PASS check $check"
-		else
-			echo "FAIL check $check (exit $got, want $want)"
-			cat "$work/check.out"
-			failed+=("$check")
-		fi
+		for engine in $(check_engines "$name"); do
+			got=0
+			"$REGENT" check --bundle "$dir" --path "$path" --engine "$engine" \
+				--proto-descriptor proto/orders.pb \
+				--request "$check" >"$work/check.out" 2>&1 || got=$?
+			if [[ "$got" == "$want" ]]; then
+				echo "PASS check ($engine) $check"
+			else
+				echo "FAIL check ($engine) $check (exit $got, want $want)"
+				cat "$work/check.out"
+				failed+=("$check ($engine)")
+			fi
+		done
 	done
 done
 

@@ -239,10 +239,12 @@ impl ActivePolicy {
         let program = match settings.engine {
             EngineChoice::Interpreter => None,
             EngineChoice::Auto => match to_vm() {
-                Ok(p) if has_else(&p) => {
+                Ok(p) if p.has_host_await() && has_virtual_lookup(&p) => {
                     tracing::info!(
-                        reason = "the policy has `else` chains, which regorus's VM can \
-                                  mis-evaluate (an undefined call in a condition skips the `else`)",
+                        reason =
+                            "the policy reads a whole document of rules (e.g. `data.pkg` as a \
+                                  value) that may call Regent's builtins, which regorus's VM \
+                                  evaluates without them",
                         "policy runs on the interpreter; `policy.engine: vm` forces the VM"
                     );
                     None
@@ -363,10 +365,7 @@ impl ActivePolicy {
             LocalEval::Vm { vm, interpreter } => {
                 let recheck_input = (self.vm_recheck != VmRecheck::Off).then(|| input.clone());
                 vm.set_input(input);
-                let mut value = run_vm(vm)?;
-                if self.entry != self.rule {
-                    value = without_undefined_members(value);
-                }
+                let value = run_vm(vm)?;
                 match recheck_input {
                     Some(input) if self.wants_recheck(&value) => {
                         let engine =
@@ -467,34 +466,16 @@ fn run_vm(vm: &mut RegoVM) -> Result<Value, EvalError> {
     }
 }
 
-/// Whether any rule of `program` has an `else` chain. regorus 0.14.1's VM does not take the
-/// `else` of a rule whose condition is undefined because of a call (`to_number("x")`, a builtin
-/// of Regent's), where OPA and the interpreter do; a `not` over such a rule can then turn a deny
-/// into an allow. Until that is fixed upstream, `engine: auto` keeps such policies on the
-/// interpreter (`tests/evaluators.rs` pins the VM's behaviour, so a fixed VM shows up there).
-fn has_else(program: &Program) -> bool {
-    program
-        .rule_infos
-        .iter()
-        .any(|r| r.else_bodies.iter().flatten().any(|is_else| *is_else))
-}
-
-/// regorus's VM keeps a member whose value is undefined in a partial object (the interpreter and
-/// OPA leave it out): drop such members from the decision object of a set of rules.
-fn without_undefined_members(value: Value) -> Value {
-    let Value::Object(members) = &value else {
-        return value;
-    };
-    if !members.values().any(|v| *v == Value::Undefined) {
-        return value;
-    }
-    let mut kept = Value::new_object();
-    if let Ok(map) = kept.as_object_mut() {
-        for (k, v) in members.iter().filter(|(_, v)| **v != Value::Undefined) {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    kept
+/// Whether `program` builds a document out of rules at run time (`x := data.pkg`, `data.pkg[k]`):
+/// regorus 0.14.1's VM evaluates those rules run-to-completion, where a host-await call of one of
+/// Regent's builtins has no answer, so such a policy stays on the interpreter under `auto`.
+fn has_virtual_lookup(program: &Program) -> bool {
+    program.instructions.iter().any(|i| {
+        matches!(
+            i,
+            regorus::rvm::Instruction::VirtualDataDocumentLookup { .. }
+        )
+    })
 }
 
 /// Whether a decision allows the request: `true`, or an object whose `allowed` is `true`.

@@ -620,10 +620,24 @@ impl LoopHoister {
             Expr { expr, .. } => {
                 self.analyze_expr(module_idx, expr, context, loops)?;
             }
-            Every { domain, query, .. } => {
+            Every {
+                key,
+                value,
+                domain,
+                query,
+                ..
+            } => {
                 self.analyze_expr(module_idx, domain, context, loops)?;
 
-                let every_context = context.child_with_output_exprs(ContextType::Every, None, None);
+                let mut every_context =
+                    context.child_with_output_exprs(ContextType::Every, None, None);
+                // Regent patch: `every k, v in xs` binds `k` and `v` in its body. Without this
+                // `ys[k]` in the body was planned as a new iteration over `ys` (binding `k`
+                // afresh), so the body held when any element of `ys` satisfied it.
+                if let Some(key) = key {
+                    every_context.bind_variable(key.text());
+                }
+                every_context.bind_variable(value.text());
                 let populated_context =
                     self.populate_query(module_idx, query.as_ref(), &every_context)?;
                 self.lookup.ensure_query_capacity(module_idx, query.qidx);

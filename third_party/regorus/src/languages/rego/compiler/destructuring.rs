@@ -22,9 +22,13 @@ pub enum PlanContext {
 
 impl PlanContext {
     fn require_defined_values(self) -> bool {
+        // Regent patch: `x := expr` binds nothing when `expr` is undefined, as in OPA and the
+        // interpreter (upstream 0.14.1 left ColonAssignment out, so the body went on with an
+        // undefined `x` and a rule's `else` or `default` was skipped).
         matches!(
             self,
-            PlanContext::Assignment
+            PlanContext::ColonAssignment
+                | PlanContext::Assignment
                 | PlanContext::FunctionParameter
                 | PlanContext::LoopIndex
                 | PlanContext::SomeIn

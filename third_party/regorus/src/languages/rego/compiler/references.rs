@@ -334,6 +334,26 @@ impl<'a> Compiler<'a> {
         let import_key =
             append_path_component(&self.current_package, root).map_err(CompilerError::from)?;
         if let Some(import_expr) = self.policy.inner.imports.get(&import_key) {
+            // Regent patch: an alias of a static `data.` path (`import data.a.b` then `b.c.d`)
+            // is compiled as the full reference `data.a.b.c.d`, so the rules it names are called
+            // as rules. Compiling the import target as a whole document first built it through
+            // a virtual-document lookup, in which a host-await call was undefined.
+            if let Ok(target) = parse_reference_chain(import_expr) {
+                let static_data = matches!(&target.root, ReferenceRoot::Variable(r) if r == "data")
+                    && target
+                        .components
+                        .iter()
+                        .all(|c| matches!(c, AccessComponent::Field(_)));
+                if static_data {
+                    let mut components = target.components;
+                    components.extend(chain.components.iter().cloned());
+                    let full = ReferenceChain {
+                        root: target.root,
+                        components,
+                    };
+                    return self.compile_data_chain(&full, span);
+                }
+            }
             let import_reg =
                 self.compile_rego_expr_with_span(import_expr, import_expr.span(), false)?;
             if chain.components.is_empty() {
