@@ -8,14 +8,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use server_support::*;
 
-fn report(id: &str, revision: &str) -> serde_json::Value {
-    serde_json::json!({
-        "labels": {"id": id, "version": "1.0"},
-        "bundles": {"authz": {"name": "authz", "active_revision": revision}},
-        "plugins": {"bundle": {"state": "OK"}}
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sidecars_age_out() {
     let repo = PolicyRepo::new();

@@ -3,7 +3,6 @@
 #[path = "../../bundle-server/tests/cli_support/mod.rs"]
 mod cli_support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,47 +15,6 @@ use regent_sidecar::config::{DecisionLogConfig, EngineChoice, FailModeConfig};
 use regent_sidecar::decision_log::DecisionLogger;
 use regent_sidecar::metrics::Metrics;
 use regent_sidecar::policy::{PolicySettings, PolicyStore};
-use serde_json::{json, Value};
-
-fn request(method: &str, path: &str, user: &str) -> Value {
-    json!({
-        "attributes": {
-            "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 51000}}},
-            "request": {
-                "time": "2026-11-22T10:00:00Z",
-                "http": {
-                    "id": "req-1",
-                    "method": method,
-                    "path": path,
-                    "host": "api.example.com",
-                    "headers": {"x-user": user, "x-secret": "s"}
-                }
-            }
-        }
-    })
-}
-
-fn write_json(dir: &Path, name: &str, v: &Value) {
-    std::fs::write(dir.join(name), serde_json::to_vec_pretty(v).unwrap()).unwrap();
-}
-
-fn check(cwd: &Path, bundle: &str, req: &str) -> (i32, Value, String) {
-    let o = regent(
-        cwd,
-        &[
-            "check",
-            "--bundle",
-            bundle,
-            "--request",
-            req,
-            "--decision-id",
-            "d-1",
-        ],
-    );
-    let out = stdout(&o);
-    let doc = serde_json::from_str(&out).unwrap_or(Value::Null);
-    (code(&o), doc, stderr(&o))
-}
 
 /// `regent check` and the sidecar's `Authorizer` give the same answer for the same requests.
 #[test]

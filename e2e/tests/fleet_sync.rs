@@ -46,14 +46,6 @@ async fn rollout(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-fn report(id: &str, revision: &str) -> serde_json::Value {
-    serde_json::json!({
-        "labels": {"id": id, "version": "1.0"},
-        "bundles": {"authz": {"name": "authz", "active_revision": revision}},
-        "plugins": {"bundle": {"state": "OK"}}
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_syncs_reports_and_rollout_status_follows() {
     let repo = PolicyRepo::new();

@@ -196,6 +196,20 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
+/// A Check of `GET /orders` carrying `token` as a bearer token.
+async fn bearer_check(
+    s: &Sidecar,
+    token: String,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckResponse {
+    s.check(
+        get("/orders")
+            .header("authorization", &format!("Bearer {token}"))
+            .build(),
+    )
+    .await
+    .expect("answered")
+}
+
 #[tokio::test]
 async fn jwt_builtins_verify_tokens_in_policies() {
     let data = json!({"jwt": {"cert": jwt_fixture("rsa_public.pem")}}).to_string();
@@ -223,18 +237,7 @@ async fn jwt_builtins_verify_tokens_in_policies() {
     let mut tampered = good.clone();
     tampered.insert_str(good.find('.').expect("dot") + 1, "eyJ4IjoxfQ");
 
-    let ask = |token: String| {
-        let s = &s;
-        async move {
-            s.check(
-                get("/orders")
-                    .header("authorization", &format!("Bearer {token}"))
-                    .build(),
-            )
-            .await
-            .expect("answered")
-        }
-    };
+    let ask = |token: String| bearer_check(&s, token);
     let r = ask(good).await;
     assert!(allowed(&r), "good token: {r:?}");
     assert_eq!(header(&r, "x-sub").as_deref(), Some("alice"));
@@ -262,18 +265,7 @@ async fn a_jwt_policy_activates_when_the_vm_is_required() {
     let policy = s.running.store.current().expect("io.jwt.* runs on the VM");
     assert_eq!(policy.kind(), EvaluatorKind::Vm);
     assert!(policy.calls_host_builtins());
-    let ask = |token: String| {
-        let s = &s;
-        async move {
-            s.check(
-                get("/orders")
-                    .header("authorization", &format!("Bearer {token}"))
-                    .build(),
-            )
-            .await
-            .expect("answered")
-        }
-    };
+    let ask = |token: String| bearer_check(&s, token);
     let r = ask(rs256(&claims("orders", 3600))).await;
     assert!(allowed(&r), "good token: {r:?}");
     assert_eq!(header(&r, "x-sub").as_deref(), Some("alice"));

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use serde_json::{json, Value};
+
 /// A decision policy in OPA-Envoy's object form, its data, and its tests (all passing).
 pub const POLICY: &str = r#"package envoy.authz
 
@@ -123,4 +125,46 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     assert!(err.contains("regent: error:"), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An Envoy CheckRequest in JSON, for `regent check --request`.
+pub fn request(method: &str, path: &str, user: &str) -> Value {
+    json!({
+        "attributes": {
+            "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 51000}}},
+            "request": {
+                "time": "2026-11-22T10:00:00Z",
+                "http": {
+                    "id": "req-1",
+                    "method": method,
+                    "path": path,
+                    "host": "api.example.com",
+                    "headers": {"x-user": user, "x-secret": "s"}
+                }
+            }
+        }
+    })
+}
+
+pub fn write_json(dir: &Path, name: &str, v: &Value) {
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+/// `regent check` on `req` in `cwd`: exit code, the answer as JSON, stderr.
+pub fn check(cwd: &Path, bundle: &str, req: &str) -> (i32, Value, String) {
+    let o = regent(
+        cwd,
+        &[
+            "check",
+            "--bundle",
+            bundle,
+            "--request",
+            req,
+            "--decision-id",
+            "d-1",
+        ],
+    );
+    let out = stdout(&o);
+    let doc = serde_json::from_str(&out).unwrap_or(Value::Null);
+    (code(&o), doc, stderr(&o))
 }

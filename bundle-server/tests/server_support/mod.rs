@@ -257,3 +257,12 @@ pub async fn metrics(r: &Running) -> String {
         .await
         .expect("metrics text")
 }
+
+/// A sidecar status report (OPA's status API shape) for bundle `authz` at `revision`.
+pub fn report(id: &str, revision: &str) -> serde_json::Value {
+    serde_json::json!({
+        "labels": {"id": id, "version": "1.0"},
+        "bundles": {"authz": {"name": "authz", "active_revision": revision}},
+        "plugins": {"bundle": {"state": "OK"}}
+    })
+}

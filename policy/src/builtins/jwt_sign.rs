@@ -21,6 +21,7 @@ use base64::Engine as _;
 use regorus::Value;
 use ring::signature::{self, KeyPair as _};
 
+use super::jwt_keys::Alg;
 use super::{string_arg, Builtin};
 
 /// `io.jwt.encode_sign` and `io.jwt.encode_sign_raw`.
@@ -55,8 +56,7 @@ pub(crate) fn encode_sign(headers: &str, payload: &str, key: &str) -> anyhow::Re
         .get("alg")
         .and_then(|a| a.as_str())
         .ok_or_else(|| anyhow::anyhow!("missing or invalid 'alg' header"))?;
-    let alg =
-        SignAlg::from_name(alg).ok_or_else(|| anyhow::anyhow!("unknown JWS algorithm: {alg}"))?;
+    let alg = Alg::from_name(alg).ok_or_else(|| anyhow::anyhow!("unknown JWS algorithm: {alg}"))?;
     let typ = header.get("typ").and_then(|t| t.as_str());
     if typ.is_none_or(|t| t == "JWT") && serde_json::from_str::<serde_json::Value>(payload).is_err()
     {
@@ -72,43 +72,6 @@ pub(crate) fn encode_sign(headers: &str, payload: &str, key: &str) -> anyhow::Re
 
 /// A JWS algorithm we can sign with.
 #[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SignAlg {
-    HS256,
-    HS384,
-    HS512,
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    ES256,
-    ES384,
-    ES512,
-    EdDSA,
-}
-
-impl SignAlg {
-    fn from_name(name: &str) -> Option<SignAlg> {
-        Some(match name {
-            "HS256" => SignAlg::HS256,
-            "HS384" => SignAlg::HS384,
-            "HS512" => SignAlg::HS512,
-            "RS256" => SignAlg::RS256,
-            "RS384" => SignAlg::RS384,
-            "RS512" => SignAlg::RS512,
-            "PS256" => SignAlg::PS256,
-            "PS384" => SignAlg::PS384,
-            "PS512" => SignAlg::PS512,
-            "ES256" => SignAlg::ES256,
-            "ES384" => SignAlg::ES384,
-            "ES512" => SignAlg::ES512,
-            "EdDSA" => SignAlg::EdDSA,
-            _ => return None,
-        })
-    }
-}
 
 /// The JWK itself, or the first key of a JWKS.
 fn first_key(key: &str) -> anyhow::Result<serde_json::Value> {
@@ -164,8 +127,8 @@ fn fixed(bytes: Vec<u8>, len: usize, what: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn sign(alg: SignAlg, jwk: &serde_json::Value, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use SignAlg::*;
+fn sign(alg: Alg, jwk: &serde_json::Value, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use Alg::*;
     let rng = ring::rand::SystemRandom::new();
     match alg {
         HS256 | HS384 | HS512 => {
