@@ -221,6 +221,21 @@ impl RegoVM {
             });
         }
 
+        // Regent patch: answer a rule already computed in this evaluation before cloning its
+        // RuleInfo (which holds vectors and a name): a rule read inside a loop is a cache hit on
+        // every iteration but the first.
+        let cached = match self.program.rule_infos.get(rule_idx) {
+            Some(info) if info.function_info.is_none() => match self.rule_cache.get(rule_idx) {
+                Some((true, value)) => Some(value.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(value) = cached {
+            self.set_register(dest, value)?;
+            return Ok(());
+        }
+
         let rule_info = self
             .program
             .rule_infos
@@ -386,6 +401,21 @@ impl RegoVM {
                 pc: self.pc,
                 available: self.rule_cache.len(),
             });
+        }
+
+        // Regent patch: answer a rule already computed in this evaluation before cloning its
+        // RuleInfo (which holds vectors and a name): a rule read inside a loop is a cache hit on
+        // every iteration but the first.
+        let cached = match self.program.rule_infos.get(rule_idx) {
+            Some(info) if info.function_info.is_none() => match self.rule_cache.get(rule_idx) {
+                Some((true, value)) => Some(value.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(value) = cached {
+            self.set_register(dest, value)?;
+            return Ok(());
         }
 
         let rule_info = self
