@@ -71,8 +71,6 @@ pub(crate) fn encode_sign(headers: &str, payload: &str, key: &str) -> anyhow::Re
 }
 
 /// A JWS algorithm we can sign with.
-#[allow(clippy::upper_case_acronyms)]
-
 /// The JWK itself, or the first key of a JWKS.
 fn first_key(key: &str) -> anyhow::Result<serde_json::Value> {
     let doc: serde_json::Value =
