@@ -70,7 +70,6 @@ pub(crate) fn encode_sign(headers: &str, payload: &str, key: &str) -> anyhow::Re
     Ok(format!("{signing_input}.{}", b64.encode(signature)))
 }
 
-/// A JWS algorithm we can sign with.
 /// The JWK itself, or the first key of a JWKS.
 fn first_key(key: &str) -> anyhow::Result<serde_json::Value> {
     let doc: serde_json::Value =
