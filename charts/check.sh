@@ -19,8 +19,8 @@ UPDATE=0
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="$ROOT/charts/regent"
 BAD_DIR="$ROOT/charts/test-values/bad"
-# The configs the chart embeds for each CI values file; `cargo test` (bundle-server/tests/
-# inject_chart_configs.rs) parses them with the binaries' own config parsers.
+# The configs the chart embeds for each CI values file; the end-to-end tests (e2e/tests/
+# inject_chart_configs.rs) parse them with the binaries' own config parsers.
 SNAPSHOTS="$ROOT/charts/test-values/rendered"
 TOOLS="$ROOT/.tools"
 VENV="$ROOT/.venv-tools"
@@ -165,7 +165,7 @@ PY
     cp -r "$snap" "$SNAPSHOTS/$name"
     pass "snapshot of $name's configs updated"
   elif diff -ru "$SNAPSHOTS/$name" "$snap" >"$OUT/$name-snap.diff" 2>&1; then
-    pass "configs of $name match charts/test-values/rendered/$name (parsed by cargo test)"
+    pass "configs of $name match charts/test-values/rendered/$name (parsed by e2e/tests/inject_chart_configs.rs)"
   else
     cat "$OUT/$name-snap.diff" >&2
     fail "configs of $name differ from charts/test-values/rendered/$name: review, then run charts/check.sh --update"
