@@ -56,6 +56,8 @@ pub struct ActivePolicy {
     program: Option<Arc<Program>>,
     /// The program calls Regent's builtins, so the VM must run in suspendable mode.
     suspendable: bool,
+    /// No loaded module defines the decision rule (see [`ActivePolicy::missing_decision`]).
+    missing_decision: bool,
     max_instructions: usize,
     vm_recheck: VmRecheck,
     data: Value,
@@ -140,17 +142,18 @@ enum LocalEval {
 /// values make one object. regorus evaluates rules only, so for a set of rules Regent adds one
 /// partial-object rule with a definition per member (`package __regent_decision__`,
 /// `decision[key] := value if { key := "allowed"; value := data.envoy.authz.result.allowed }`, ...),
-/// and evaluates that. Each member
-/// is its own definition, so an undefined member is left out, as OPA leaves it out (a single
-/// `decision := data.envoy.authz.result` would be undefined on regorus's VM as soon as one member
-/// is). A path that names neither a rule nor rules stays an error, so a typo is refused.
-fn decision_entry(engine: &mut regorus::Engine, rule: &str) -> Result<String, ActivationError> {
+/// and evaluates that. Each member is its own definition, so an undefined member is left out, as
+/// OPA leaves it out. `None`: the path names neither a rule nor rules below it.
+fn decision_entry(
+    engine: &mut regorus::Engine,
+    rule: &str,
+) -> Result<Option<String>, ActivationError> {
     let entry_error = |message: String| ActivationError::Entrypoint {
         rule: rule.to_string(),
         message,
     };
     let direct = match engine.compile_with_entrypoint(&rule.into()) {
-        Ok(_) => return Ok(rule.to_string()),
+        Ok(_) => return Ok(Some(rule.to_string())),
         Err(e) => format!("{e:#}"),
     };
     if !direct.contains("not a valid rule path") {
@@ -174,7 +177,7 @@ fn decision_entry(engine: &mut regorus::Engine, rule: &str) -> Result<String, Ac
         .filter_map(|path| first_member(path.strip_prefix(rule)?))
         .collect();
     if members.is_empty() {
-        return Err(entry_error(direct));
+        return Ok(None);
     }
     let mut wrapper = format!("package {WRAPPER_PACKAGE}\n\n");
     for m in &members {
@@ -190,7 +193,7 @@ fn decision_entry(engine: &mut regorus::Engine, rule: &str) -> Result<String, Ac
     engine
         .add_policy(format!("{WRAPPER_PACKAGE}.rego"), wrapper)
         .map_err(|e| entry_error(format!("{e:#}")))?;
-    Ok(format!("data.{WRAPPER_PACKAGE}.decision"))
+    Ok(Some(format!("data.{WRAPPER_PACKAGE}.decision")))
 }
 
 /// The first component of a rule path's remainder below the decision path (`.allowed.x` →
@@ -222,7 +225,15 @@ impl ActivePolicy {
             .collect();
         let mut engine = crate::load::prepared_engine(&refs, settings.eval_timeout)?;
         let timer = crate::load::timer(settings.eval_timeout);
-        let entry = decision_entry(&mut engine, &settings.rule)?;
+        let Some(entry) = decision_entry(&mut engine, &settings.rule)? else {
+            if !settings.allow_missing_decision {
+                return Err(ActivationError::Entrypoint {
+                    rule: settings.rule.clone(),
+                    message: "not a valid rule path (no rule is defined at or below it)".into(),
+                });
+            }
+            return Ok(Self::without_decision(bundles, settings, engine, timer));
+        };
         let compiled = engine
             .compile_with_entrypoint(&entry.as_str().into())
             .map_err(|e| ActivationError::Entrypoint {
@@ -285,6 +296,7 @@ impl ActivePolicy {
             engine,
             program,
             suspendable,
+            missing_decision: false,
             max_instructions: settings.max_instructions,
             vm_recheck: settings.vm_recheck,
             data,
@@ -311,6 +323,48 @@ impl ActivePolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// The bundles loaded, and no module defines the decision rule (yet): OPA activates bundles
+    /// independently, so a bundle of data or helper rules that arrives before the one holding the
+    /// decision rule is not refused. Every evaluation is an error naming the missing rule.
+    fn without_decision(
+        bundles: &[(String, Arc<Bundle>)],
+        settings: &PolicySettings,
+        engine: regorus::Engine,
+        timer: ExecutionTimerConfig,
+    ) -> ActivePolicy {
+        let data = engine.get_data();
+        crate::retire::hold_until_unused(data.clone());
+        let input_needs = InputNeeds::nothing();
+        ActivePolicy {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            rule: settings.rule.clone(),
+            entry: settings.rule.clone(),
+            kind: EvaluatorKind::Interpreter,
+            engine,
+            program: None,
+            suspendable: false,
+            missing_decision: true,
+            max_instructions: settings.max_instructions,
+            vm_recheck: settings.vm_recheck,
+            data,
+            timer,
+            decode_plan: DecodePlan::for_needs(&input_needs),
+            input_needs,
+            revisions: Arc::new(
+                bundles
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.revision().to_string()))
+                    .collect(),
+            ),
+            activated_at: std::time::SystemTime::now(),
+        }
+    }
+
+    /// The decision rule, when no active bundle defines it (the policy then answers nothing).
+    pub fn missing_decision(&self) -> Option<&str> {
+        self.missing_decision.then_some(self.rule.as_str())
     }
 
     /// Which evaluator runs this policy.
@@ -408,14 +462,30 @@ impl ActivePolicy {
         }
     }
 
+    fn missing_decision_error(&self) -> EvalError {
+        EvalError {
+            message: format!(
+                "decision rule {} is not defined by the active bundles ({})",
+                self.rule,
+                self.revisions.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
     /// Evaluates with a fresh evaluator (no thread-local reuse); used for trial runs and tests.
     pub fn fresh_eval(&self, input: Value) -> Result<Value, EvalError> {
+        if self.missing_decision {
+            return Err(self.missing_decision_error());
+        }
         let mut local = self.new_local()?;
         self.run(&mut local, input)
     }
 
     /// Evaluates the decision rule for `input` on this thread's evaluator. `Undefined` means no decision.
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
+        if self.missing_decision {
+            return Err(self.missing_decision_error());
+        }
         LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
             let reuse = matches!(&*slot, Some((g, _)) if *g == self.generation);

@@ -55,6 +55,10 @@ pub struct PolicySettings {
     pub max_instructions: usize,
     /// When VM decisions are re-checked on the interpreter.
     pub vm_recheck: VmRecheck,
+    /// Activate bundles that do not define the decision rule (the sidecar: OPA activates bundles
+    /// independently, and the rule may come with another bundle) instead of refusing them (the
+    /// server's gate and `regent build`/`check`, where a missing rule is a mistake to report).
+    pub allow_missing_decision: bool,
 }
 
 impl Default for PolicySettings {
@@ -66,6 +70,7 @@ impl Default for PolicySettings {
             eval_timeout: Duration::from_millis(100),
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
             vm_recheck: VmRecheck::Undefined,
+            allow_missing_decision: false,
         }
     }
 }

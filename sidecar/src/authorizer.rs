@@ -122,7 +122,15 @@ impl Authorizer {
         let mut logged_result = None;
 
         let outcome: Result<CheckResponse, CheckFailure> = match &policy {
-            None => self.no_policy(&decision_id),
+            None => self.no_decision(&decision_id, "no_policy", "no policy is active"),
+            Some(policy) if policy.missing_decision().is_some() => self.no_decision(
+                &decision_id,
+                "missing_decision",
+                &format!(
+                    "no active bundle defines the decision rule {}",
+                    policy.missing_decision().unwrap_or_default()
+                ),
+            ),
             Some(policy) => match build_input_for(req, &self.input, self.input_needs(policy)) {
                 Err(e) => {
                     self.metrics
@@ -215,8 +223,14 @@ impl Authorizer {
         to_check_response(&Value::from(true), decision_id).unwrap_or_default()
     }
 
-    fn no_policy(&self, decision_id: &str) -> Result<CheckResponse, CheckFailure> {
-        self.metrics.errors.with_label_values(&["no_policy"]).inc();
+    /// The answer while no decision can be made (`why`): per `fail_mode`, counted under `reason`.
+    fn no_decision(
+        &self,
+        decision_id: &str,
+        reason: &'static str,
+        why: &str,
+    ) -> Result<CheckResponse, CheckFailure> {
+        self.metrics.errors.with_label_values(&[reason]).inc();
         match self.fail.mode {
             FailMode::Open => {
                 let now = SystemTime::now()
@@ -230,9 +244,7 @@ impl Authorizer {
                         .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
-                    tracing::warn!(
-                        "no policy is active: allowing requests (fail_mode.mode = open)"
-                    );
+                    tracing::warn!("{why}: allowing requests (fail_mode.mode = open)");
                 }
                 Ok(self.allow_response(decision_id))
             }
@@ -240,12 +252,12 @@ impl Authorizer {
                 let decision = serde_json::json!({
                     "allowed": false,
                     "http_status": self.fail.status,
-                    "body": "regent: no policy is active",
+                    "body": format!("regent: {why}"),
                 });
                 let value: Value = serde_json::from_value(decision).unwrap_or(Value::Undefined);
                 to_check_response(&value, decision_id).map_err(|e| CheckFailure {
-                    reason: "no_policy",
-                    message: format!("no policy is active ({e})"),
+                    reason,
+                    message: format!("{why} ({e})"),
                 })
             }
         }

@@ -57,6 +57,14 @@ impl PolicyStore {
         self.current.load().is_some()
     }
 
+    /// Whether a policy is in force and defines the decision rule, so Checks get decisions.
+    pub fn is_ready(&self) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|p| p.missing_decision().is_none())
+    }
+
     /// Bundle name → revision of the policy in force.
     pub fn revisions(&self) -> BTreeMap<String, String> {
         self.current()
@@ -83,6 +91,13 @@ impl PolicyStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "policy activated"
         );
+        if let Some(rule) = policy.missing_decision() {
+            tracing::warn!(
+                decision_rule = rule,
+                revisions = ?policy.revisions,
+                "no active bundle defines the decision rule: not ready, Checks answer per fail_mode until one does"
+            );
+        }
         Ok(policy)
     }
 }

@@ -96,6 +96,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             eval_timeout: Duration::from_millis(cfg.policy.eval_timeout_ms),
             max_instructions: cfg.policy.max_instructions,
             vm_recheck: cfg.policy.vm_recheck,
+            allow_missing_decision: true,
         },
         metrics.activations.clone(),
     ));
@@ -333,13 +334,18 @@ fn spawn_axum(
 async fn ready(State(s): State<SideState>) -> impl IntoResponse {
     let listening = s.listening.load(Ordering::Acquire);
     let policy = s.store.current();
+    let missing = policy
+        .as_ref()
+        .and_then(|p| p.missing_decision().map(str::to_string));
+    let ready = listening && policy.is_some() && missing.is_none();
     let body = serde_json::json!({
-        "ready": listening && policy.is_some(),
+        "ready": ready,
         "listening": listening,
         "policy_active": policy.is_some(),
+        "missing_decision_rule": missing,
         "revisions": policy.as_ref().map(|p| (*p.revisions).clone()).unwrap_or_default(),
     });
-    let code = if listening && policy.is_some() {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

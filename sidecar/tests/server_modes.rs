@@ -149,6 +149,42 @@ async fn a_broken_local_policy_leaves_the_sidecar_not_ready() {
     s.stop().await;
 }
 
+/// A bundle that does not define the decision rule activates (OPA activates bundles
+/// independently) but leaves the sidecar not ready, naming the rule; Checks get the fail-mode
+/// answer with the reason, counted as `missing_decision`, until the rule arrives.
+#[tokio::test]
+async fn a_missing_decision_rule_is_named_by_ready_and_by_the_check() {
+    let s = Sidecar::start(
+        "package envoy.helpers\n\nimport rego.v1\n\nadmins := {\"alice\"}\n",
+        None,
+        |cfg, _| cfg.fail_mode.status = 503,
+    )
+    .await;
+    let store = s.running.store.clone();
+    assert!(eventually(Duration::from_secs(10), || store.is_active()).await);
+    let (status, body) = http_get(&format!("http://{}/ready", s.running.http_addr)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""missing_decision_rule":"data.envoy.authz.allow""#), "{body}");
+    let r = s.check(get("/public").build()).await.expect("answered");
+    assert!(!allowed(&r), "{r:?}");
+    let Some(HttpResponse::DeniedResponse(denied)) = &r.http_response else {
+        panic!("a denied response: {r:?}");
+    };
+    assert_eq!(denied.status.as_ref().map(|s| s.code), Some(503));
+    assert!(denied.body.contains("data.envoy.authz.allow"), "{}", denied.body);
+    let metrics = http_get(&format!("http://{}/metrics", s.running.http_addr)).await.1;
+    assert!(
+        metrics.contains(r#"reason="missing_decision""#),
+        "missing_decision not counted"
+    );
+    // The rule arrives: ready, and decisions.
+    write_policy_dir(&s.dir.path().join("policy"), CONTRACT_POLICY, Some(CONTRACT_DATA));
+    assert!(eventually(Duration::from_secs(10), || store.is_ready()).await);
+    let (status, _) = http_get(&format!("http://{}/ready", s.running.http_addr)).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // JWT builtins through a policy
 

@@ -246,3 +246,73 @@ async fn served_bad_bundle_is_refused_end_to_end() {
     assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r3\""));
     h.shutdown().await;
 }
+
+fn signed_files(files: &[(&str, &str)], key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    let files: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    let mut b = Bundle::from_files(files).unwrap();
+    let claims = SignClaims {
+        iat: Some(100),
+        ..SignClaims::default()
+    };
+    signing::sign(&mut b, key, "k1", &claims).unwrap();
+    b.to_tar_gz().unwrap()
+}
+
+/// OPA activates bundles independently: a bundle without the decision rule (data, helper rules)
+/// that arrives first is activated, not refused; the policy is not ready and names the missing
+/// rule until the bundle holding it arrives. Both orders, no refusal.
+#[test]
+fn bundles_activate_independently_of_the_decision_rule() {
+    let k = keys();
+    let authz = signed_files(
+        &[
+            (".manifest", r#"{"revision":"a1","roots":["authz"]}"#),
+            (
+                "authz/policy.rego",
+                "package authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if data.extra.enabled[input.user]\n",
+            ),
+        ],
+        &k.key,
+    );
+    let extra = signed_files(
+        &[
+            (".manifest", r#"{"revision":"e1","roots":["extra"]}"#),
+            ("extra/data.json", r#"{"enabled": {"alice": true}}"#),
+            ("extra/helpers.rego", "package extra\n\nimport rego.v1\n\ncount_enabled := count(data.extra.enabled)\n"),
+        ],
+        &k.key,
+    );
+    let alice = regorus::Value::from_json_str(r#"{"user": "alice"}"#).unwrap();
+    for order in [["extra", "authz"], ["authz", "extra"]] {
+        let settings = regent_sidecar::policy::PolicySettings {
+            rule: "data.authz.allow".into(),
+            allow_missing_decision: true,
+            ..Default::default()
+        };
+        let store = Arc::new(regent_sidecar::policy::PolicyStore::new(
+            settings,
+            prometheus::IntCounter::new("activations", "test").unwrap(),
+        ));
+        let cfg = config(k.dir.path(), &["authz", "extra"], "http://127.0.0.1:1/b");
+        let act = regent_activator(&cfg, store.clone()).unwrap();
+        for (i, name) in order.iter().enumerate() {
+            let bytes = if *name == "authz" { &authz } else { &extra };
+            act.activate(name, bytes)
+                .unwrap_or_else(|r| panic!("{order:?}: {name} refused: {r:?}"));
+            let policy = store.current().expect("a policy is in force");
+            if i == 0 && *name == "extra" {
+                assert!(!store.is_ready(), "{order:?}");
+                assert_eq!(policy.missing_decision(), Some("data.authz.allow"));
+                let err = policy.evaluate(alice.clone()).unwrap_err();
+                assert!(err.message.contains("data.authz.allow"), "{err}");
+            }
+        }
+        assert!(store.is_ready(), "{order:?}");
+        let policy = store.current().unwrap();
+        assert_eq!(policy.missing_decision(), None);
+        assert_eq!(policy.evaluate(alice.clone()).unwrap(), regorus::Value::from(true));
+    }
+}
