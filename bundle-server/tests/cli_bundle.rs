@@ -333,6 +333,23 @@ fn build_refuses_broken_policies() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
+    // A decision rule that cannot be evaluated (an unsafe variable in its head, which regorus
+    // reports only at evaluation) is refused, as the server's gate and the sidecar refuse it.
+    let dir = cwd.join("p3");
+    write_tree(
+        &dir,
+        &[(
+            "authz.rego",
+            "package envoy.authz\n\nimport rego.v1\n\nallow := {\"allowed\": true, \"headers\": {\"x\": y}}\n",
+        )],
+    );
+    let o = regent(
+        cwd,
+        &["build", "p3", "-o", "d.tar.gz", "--path", "envoy/authz/allow"],
+    );
+    assert_clean_error(&o, "authz.rego:5");
+    assert!(!cwd.join("d.tar.gz").exists());
+
     // --key without --kid is a usage error (exit 1, like any error), not a panic.
     let o = regent(cwd, &["build", "p2", "--key", "k.key"]);
     assert_eq!(code(&o), 1);

@@ -107,6 +107,15 @@ pub enum ActivationError {
         /// regorus message.
         message: String,
     },
+    /// The decision rule cannot be evaluated: the trial evaluation on a minimal OPA-Envoy input
+    /// failed (an unsafe variable, a conflict...), so every Check would fail the same way.
+    #[error("decision rule {rule}: evaluation on a minimal request failed: {message}")]
+    Trial {
+        /// The rule.
+        rule: String,
+        /// regorus message.
+        message: String,
+    },
 }
 
 /// Why one evaluation failed.
@@ -311,17 +320,7 @@ impl ActivePolicy {
             ),
             activated_at: std::time::SystemTime::now(),
         };
-        // regorus reports a call to an unknown function only when the rule runs.
-        if let Err(e) = policy.fresh_eval(Value::new_object()) {
-            if e.message.contains("could not find function")
-                || e.message.contains("Unknown function")
-            {
-                return Err(ActivationError::UnknownFunction {
-                    rule: settings.rule.clone(),
-                    message: e.message,
-                });
-            }
-        }
+        policy.trial(&settings.rule)?;
         Ok(policy)
     }
 
@@ -360,6 +359,30 @@ impl ActivePolicy {
             ),
             activated_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// One evaluation on a minimal OPA-Envoy request (`GET /`, no headers): regorus reports a call
+    /// to an unknown function, and some errors its compiler lets through (an unsafe variable in a
+    /// rule head), only when the rule runs, and a policy that fails here fails on every Check.
+    /// A timeout is not held against the policy: on a loaded host it says nothing about the rule.
+    fn trial(&self, rule: &str) -> Result<(), ActivationError> {
+        let Err(e) = self.fresh_eval(trial_input()) else {
+            return Ok(());
+        };
+        if e.message.contains("could not find function") || e.message.contains("Unknown function") {
+            return Err(ActivationError::UnknownFunction {
+                rule: rule.to_string(),
+                message: e.message,
+            });
+        }
+        if e.message.contains("exceeded time limit") {
+            tracing::warn!(decision_rule = rule, error = %e, "trial evaluation timed out");
+            return Ok(());
+        }
+        Err(ActivationError::Trial {
+            rule: rule.to_string(),
+            message: e.message,
+        })
     }
 
     /// The decision rule, when no active bundle defines it (the policy then answers nothing).
@@ -500,6 +523,27 @@ impl ActivePolicy {
             }
         })
     }
+}
+
+/// The input document of `GET /` with no headers, as the sidecar builds it.
+fn trial_input() -> Value {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    crate::input::build_input(&request, &crate::input::InputOptions::default())
+        .unwrap_or_else(|_| Value::new_object())
 }
 
 /// Runs the VM to the end, answering each host-await suspension with Regent's builtin.
