@@ -180,9 +180,20 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
         "{page}"
     );
 
-    // A second (simulated) sidecar on an old revision: the rollout is incomplete.
+    // With tokens configured, a report needs one too (fleet.require_token defaults to on).
     let resp = c
         .post(url(&srv, "/v1/status/report"))
+        .json(&report("sidecar-2", "0000old"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // A second (simulated) sidecar on a revision this server never published: the rollout is
+    // incomplete, and the fleet view shows it as `unknown`.
+    let resp = c
+        .post(url(&srv, "/v1/status/report"))
+        .bearer_auth(TOKEN)
         .json(&report("sidecar-2", "0000old"))
         .send()
         .await
@@ -191,7 +202,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     let (code, out) = rollout(&["--server", &server, "--token-file", token_arg]).await;
     assert_eq!(code, 3, "{out}");
     assert!(
-        out.contains("authz: 1/2") && out.contains("sidecar-2"),
+        out.contains("authz: 1/2") && out.contains("sidecar-2: unknown"),
         "{out}"
     );
     let (code, out) = rollout(&[
@@ -206,7 +217,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     ])
     .await;
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("authz: 1/2 sidecars run 0000old"), "{out}");
+    assert!(out.contains("authz: 0/2 sidecars run 0000old"), "{out}");
 
     // Errors: no token → 1; unreachable server → 1.
     let (code, out) = rollout(&["--server", &server]).await;
@@ -222,6 +233,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     ] {
         let resp = c
             .post(url(&srv, "/v1/status/report"))
+            .bearer_auth(TOKEN)
             .json(&bad)
             .send()
             .await
@@ -234,6 +246,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     big["labels"]["padding"] = serde_json::Value::String("x".repeat(4096));
     let resp = c
         .post(url(&srv, "/v1/status/report"))
+        .bearer_auth(TOKEN)
         .json(&big)
         .send()
         .await
@@ -257,6 +270,7 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     let c2 = c.clone();
     let resp = c2
         .post(url(&srv, "/v1/status/report"))
+        .bearer_auth(TOKEN)
         .json(&report("sidecar-2", &second))
         .send()
         .await

@@ -18,6 +18,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0,
 ];
 
+/// Every `reason` of `regent_check_errors_total`: each is exported at 0 from start, so `increase()`
+/// sees the first error. The Check path must use only these (a unit test reads its source).
+pub const CHECK_ERROR_REASONS: &[&str] = &[
+    "no_policy",
+    "missing_decision",
+    "request_parse_error",
+    "eval_error",
+    "undefined_decision",
+    "illegal_result",
+    "missing_allowed",
+    "invalid_field",
+];
+
 /// Every metric the Check path and the policy store update.
 #[derive(Clone)]
 pub struct Metrics {
@@ -82,6 +95,9 @@ impl Metrics {
         )?;
         let activations =
             IntCounter::new("regent_policy_activations_total", "Policies activated.")?;
+        for reason in CHECK_ERROR_REASONS {
+            errors.with_label_values(&[reason]);
+        }
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
@@ -191,8 +207,82 @@ impl Collector for JwtCacheCollector {
     }
 }
 
+/// Reads label values out of Rust source, so unit tests can check that the code incrementing a
+/// labelled counter uses only the values the counter is initialised with.
+#[cfg(test)]
+pub(crate) mod source_scan {
+    /// Argument `index` (trimmed, as written) of every call that starts with `call` (e.g.
+    /// `"Refusal::new("`), in the order they appear.
+    pub(crate) fn call_args(src: &str, call: &str, index: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(at) = rest.find(call) {
+            rest = &rest[at + call.len()..];
+            let args = split_args(rest);
+            if let Some(a) = args.get(index) {
+                out.push(a.trim().to_string());
+            }
+        }
+        out
+    }
+
+    /// The top-level arguments of a call whose `(` was just consumed.
+    fn split_args(src: &str) -> Vec<String> {
+        let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+        let mut args = vec![String::new()];
+        for c in src.chars() {
+            if in_str {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_str = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    '"' => in_str = true,
+                    '(' | '[' | '{' => depth += 1,
+                    ')' | ']' | '}' if depth == 0 => break,
+                    ')' | ']' | '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        args.push(String::new());
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            args.last_mut().expect("one argument").push(c);
+        }
+        args
+    }
+
+    /// The string literal `"x"` (or `&["x"]`, a one-label slice) as `x`; `None` for any other
+    /// expression.
+    pub(crate) fn literal(expr: &str) -> Option<&str> {
+        let e = expr.trim();
+        let e = e
+            .strip_prefix("&[")
+            .and_then(|e| e.strip_suffix(']'))
+            .map_or(e, str::trim);
+        let inner = e.strip_prefix('"')?.strip_suffix('"')?;
+        (!inner.contains('"')).then_some(inner)
+    }
+
+    /// Every string literal written right after `field` (e.g. `"reason:"`).
+    pub(crate) fn field_literals<'a>(src: &'a str, field: &str) -> Vec<&'a str> {
+        src.match_indices(field)
+            .filter_map(|(at, _)| {
+                let after = src[at + field.len()..].trim_start();
+                let inner = after.strip_prefix('"')?;
+                inner.find('"').map(|end| &inner[..end])
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::source_scan::{call_args, field_literals, literal};
     use super::*;
 
     fn sample(text: &str, name: &str) -> Option<f64> {
@@ -284,5 +374,108 @@ mod tests {
                 "{name}: {v} not in {lo}..={hi}"
             );
         }
+    }
+    #[test]
+    fn every_check_error_reason_is_exported_at_zero_from_start() {
+        let text = Metrics::new().expect("metrics").render();
+        for reason in CHECK_ERROR_REASONS {
+            let series = format!(r#"regent_check_errors_total{{reason="{reason}"}}"#);
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in {text}");
+        }
+        for decision in ["allow", "deny", "error"] {
+            let series = format!(r#"regent_checks_total{{decision="{decision}"}}"#);
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in {text}");
+        }
+    }
+
+    /// The reason of every [`regent_policy::decision::DecisionError`]; the match is exhaustive, so
+    /// a new variant does not compile until it is listed here.
+    fn decision_error_reasons() -> Vec<&'static str> {
+        use regent_policy::decision::DecisionError;
+        let all = [
+            DecisionError::UndefinedDecision,
+            DecisionError::IllegalResult("number"),
+            DecisionError::MissingAllowed,
+            DecisionError::InvalidField {
+                field: "http_status",
+                problem: String::new(),
+            },
+        ];
+        all.iter()
+            .map(|e| match e {
+                DecisionError::UndefinedDecision
+                | DecisionError::IllegalResult(_)
+                | DecisionError::MissingAllowed
+                | DecisionError::InvalidField { .. } => e.reason(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn check_error_reasons_used_by_the_check_path_are_all_listed() {
+        let mut used: Vec<String> = decision_error_reasons()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for (file, src) in [
+            ("authorizer.rs", include_str!("authorizer.rs")),
+            ("grpc_check.rs", include_str!("grpc_check.rs")),
+            ("http_mode.rs", include_str!("http_mode.rs")),
+        ] {
+            let src = src.split("#[cfg(test)]").next().unwrap_or_default();
+            // `errors.with_label_values(&["..."])`, `CheckFailure { reason: "...", .. }` and
+            // `self.no_decision(id, "<reason>", why)`.
+            for arg in call_args(src, "with_label_values(", 0) {
+                match literal(&arg) {
+                    Some(l) => used.push(l.to_string()),
+                    // A CheckFailure's reason or no_decision's: their literals are read here.
+                    None => assert!(
+                        ["&[f.reason]", "&[reason]"].contains(&arg.as_str()),
+                        "{file}: label {arg} is neither a literal nor a reason read by this test"
+                    ),
+                }
+            }
+            used.extend(field_literals(src, "reason:").into_iter().map(String::from));
+            for arg in call_args(src, "no_decision(", 1) {
+                if let Some(l) = literal(&arg) {
+                    used.push(l.to_string());
+                }
+            }
+        }
+        assert!(
+            used.iter().any(|r| r == "no_policy"),
+            "the scan finds {used:?}"
+        );
+        for reason in &used {
+            assert!(
+                CHECK_ERROR_REASONS.contains(&reason.as_str()),
+                "check error reason {reason:?} is missing from CHECK_ERROR_REASONS"
+            );
+        }
+        for reason in CHECK_ERROR_REASONS {
+            assert!(
+                used.iter().any(|u| u == reason),
+                "CHECK_ERROR_REASONS lists {reason:?}, which nothing counts"
+            );
+        }
+    }
+
+    #[test]
+    fn the_source_scan_reads_literal_arguments() {
+        let src = r#"x(Refusal::new(
+                "roots",
+                format!("a, {b:?} (c)"),
+            )); Refusal::new(reason, "m"); m.f(&a, "persisted"); S { reason: "test", n }"#;
+        let first = call_args(src, "Refusal::new(", 0);
+        assert_eq!(first, ["\"roots\"", "reason"]);
+        assert_eq!(literal(&first[0]), Some("roots"));
+        assert_eq!(literal(&first[1]), None);
+        assert_eq!(
+            call_args(src, "Refusal::new(", 1)[0],
+            r#"format!("a, {b:?} (c)")"#
+        );
+        assert_eq!(call_args(src, ".f(", 1), ["\"persisted\""]);
+        assert_eq!(literal(r#"&["200"]"#), Some("200"));
+        assert_eq!(field_literals(src, "reason:"), ["test"]);
     }
 }

@@ -57,8 +57,10 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// All routes.
+/// All routes. Inside a tokio runtime this also starts feeding every publication to the fleet
+/// view ([`watch_publications`]).
 pub fn router(shared: Arc<Shared>) -> Router {
+    watch_publications(&shared);
     Router::new()
         .route("/bundles/{name}", get(get_bundle))
         .route("/v1/hooks/git", post(webhook))
@@ -73,6 +75,38 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
+}
+
+/// Tells the fleet view about each revision as it is published (and the one restored at start),
+/// so sidecars on a revision that was replaced before they reported are still recognised. One
+/// task per bundle; each ends when the server shuts down or its `Shared` is dropped.
+fn watch_publications(shared: &Arc<Shared>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for (name, tx) in &shared.bundles {
+        let mut rx = tx.subscribe();
+        let mut shutdown = shared.shutdown.clone();
+        let weak = Arc::downgrade(shared);
+        let name = name.clone();
+        rt.spawn(async move {
+            loop {
+                let revision = rx.borrow_and_update().as_ref().map(|p| p.revision.clone());
+                match (revision, weak.upgrade()) {
+                    (Some(r), Some(s)) => s.fleet.published(&name, &r),
+                    (_, None) => return,
+                    _ => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -360,10 +394,11 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
 }
 
 async fn status_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> ApiResult {
-    if s.cfg.auth.status_reports_require_token {
-        require_token(&s, &headers)?;
-    }
     let count = |r: &str| s.metrics.status_reports.with_label_values(&[r]).inc();
+    if s.cfg.status_reports_require_token() {
+        // Refused before the body is read: a report without the token changes nothing.
+        require_token(&s, &headers).inspect_err(|_| count("refused"))?;
+    }
     let body = read_body(body, s.cfg.fleet.max_report_bytes)
         .await
         .inspect_err(|_| count("invalid"))?;
@@ -371,6 +406,8 @@ async fn status_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: B
         count("invalid");
         ApiError::new(StatusCode::BAD_REQUEST, "bad_report", e.to_string())
     })?;
+    // Normally known already (watch_publications); this covers a server without that task.
+    s.fleet.published_all(&s.published_revisions());
     s.fleet.record(report).map_err(|e| {
         count("refused");
         match e {

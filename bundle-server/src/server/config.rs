@@ -177,9 +177,9 @@ impl Default for DistributionConfig {
 pub struct AuthConfig {
     /// Accepted tokens, stored as hashes. Empty = open server.
     pub tokens: Vec<TokenConfig>,
-    /// Also require a token on `POST /v1/status/report` (default false: sidecars and OPA send
-    /// status reports without credentials).
-    pub status_reports_require_token: bool,
+    /// Deprecated spelling of `fleet.require_token` (kept so existing configs still load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reports_require_token: Option<bool>,
 }
 
 /// One accepted client token.
@@ -215,6 +215,11 @@ pub struct FleetConfig {
     /// Most bytes of status reports kept in memory, all sidecars together; a report that would
     /// exceed it is refused with 429 (default 256 MiB).
     pub max_total_report_bytes: usize,
+    /// Require one of `auth.tokens` on status reports (`POST /v1/status/report`, `POST
+    /// /status`); a report without a valid one gets 401 and changes nothing. Unset: required
+    /// whenever `auth.tokens` is not empty. See [`ServerConfig::status_reports_require_token`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_token: Option<bool>,
 }
 
 impl Default for FleetConfig {
@@ -224,6 +229,7 @@ impl Default for FleetConfig {
             max_report_bytes: 256 * 1024,
             max_sidecars: 100_000,
             max_total_report_bytes: 256 * 1024 * 1024,
+            require_token: None,
         }
     }
 }
@@ -433,6 +439,24 @@ impl ServerConfig {
         if self.fleet.max_report_bytes == 0 {
             return Err(err("fleet.max_report_bytes", "must be at least 1"));
         }
+        if let (Some(new), Some(old)) = (
+            self.fleet.require_token,
+            self.auth.status_reports_require_token,
+        ) {
+            if new != old {
+                return Err(err(
+                    "fleet.require_token",
+                    "contradicts auth.status_reports_require_token (its deprecated spelling); \
+                     set only fleet.require_token",
+                ));
+            }
+        }
+        if self.fleet.require_token == Some(true) && self.auth.tokens.is_empty() {
+            return Err(err(
+                "fleet.require_token",
+                "is true but auth.tokens is empty: configure the tokens sidecars send",
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(err(
                 "log.format",
@@ -445,6 +469,18 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether status reports must carry one of `auth.tokens`: `fleet.require_token` (or its
+    /// deprecated spelling `auth.status_reports_require_token`) if set, else whenever tokens
+    /// are configured. Without tokens the server is open and nothing is required.
+    pub fn status_reports_require_token(&self) -> bool {
+        !self.auth.tokens.is_empty()
+            && self
+                .fleet
+                .require_token
+                .or(self.auth.status_reports_require_token)
+                .unwrap_or(true)
     }
 
     /// What decides whether a commit must be rebuilt besides the commit itself: the bundle
@@ -554,5 +590,39 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
         c.git.repo = "--upload-pack=touch /tmp/x".into();
         assert_eq!(c.validate().unwrap_err().key, "git.repo");
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        c.fleet.require_token = Some(true);
+        assert_eq!(c.validate().unwrap_err().key, "fleet.require_token");
+    }
+
+    #[test]
+    fn status_reports_need_the_token_by_default_once_tokens_exist() {
+        let token = format!(
+            "\nauth: {{tokens: [{{name: fleet, sha256: {}}}]}}\n",
+            "ab".repeat(32)
+        );
+        let c = ServerConfig::from_yaml(MIN).unwrap();
+        assert!(
+            !c.status_reports_require_token(),
+            "an open server stays open"
+        );
+        let c = ServerConfig::from_yaml(&format!("{MIN}{token}")).unwrap();
+        c.validate().unwrap();
+        assert!(c.status_reports_require_token());
+        let off = format!("{MIN}{token}fleet: {{require_token: false}}\n");
+        let c = ServerConfig::from_yaml(&off).unwrap();
+        c.validate().unwrap();
+        assert!(!c.status_reports_require_token());
+        // The deprecated spelling still works, and must agree with the new key.
+        let old = format!(
+            "{MIN}{}",
+            token.replace("}]}", "}], status_reports_require_token: false}")
+        );
+        let c = ServerConfig::from_yaml(&old).unwrap();
+        c.validate().unwrap();
+        assert!(!c.status_reports_require_token());
+        let both = format!("{old}fleet: {{require_token: true}}\n");
+        let c = ServerConfig::from_yaml(&both).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "fleet.require_token");
     }
 }

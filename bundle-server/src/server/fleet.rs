@@ -1,7 +1,13 @@
 //! The fleet view: OPA-compatible status reports from sidecars, kept per sidecar id until they
 //! stop reporting for `fleet.ttl_seconds`.
+//!
+//! A report is a claim, not a fact: only revisions this server published (the last
+//! [`PUBLISHED_HISTORY`] of each configured bundle) are shown and counted as themselves; any
+//! other revision, and every revision of a bundle this server does not serve, is
+//! [`UNKNOWN_REVISION`]. So `regent_fleet_sidecars` has at most `PUBLISHED_HISTORY + 1` series
+//! per configured bundle whatever the reports say.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +19,11 @@ use super::metrics::Metrics;
 const MAX_BUNDLES_PER_REPORT: usize = 256;
 /// Longest label key, label value, bundle name or revision accepted.
 const MAX_FIELD_CHARS: usize = 512;
+/// Revisions of each bundle the fleet view recognises: the last ones this server published.
+pub const PUBLISHED_HISTORY: usize = 32;
+/// What the fleet view and `regent_fleet_sidecars` show for a revision this server did not
+/// publish (or published longer than [`PUBLISHED_HISTORY`] revisions ago).
+pub const UNKNOWN_REVISION: &str = "unknown";
 
 /// One bundle in a status report (OPA field names; fields the server does not use are dropped).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -20,9 +31,14 @@ pub struct ReportedBundle {
     /// Bundle name.
     #[serde(default)]
     pub name: String,
-    /// Revision in force on the sidecar.
+    /// Revision in force on the sidecar. In the fleet view: [`UNKNOWN_REVISION`] when this
+    /// server did not publish it (what the sidecar said is then in `reported_revision`).
     #[serde(default)]
     pub active_revision: String,
+    /// Fleet view only: the revision the sidecar reported, when it is not one this server
+    /// published. Dropped from reports ([`StatusReport::parse`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_revision: Option<String>,
     /// Last successful activation time (as reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_activation: Option<String>,
@@ -99,7 +115,9 @@ impl StatusReport {
                 )));
             }
         }
-        for (k, b) in &r.bundles {
+        for (k, b) in &mut r.bundles {
+            // The server's own annotation in the fleet view; a report does not get to set it.
+            b.reported_revision = None;
             if too_long(k) || too_long(&b.active_revision) {
                 return Err(ReportError::Invalid(format!(
                     "bundle {:?}: name or active_revision longer than {MAX_FIELD_CHARS} characters",
@@ -146,7 +164,8 @@ pub struct BundleRollout {
     pub on_published: usize,
     /// Of those, how many report an error for it.
     pub with_errors: usize,
-    /// Sidecars per active revision.
+    /// Sidecars per active revision; revisions this server did not publish are counted under
+    /// `unknown`.
     pub revisions: BTreeMap<String, usize>,
 }
 
@@ -157,25 +176,38 @@ pub struct FleetView {
     pub ttl_seconds: u64,
     /// Every live sidecar, by id.
     pub sidecars: Vec<SidecarView>,
-    /// Summary per bundle name.
+    /// Summary per bundle this server serves (other bundles show in `sidecars` only).
     pub bundles: BTreeMap<String, BundleRollout>,
 }
 
 #[derive(Default)]
 struct Inner {
     sidecars: HashMap<String, Sidecar>,
-    /// Live sidecars per (bundle, revision), kept in step with `sidecars` so a report costs
-    /// O(bundles in it), not O(fleet).
+    /// Live sidecars per (bundle, revision label), kept in step with `sidecars` and `history`
+    /// so a report costs O(bundles in it), not O(fleet).
     counts: HashMap<(String, String), i64>,
     /// Sum of the stored reports' sizes.
     bytes: usize,
+    /// Revisions published per configured bundle, oldest first, at most [`PUBLISHED_HISTORY`].
+    history: HashMap<String, VecDeque<String>>,
+}
+
+impl Inner {
+    /// The revision label of `revision` of `bundle`: itself if this server published it (or
+    /// the sidecar has none active yet: `""`), else [`UNKNOWN_REVISION`]. `None` for a bundle
+    /// that is not counted at all.
+    fn label<'a>(&self, bundle: &str, revision: &'a str) -> Option<&'a str> {
+        let history = self.history.get(bundle)?;
+        if revision.is_empty() || history.iter().any(|r| r == revision) {
+            Some(revision)
+        } else {
+            Some(UNKNOWN_REVISION)
+        }
+    }
 }
 
 /// Every sidecar that reported within the TTL.
 pub struct Fleet {
-    /// Bundles counted in `regent_fleet_sidecars`: the ones this server serves. Names come
-    /// from unauthenticated reports, so any other name would let a client add metric series.
-    metric_bundles: BTreeSet<String>,
     ttl: Duration,
     max_sidecars: usize,
     max_bytes: usize,
@@ -186,7 +218,9 @@ pub struct Fleet {
 impl Fleet {
     /// An empty fleet holding at most `max_sidecars` sidecars and `max_bytes` of reports (so an
     /// open status endpoint cannot be used to fill the server's memory).
-    /// Only the bundles in `metric_bundles` are counted in `regent_fleet_sidecars`.
+    /// Only the bundles in `metric_bundles` (the ones this server serves) are summarised and
+    /// counted in `regent_fleet_sidecars`, whose `revision="unknown"` series of each is there
+    /// from the start, at 0. Their revisions are recognised once [`Fleet::published`] says so.
     pub fn new(
         metric_bundles: BTreeSet<String>,
         ttl: Duration,
@@ -194,13 +228,96 @@ impl Fleet {
         max_bytes: usize,
         metrics: Metrics,
     ) -> Fleet {
+        for b in &metric_bundles {
+            metrics
+                .fleet_sidecars
+                .with_label_values(&[b.as_str(), UNKNOWN_REVISION])
+                .set(0);
+        }
+        let inner = Inner {
+            history: metric_bundles
+                .into_iter()
+                .map(|b| (b, VecDeque::new()))
+                .collect(),
+            ..Inner::default()
+        };
         Fleet {
-            metric_bundles,
             ttl,
             max_sidecars,
             max_bytes,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
             metrics,
+        }
+    }
+
+    /// Records that this server publishes `revision` of `bundle`, so sidecars reporting it are
+    /// counted under it. The oldest of more than [`PUBLISHED_HISTORY`] revisions is forgotten
+    /// (its sidecars move to `unknown`). A bundle the server does not serve is ignored.
+    pub fn published(&self, bundle: &str, revision: &str) {
+        let mut inner = self.lock();
+        let Some(history) = inner.history.get_mut(bundle) else {
+            return;
+        };
+        if revision.is_empty() || revision == UNKNOWN_REVISION {
+            return;
+        }
+        if history.back().map(String::as_str) == Some(revision) {
+            return;
+        }
+        // Already known (an older revision published again): move it to the newest end.
+        history.retain(|r| r != revision);
+        history.push_back(revision.to_string());
+        while history.len() > PUBLISHED_HISTORY {
+            history.pop_front();
+        }
+        self.recount_locked(&mut inner, bundle);
+    }
+
+    /// [`Fleet::published`] for every (bundle, revision) of `published`.
+    pub fn published_all(&self, published: &BTreeMap<String, String>) {
+        for (bundle, revision) in published {
+            self.published(bundle, revision);
+        }
+    }
+
+    /// Recomputes the counts of `bundle` from every stored report (after its history changed),
+    /// and the gauge with them. O(fleet), once per publication.
+    fn recount_locked(&self, inner: &mut Inner, bundle: &str) {
+        let mut fresh: HashMap<String, i64> = HashMap::new();
+        for s in inner.sidecars.values() {
+            if let Some(b) = s.bundles.get(bundle) {
+                if let Some(label) = inner.label(bundle, &b.active_revision) {
+                    *fresh.entry(label.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let stale: Vec<String> = inner
+            .counts
+            .keys()
+            .filter(|(b, r)| b == bundle && !fresh.contains_key(r))
+            .map(|(_, r)| r.clone())
+            .collect();
+        for r in stale {
+            inner.counts.remove(&(bundle.to_string(), r.clone()));
+            self.set_gauge(bundle, &r, 0);
+        }
+        for (r, n) in fresh {
+            self.set_gauge(bundle, &r, n);
+            inner.counts.insert((bundle.to_string(), r), n);
+        }
+    }
+
+    /// Sets `regent_fleet_sidecars{bundle,revision}`; a real revision's series goes away at 0,
+    /// the `unknown` one stays.
+    fn set_gauge(&self, bundle: &str, revision: &str, n: i64) {
+        let labels = [bundle, revision];
+        if n <= 0 && revision != UNKNOWN_REVISION {
+            let _ = self.metrics.fleet_sidecars.remove_label_values(&labels);
+        } else {
+            self.metrics
+                .fleet_sidecars
+                .with_label_values(&labels)
+                .set(n.max(0));
         }
     }
 
@@ -246,28 +363,23 @@ impl Fleet {
         Ok(())
     }
 
-    /// Adds `delta` to the counts of every (bundle, revision) of `s`, and updates the gauge.
+    /// Adds `delta` to the counts of every (bundle, revision label) of `s`, and updates the
+    /// gauge. Bundles this server does not serve are not counted.
     fn count(&self, inner: &mut Inner, s: &Sidecar, delta: i64) {
         for (bundle, b) in &s.bundles {
-            if !self.metric_bundles.contains(bundle) {
+            let Some(label) = inner.label(bundle, &b.active_revision) else {
                 continue;
-            }
-            let key = (bundle.clone(), b.active_revision.clone());
+            };
+            let key = (bundle.clone(), label.to_string());
             let n = {
                 let n = inner.counts.entry(key.clone()).or_default();
                 *n += delta;
                 *n
             };
-            let labels = [key.0.as_str(), key.1.as_str()];
             if n <= 0 {
                 inner.counts.remove(&key);
-                let _ = self.metrics.fleet_sidecars.remove_label_values(&labels);
-            } else {
-                self.metrics
-                    .fleet_sidecars
-                    .with_label_values(&labels)
-                    .set(n);
             }
+            self.set_gauge(&key.0, &key.1, n);
         }
     }
 
@@ -300,8 +412,11 @@ impl Fleet {
         }
     }
 
-    /// The fleet view; `published` gives the revision served for each bundle.
+    /// The fleet view; `published` gives the revision served for each bundle (and is recorded
+    /// as published, see [`Fleet::published`]). A revision this server did not publish shows
+    /// as [`UNKNOWN_REVISION`], with the reported one in `reported_revision`.
     pub fn view(&self, published: &BTreeMap<String, String>) -> FleetView {
+        self.published_all(published);
         let mut inner = self.lock();
         self.prune_locked(&mut inner);
         let mut sidecars: Vec<SidecarView> = inner
@@ -313,13 +428,33 @@ impl Fleet {
                 last_report: chrono::DateTime::<chrono::Utc>::from(s.received_at)
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 age_seconds: s.received.elapsed().as_secs(),
-                bundles: s.bundles.clone(),
+                bundles: s
+                    .bundles
+                    .iter()
+                    .map(|(name, b)| {
+                        let label = if b.active_revision.is_empty() {
+                            ""
+                        } else {
+                            inner
+                                .label(name, &b.active_revision)
+                                .unwrap_or(UNKNOWN_REVISION)
+                        };
+                        let mut b = b.clone();
+                        if label != b.active_revision {
+                            b.reported_revision =
+                                Some(std::mem::replace(&mut b.active_revision, label.into()));
+                        }
+                        (name.clone(), b)
+                    })
+                    .collect(),
             })
             .collect();
+        let served: BTreeSet<String> = inner.history.keys().cloned().collect();
         drop(inner);
         sidecars.sort_by(|a, b| a.id.cmp(&b.id));
         let mut bundles: BTreeMap<String, BundleRollout> = published
             .iter()
+            .filter(|(n, _)| served.contains(*n))
             .map(|(n, r)| {
                 (
                     n.clone(),
@@ -332,6 +467,9 @@ impl Fleet {
             .collect();
         for s in &sidecars {
             for (name, b) in &s.bundles {
+                if !served.contains(name) {
+                    continue;
+                }
                 let e = bundles.entry(name.clone()).or_default();
                 e.sidecars += 1;
                 *e.revisions.entry(b.active_revision.clone()).or_default() += 1;
@@ -396,11 +534,26 @@ mod tests {
         assert_eq!(f.view(&BTreeMap::new()).sidecars.len(), 2);
     }
 
+    /// The `regent_fleet_sidecars` lines of a metrics page.
+    fn series(m: &Metrics) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("regent_fleet_sidecars{"))
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn fleet_counts_revisions_and_ages_out() {
         let m = Metrics::new().unwrap();
         let served = BTreeSet::from(["authz".to_string()]);
         let f = Fleet::new(served, Duration::from_secs(2), 3, usize::MAX, m.clone());
+        assert_eq!(
+            series(&m),
+            ["regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 0"]
+        );
+        f.published("authz", "r1");
+        f.published("authz", "r2");
         f.record(report("a", "r1")).unwrap();
         f.record(report("b", "r2")).unwrap();
         // A bundle this server does not serve is in the view but adds no metric series.
@@ -414,7 +567,11 @@ mod tests {
         f.record(report("a", "r2")).unwrap();
         let v = f.view(&BTreeMap::from([("authz".to_string(), "r2".to_string())]));
         assert_eq!(v.sidecars.len(), 3);
-        assert_eq!(v.bundles["made-up"].sidecars, 1);
+        // Not summarised, and its revision is not one this server published.
+        assert!(!v.bundles.contains_key("made-up"));
+        let x = &v.sidecars.iter().find(|s| s.id == "x").unwrap().bundles["made-up"];
+        assert_eq!(x.active_revision, UNKNOWN_REVISION);
+        assert_eq!(x.reported_revision.as_deref(), Some("r9"));
         assert_eq!(v.bundles["authz"].on_published, 2);
         assert!(m
             .render()
@@ -424,6 +581,99 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(f.view(&BTreeMap::new()).sidecars.is_empty());
-        assert!(!m.render().contains("regent_fleet_sidecars{"));
+        assert_eq!(
+            series(&m),
+            ["regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 0"]
+        );
+    }
+
+    #[test]
+    fn unpublished_revisions_are_unknown_and_add_no_series() {
+        let m = Metrics::new().unwrap();
+        let served = BTreeSet::from(["authz".to_string()]);
+        let f = Fleet::new(
+            served,
+            Duration::from_secs(300),
+            10_000,
+            usize::MAX,
+            m.clone(),
+        );
+        f.published("authz", "real");
+        for i in 0..200 {
+            f.record(report(&format!("forger-{i}"), &format!("made-up-{i}")))
+                .unwrap();
+        }
+        f.record(report("honest", "real")).unwrap();
+        let mut lines = series(&m);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"real\"} 1",
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 200",
+            ]
+        );
+        let v = f.view(&BTreeMap::from([("authz".into(), "real".into())]));
+        let revs = &v.bundles["authz"].revisions;
+        assert_eq!(revs.len(), 2, "{revs:?}");
+        assert_eq!(revs[UNKNOWN_REVISION], 200);
+        assert_eq!(revs["real"], 1);
+        assert_eq!(v.bundles["authz"].on_published, 1);
+        let forger = v.sidecars.iter().find(|s| s.id == "forger-7").unwrap();
+        assert_eq!(forger.bundles["authz"].active_revision, UNKNOWN_REVISION);
+        assert_eq!(
+            forger.bundles["authz"].reported_revision.as_deref(),
+            Some("made-up-7")
+        );
+        // A report cannot set the server's annotation.
+        let sneaky = StatusReport::parse(
+            br#"{"labels":{"id":"s"},"bundles":{"authz":{"active_revision":"real","reported_revision":"x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(sneaky.bundles["authz"].reported_revision, None);
+    }
+
+    #[test]
+    fn history_changes_move_sidecars_between_unknown_and_real() {
+        let m = Metrics::new().unwrap();
+        let served = BTreeSet::from(["authz".to_string()]);
+        let f = Fleet::new(served, Duration::from_secs(300), 100, usize::MAX, m.clone());
+        // Reported before the server knew it published it: unknown, then itself.
+        f.record(report("early", "r0")).unwrap();
+        assert!(m
+            .render()
+            .contains("regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 1"));
+        f.published("authz", "r0");
+        let mut lines = series(&m);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"r0\"} 1",
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 0",
+            ]
+        );
+        // Beyond PUBLISHED_HISTORY newer publications, r0 is forgotten: unknown again.
+        for i in 1..=PUBLISHED_HISTORY {
+            f.published("authz", &format!("r{i}"));
+        }
+        assert!(m
+            .render()
+            .contains("regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 1"));
+        assert!(!m.render().contains("revision=\"r0\""));
+        // Replacing the report decrements the label it was counted under.
+        f.record(report("early", "r1")).unwrap();
+        let mut lines = series(&m);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"r1\"} 1",
+                "regent_fleet_sidecars{bundle=\"authz\",revision=\"unknown\"} 0",
+            ]
+        );
+        // Publishing a bundle the server does not serve changes nothing.
+        f.published("made-up", "x");
+        assert!(!m.render().contains("made-up"));
     }
 }

@@ -92,7 +92,8 @@ pub async fn start_with(
     registry: &prometheus::Registry,
 ) -> anyhow::Result<SyncHandle> {
     cfg.validate()?;
-    let metrics = SyncMetrics::register(registry).context("registering sync metrics")?;
+    let metrics = SyncMetrics::register(registry, cfg.bundles.iter().map(|b| b.name.as_str()))
+        .context("registering sync metrics")?;
     let board = StatusBoard::new(cfg.bundles.iter().map(|b| b.name.as_str()));
     let persist = cfg.persist_dir.as_ref().map(PersistDir::new);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -129,16 +130,13 @@ pub async fn start_with(
         tasks.push(tokio::spawn(l.run(shutdown_rx.clone())));
     }
     if let Some(status_cfg) = &cfg.status {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(cfg.http.connect_timeout_seconds))
-            .timeout(Duration::from_secs(cfg.http.read_timeout_seconds))
-            .build()
+        // Status reports carry the credentials of bundle requests (sync.http).
+        let sender = status::StatusSender::new(&status_cfg.url, &cfg.http)
             .context("building the status report HTTP client")?;
         tasks.push(tokio::spawn(status::run_reporter(
             status_cfg.clone(),
             board.clone(),
-            client,
+            sender,
             shutdown_rx.clone(),
         )));
     }

@@ -15,6 +15,24 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// Every `reason` of `regent_bundle_activation_failures_total`: a [`super::runner::Refusal`]'s reason,
+/// or `persisted` (a persisted bundle that cannot be read). Each configured bundle is exported at 0
+/// for each of them from start; a unit test checks that the sync code uses no other.
+pub const ACTIVATION_FAILURE_REASONS: &[&str] = &[
+    "unpack",
+    "signature",
+    "roots",
+    "roots_overlap",
+    "rollback",
+    "compile",
+    "internal",
+    "persisted",
+    "timeout",
+];
+
+/// Every `result` of `regent_bundle_downloads_total`, exported at 0 for each configured bundle.
+pub const DOWNLOAD_RESULTS: &[&str] = &["ok", "not_modified", "error"];
+
 /// The sync metrics, registered in the sidecar's registry.
 #[derive(Clone)]
 pub struct SyncMetrics {
@@ -26,8 +44,12 @@ pub struct SyncMetrics {
 }
 
 impl SyncMetrics {
-    /// Create and register the metrics.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    /// Create and register the metrics; the counters of each of `bundles` start at 0 for every
+    /// [`DOWNLOAD_RESULTS`] and [`ACTIVATION_FAILURE_REASONS`] value.
+    pub fn register<'a>(
+        registry: &Registry,
+        bundles: impl IntoIterator<Item = &'a str>,
+    ) -> prometheus::Result<Self> {
         let info = IntGaugeVec::new(
             Opts::new(
                 "regent_bundle_info",
@@ -65,6 +87,14 @@ impl SyncMetrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
         )?;
+        for bundle in bundles {
+            for result in DOWNLOAD_RESULTS {
+                downloads.with_label_values(&[bundle, result]);
+            }
+            for reason in ACTIVATION_FAILURE_REASONS {
+                failures.with_label_values(&[bundle, reason]);
+            }
+        }
         registry.register(Box::new(info.clone()))?;
         registry.register(Box::new(last_activation.clone()))?;
         registry.register(Box::new(downloads.clone()))?;
@@ -244,12 +274,69 @@ pub fn report_labels(cfg: &StatusConfig) -> BTreeMap<String, String> {
     labels
 }
 
+/// How status reports are POSTed: with the credentials of bundle downloads (`sync.http`: the
+/// bearer token, re-read for every report so a rotation needs no restart; the client
+/// certificate; the extra CA), so a server that requires them accepts the reports.
+pub struct StatusSender {
+    url: String,
+    client: reqwest::Client,
+    bearer_token_file: Option<std::path::PathBuf>,
+}
+
+impl StatusSender {
+    /// A sender to `url` with the timeouts, CA, client certificate and token of `http`.
+    pub fn new(url: &str, http: &super::config::HttpConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+        };
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(http.connect_timeout_seconds))
+            .timeout(Duration::from_secs(http.read_timeout_seconds))
+            .user_agent(concat!("regent-sidecar/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &http.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read("ca_file", ca)?)
+                .with_context(|| format!("ca_file {}", ca.display()))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&http.client_cert_file, &http.client_key_file) {
+            let mut pem = read("client_cert_file", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("client_key_file", key)?);
+            b = b.identity(reqwest::Identity::from_pem(&pem).context("client certificate/key")?);
+        }
+        Ok(StatusSender {
+            url: url.to_string(),
+            client: b.build().context("building the HTTP client")?,
+            bearer_token_file: http.bearer_token_file.clone(),
+        })
+    }
+
+    /// POSTs one report; the error says why it was not accepted.
+    pub async fn send(&self, report: &StatusReport) -> Result<(), String> {
+        let mut req = self.client.post(&self.url).json(report);
+        if let Some(path) = &self.bearer_token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading bearer token file {}: {e}", path.display()))?;
+            req = req.bearer_auth(token.trim());
+        }
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("refused with HTTP {}", resp.status().as_u16())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// POST the status on every significant change and every `interval_seconds` until `shutdown`
 /// turns true. Failures are logged and never stop the loop.
 pub async fn run_reporter(
     cfg: StatusConfig,
     board: StatusBoard,
-    client: reqwest::Client,
+    sender: StatusSender,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let labels = report_labels(&cfg);
@@ -259,12 +346,8 @@ pub async fn run_reporter(
             labels: labels.clone(),
             bundles: board.snapshot(),
         };
-        match client.post(&cfg.url).json(&report).send().await {
-            Ok(resp) if resp.status().is_success() => {}
-            Ok(resp) => {
-                tracing::warn!(url = %cfg.url, status = resp.status().as_u16(), "status report refused")
-            }
-            Err(e) => tracing::warn!(url = %cfg.url, error = %e, "status report failed"),
+        if let Err(e) = sender.send(&report).await {
+            tracing::warn!(url = %cfg.url, error = %e, "status report not delivered");
         }
         tokio::select! {
             _ = board.changed.notified() => {}
@@ -315,7 +398,7 @@ mod tests {
     #[test]
     fn metrics_replace_the_revision_label() {
         let reg = Registry::new();
-        let m = SyncMetrics::register(&reg).unwrap();
+        let m = SyncMetrics::register(&reg, ["authz"]).unwrap();
         m.activated("authz", None, "r1", Duration::from_millis(3));
         m.activated("authz", Some("r1"), "r2", Duration::from_millis(3));
         m.download("authz", "ok");
@@ -345,5 +428,100 @@ mod tests {
         );
         assert!(text.contains("regent_bundle_activation_duration_seconds"));
         assert!(text.contains("regent_bundle_last_activation_timestamp_seconds bundle=authz"));
+    }
+
+    #[test]
+    fn configured_bundles_start_at_zero_for_every_reason_and_result() {
+        let reg = Registry::new();
+        let m = SyncMetrics::register(&reg, ["authz", "extra"]).unwrap();
+        m.activation_failure("extra", "compile");
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&reg.gather(), &mut text)
+            .unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("{series} in {text}"))
+                .to_string()
+        };
+        for bundle in ["authz", "extra"] {
+            for reason in ACTIVATION_FAILURE_REASONS {
+                let want = if (bundle, *reason) == ("extra", "compile") {
+                    "1"
+                } else {
+                    "0"
+                };
+                assert_eq!(
+                    value(&format!(
+                        r#"regent_bundle_activation_failures_total{{bundle="{bundle}",reason="{reason}"}}"#
+                    )),
+                    want
+                );
+            }
+            for result in DOWNLOAD_RESULTS {
+                assert_eq!(
+                    value(&format!(
+                        r#"regent_bundle_downloads_total{{bundle="{bundle}",result="{result}"}}"#
+                    )),
+                    "0"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_refusal_and_download_result_of_the_sync_code_is_listed() {
+        use crate::metrics::source_scan::{call_args, literal};
+        let sources = [
+            ("sync/activate.rs", include_str!("activate.rs")),
+            ("sync/backoff.rs", include_str!("backoff.rs")),
+            ("sync/config.rs", include_str!("config.rs")),
+            ("sync/download.rs", include_str!("download.rs")),
+            ("sync/mod.rs", include_str!("mod.rs")),
+            ("sync/persist.rs", include_str!("persist.rs")),
+            ("sync/regent_format.rs", include_str!("regent_format.rs")),
+            ("sync/runner.rs", include_str!("runner.rs")),
+            ("policy.rs", include_str!("../policy.rs")),
+        ];
+        let (mut reasons, mut results) = (Vec::new(), Vec::new());
+        for (file, src) in sources {
+            let src = src.split("#[cfg(test)]").next().unwrap_or_default();
+            for arg in call_args(src, "Refusal::new(", 0) {
+                let reason = literal(&arg)
+                    .unwrap_or_else(|| panic!("{file}: Refusal::new({arg}, ..): not a literal"));
+                reasons.push(reason.to_string());
+            }
+            for arg in call_args(src, ".activation_failure(", 1) {
+                match literal(&arg) {
+                    Some(r) => reasons.push(r.to_string()),
+                    None => assert_eq!(arg, "refusal.reason", "{file}: reason {arg}"),
+                }
+            }
+            for arg in call_args(src, ".download(", 1) {
+                let result = literal(&arg)
+                    .unwrap_or_else(|| panic!("{file}: download(.., {arg}): not a literal"));
+                results.push(result.to_string());
+            }
+        }
+        assert!(reasons.iter().any(|r| r == "signature"), "{reasons:?}");
+        for r in &reasons {
+            assert!(
+                ACTIVATION_FAILURE_REASONS.contains(&r.as_str()),
+                "activation failure reason {r:?} is missing from ACTIVATION_FAILURE_REASONS"
+            );
+        }
+        for r in ACTIVATION_FAILURE_REASONS {
+            assert!(reasons.iter().any(|u| u == r), "{r:?} is never used");
+        }
+        for r in &results {
+            assert!(
+                DOWNLOAD_RESULTS.contains(&r.as_str()),
+                "download result {r:?} is missing from DOWNLOAD_RESULTS"
+            );
+        }
+        for r in DOWNLOAD_RESULTS {
+            assert!(results.iter().any(|u| u == r), "{r:?} is never used");
+        }
     }
 }
