@@ -88,6 +88,15 @@ pub struct HttpConfig {
     /// Longest silence while reading a response (default 10). Long-poll requests get
     /// `wait + read_timeout_seconds`.
     pub read_timeout_seconds: u64,
+    /// Longest one download may take, connect to last byte (default 60). Long-poll requests
+    /// get `wait + download_timeout_seconds`. Exceeding it aborts the download.
+    pub download_timeout_seconds: u64,
+    /// Slowest body transfer accepted, in bytes per second averaged over each
+    /// `min_transfer_window_seconds` (default 1024; 0 disables the check). A body slower than
+    /// this is aborted even while every byte arrives within `read_timeout_seconds`.
+    pub min_transfer_bytes_per_second: u64,
+    /// Length of the window over which `min_transfer_bytes_per_second` is measured (default 10).
+    pub min_transfer_window_seconds: u64,
     /// Largest bundle accepted, compressed (default 256 MiB). Enforced while downloading.
     pub max_bundle_bytes: u64,
     /// File holding a bearer token; re-read on every request so rotation needs no restart.
@@ -105,6 +114,9 @@ impl Default for HttpConfig {
         HttpConfig {
             connect_timeout_seconds: 5,
             read_timeout_seconds: 10,
+            download_timeout_seconds: 60,
+            min_transfer_bytes_per_second: 1024,
+            min_transfer_window_seconds: 10,
             max_bundle_bytes: 256 * 1024 * 1024,
             bearer_token_file: None,
             ca_file: None,
@@ -239,6 +251,15 @@ impl SyncConfig {
         if h.read_timeout_seconds == 0 {
             return Err(err("http.read_timeout_seconds", "must be at least 1"));
         }
+        if h.download_timeout_seconds == 0 {
+            return Err(err("http.download_timeout_seconds", "must be at least 1"));
+        }
+        if h.min_transfer_bytes_per_second > 0 && h.min_transfer_window_seconds == 0 {
+            return Err(err(
+                "http.min_transfer_window_seconds",
+                "must be at least 1 while http.min_transfer_bytes_per_second is set",
+            ));
+        }
         if h.max_bundle_bytes == 0 {
             return Err(err("http.max_bundle_bytes", "must be at least 1"));
         }
@@ -281,6 +302,9 @@ mod tests {
         assert!(cfg.bundles.is_empty());
         assert_eq!(cfg.polling.min_delay_seconds, 10);
         assert_eq!(cfg.http.max_bundle_bytes, 256 * 1024 * 1024);
+        assert_eq!(cfg.http.download_timeout_seconds, 60);
+        assert_eq!(cfg.http.min_transfer_bytes_per_second, 1024);
+        assert_eq!(cfg.http.min_transfer_window_seconds, 10);
         assert!(!cfg.insecure_skip_verification);
         assert!(!cfg.allow_rollback);
     }
@@ -337,5 +361,19 @@ mod tests {
     fn client_cert_needs_key() {
         let e = parse("http: {client_cert_file: /c.pem}").unwrap_err();
         assert!(e.contains("sync.http.client_cert_file"), "{e}");
+    }
+
+    #[test]
+    fn download_deadline_and_rate_are_checked() {
+        let e = parse("http: {download_timeout_seconds: 0}").unwrap_err();
+        assert!(e.contains("sync.http.download_timeout_seconds"), "{e}");
+        let e = parse("http: {min_transfer_window_seconds: 0}").unwrap_err();
+        assert!(e.contains("sync.http.min_transfer_window_seconds"), "{e}");
+        // With the rate check off, the window does not matter.
+        let cfg = parse(
+            "http: {min_transfer_bytes_per_second: 0, min_transfer_window_seconds: 0, download_timeout_seconds: 5}",
+        )
+        .unwrap();
+        assert_eq!(cfg.http.download_timeout_seconds, 5);
     }
 }

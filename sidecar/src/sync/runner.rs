@@ -170,6 +170,11 @@ impl BundleLoop {
                 }
                 Err(e) => {
                     self.metrics.download(&self.name, "error");
+                    if e.is_timeout() {
+                        // Given up for time (deadline, minimum rate, connect/read timeout): a
+                        // bundle that may be new never arrived, which `error` alone would hide.
+                        self.metrics.activation_failure(&self.name, "timeout");
+                    }
                     tracing::warn!(bundle = %self.name, error = %e, "bundle download failed; keeping the last good policy");
                     let (msg, code) = (e.to_string(), e.http_code());
                     self.board
