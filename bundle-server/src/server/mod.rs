@@ -187,6 +187,12 @@ impl Running {
         self.shared.published_revisions()
     }
 
+    /// Stale git lock files removed from the mirror since start
+    /// (`regent_git_stale_locks_removed_total`).
+    pub fn git_stale_locks_removed(&self) -> u64 {
+        self.shared.git_stale_locks_removed.get()
+    }
+
     /// Whether `/ready` answers 200.
     pub fn is_ready(&self) -> bool {
         self.shared.is_ready()
@@ -256,7 +262,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::with_bundles(cfg.bundles.iter().map(|b| b.name.as_str()))
+        .context("registering metrics")?;
+    let git_stale_locks_removed = git::stale_lock_counter();
+    metrics
+        .register(Box::new(git_stale_locks_removed.clone()))
+        .context("registering metrics")?;
     let fleet = Fleet::new(
         cfg.bundles.iter().map(|b| b.name.clone()).collect(),
         Duration::from_secs(cfg.fleet.ttl_seconds),
@@ -280,13 +291,25 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         tokens: TokenSet::from_hex(cfg.auth.tokens.iter().map(|t| t.sha256.as_str())),
         webhook_secret,
         shutdown: shutdown_rx.clone(),
+        git_stale_locks_removed,
         cfg: Arc::clone(&cfg),
     });
 
     let store = DataStore::new(&cfg.data_dir);
     let names: Vec<String> = cfg.bundles.iter().map(|b| b.name.clone()).collect();
+    // Crash recovery (see `store`): half-written temporary files go, and the publish dir is
+    // made to match the restored publication before anything is served.
+    store::remove_temp_files(store.dir());
+    if let Some(d) = &cfg.publish_dir {
+        store::remove_temp_files(d);
+    }
     if let Some(restored) = store.restore(&names, &keyring, cfg.signing.scope.clone()) {
         if !restored.bundles.is_empty() {
+            if let Some(d) = &cfg.publish_dir {
+                if let Err(e) = store::reconcile_publish_dir(d, &restored.bundles) {
+                    tracing::error!(commit = %restored.state.commit, dir = %d.display(), error = %e, "reconciling the publish dir with the published state failed");
+                }
+            }
             shared.publish(&restored.bundles, &restored.state.published_at);
             let mut book = shared.book();
             book.published_commit = Some((
@@ -313,7 +336,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         &cfg.git.branch,
         cfg.data_dir.join("repo.git"),
         Duration::from_secs(cfg.git.timeout_seconds),
-    );
+    )
+    .with_stale_lock_counter(shared.git_stale_locks_removed.clone());
+    // No git of this process runs yet: a lock in the mirror is a leftover of a killed one.
+    git.remove_stale_locks("start");
     let builder = Builder {
         git,
         signer,

@@ -105,6 +105,9 @@ pub struct Shared {
     pub webhook_secret: Option<Vec<u8>>,
     /// Turns true when the server shuts down (releases long polls).
     pub shutdown: watch::Receiver<bool>,
+    /// `regent_git_stale_locks_removed_total`: stale lock files removed from the git mirror
+    /// (shared with the build loop's [`super::git::GitSource`]).
+    pub git_stale_locks_removed: prometheus::IntCounter,
 }
 
 impl Shared {
