@@ -345,7 +345,14 @@ fn build_refuses_broken_policies() {
     );
     let o = regent(
         cwd,
-        &["build", "p3", "-o", "d.tar.gz", "--path", "envoy/authz/allow"],
+        &[
+            "build",
+            "p3",
+            "-o",
+            "d.tar.gz",
+            "--path",
+            "envoy/authz/allow",
+        ],
     );
     assert_clean_error(&o, "authz.rego:5");
     assert!(!cwd.join("d.tar.gz").exists());

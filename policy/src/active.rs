@@ -490,7 +490,11 @@ impl ActivePolicy {
             message: format!(
                 "decision rule {} is not defined by the active bundles ({})",
                 self.rule,
-                self.revisions.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.revisions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }

@@ -512,9 +512,16 @@ fn the_demo_and_library_jwt_policies_run_on_the_vm() {
 fn a_decision_rule_that_cannot_be_evaluated_is_refused() {
     let policy = "package envoy.authz\n\nimport rego.v1\n\nallow := {\"allowed\": true, \"headers\": {\"x\": y}}\n";
     let b = bundle(&[("policy.rego", policy)]);
-    for engine in [EngineChoice::Auto, EngineChoice::Vm, EngineChoice::Interpreter] {
+    for engine in [
+        EngineChoice::Auto,
+        EngineChoice::Vm,
+        EngineChoice::Interpreter,
+    ] {
         match compile(&b, &settings("data.envoy.authz.allow", engine)) {
-            Err(e) => assert!(e.to_string().contains("authz/policy.rego:5"), "{engine:?}: {e}"),
+            Err(e) => assert!(
+                e.to_string().contains("authz/policy.rego:5"),
+                "{engine:?}: {e}"
+            ),
             Ok(p) => panic!(
                 "{engine:?}: activated, and then answers {:?}",
                 p.evaluate(http("GET", "/", "{}"))
@@ -524,5 +531,9 @@ fn a_decision_rule_that_cannot_be_evaluated_is_refused() {
     // A rule that errors only on some requests is not refused: the trial is one minimal request.
     let some = "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if input.attributes.request.http.headers[\"x-n\"] + 1 > 2\n";
     let b = bundle(&[("policy.rego", some)]);
-    assert!(compile(&b, &settings("data.envoy.authz.allow", EngineChoice::Interpreter)).is_ok());
+    assert!(compile(
+        &b,
+        &settings("data.envoy.authz.allow", EngineChoice::Interpreter)
+    )
+    .is_ok());
 }

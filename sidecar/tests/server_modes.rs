@@ -164,21 +164,34 @@ async fn a_missing_decision_rule_is_named_by_ready_and_by_the_check() {
     assert!(eventually(Duration::from_secs(10), || store.is_active()).await);
     let (status, body) = http_get(&format!("http://{}/ready", s.running.http_addr)).await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains(r#""missing_decision_rule":"data.envoy.authz.allow""#), "{body}");
+    assert!(
+        body.contains(r#""missing_decision_rule":"data.envoy.authz.allow""#),
+        "{body}"
+    );
     let r = s.check(get("/public").build()).await.expect("answered");
     assert!(!allowed(&r), "{r:?}");
     let Some(HttpResponse::DeniedResponse(denied)) = &r.http_response else {
         panic!("a denied response: {r:?}");
     };
     assert_eq!(denied.status.as_ref().map(|s| s.code), Some(503));
-    assert!(denied.body.contains("data.envoy.authz.allow"), "{}", denied.body);
-    let metrics = http_get(&format!("http://{}/metrics", s.running.http_addr)).await.1;
+    assert!(
+        denied.body.contains("data.envoy.authz.allow"),
+        "{}",
+        denied.body
+    );
+    let metrics = http_get(&format!("http://{}/metrics", s.running.http_addr))
+        .await
+        .1;
     assert!(
         metrics.contains(r#"reason="missing_decision""#),
         "missing_decision not counted"
     );
     // The rule arrives: ready, and decisions.
-    write_policy_dir(&s.dir.path().join("policy"), CONTRACT_POLICY, Some(CONTRACT_DATA));
+    write_policy_dir(
+        &s.dir.path().join("policy"),
+        CONTRACT_POLICY,
+        Some(CONTRACT_DATA),
+    );
     assert!(eventually(Duration::from_secs(10), || store.is_ready()).await);
     let (status, _) = http_get(&format!("http://{}/ready", s.running.http_addr)).await;
     assert_eq!(status, 200);

@@ -281,7 +281,10 @@ fn bundles_activate_independently_of_the_decision_rule() {
         &[
             (".manifest", r#"{"revision":"e1","roots":["extra"]}"#),
             ("extra/data.json", r#"{"enabled": {"alice": true}}"#),
-            ("extra/helpers.rego", "package extra\n\nimport rego.v1\n\ncount_enabled := count(data.extra.enabled)\n"),
+            (
+                "extra/helpers.rego",
+                "package extra\n\nimport rego.v1\n\ncount_enabled := count(data.extra.enabled)\n",
+            ),
         ],
         &k.key,
     );
@@ -313,6 +316,9 @@ fn bundles_activate_independently_of_the_decision_rule() {
         assert!(store.is_ready(), "{order:?}");
         let policy = store.current().unwrap();
         assert_eq!(policy.missing_decision(), None);
-        assert_eq!(policy.evaluate(alice.clone()).unwrap(), regorus::Value::from(true));
+        assert_eq!(
+            policy.evaluate(alice.clone()).unwrap(),
+            regorus::Value::from(true)
+        );
     }
 }
