@@ -175,6 +175,13 @@ async fn serves_admission_reviews_over_https_h2_and_http1() {
         metrics.contains(r#"regent_inject_reviews_total{outcome="invalid"} 1"#),
         "{metrics}"
     );
+    // Outcomes that did not happen are there at 0, so a first one shows in rate().
+    for series in [
+        r#"regent_inject_reviews_total{outcome="conflict"} 0"#,
+        r#"regent_inject_certificate_reloads_total{result="error"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
 
     // Plain HTTP is not served.
     let plain = reqwest::Client::new()

@@ -32,6 +32,16 @@ pub enum Outcome {
     Invalid(String),
 }
 
+/// Every value [`Outcome::label`] gives: the review counter's series, exported at 0 from start.
+pub const OUTCOME_LABELS: &[&str] = &[
+    "injected",
+    "opted_out",
+    "already_injected",
+    "conflict",
+    "not_applicable",
+    "invalid",
+];
+
 impl Outcome {
     /// Short label for metrics and logs.
     pub fn label(&self) -> &'static str {
@@ -159,4 +169,34 @@ fn subject(request: &serde_json::Map<String, Value>) -> String {
         _ => "?".to_string(),
     };
     format!("{namespace}/{name}")
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_label_is_exported_at_zero() {
+        // Adding a variant breaks this match, which sends the author to OUTCOME_LABELS.
+        let all = [
+            Outcome::Injected,
+            Outcome::Skipped(SkipReason::OptedOut),
+            Outcome::Skipped(SkipReason::AlreadyInjected),
+            Outcome::Skipped(SkipReason::Conflict(String::new())),
+            Outcome::NotApplicable,
+            Outcome::Invalid(String::new()),
+        ];
+        for o in &all {
+            match o {
+                Outcome::Injected
+                | Outcome::Skipped(SkipReason::OptedOut)
+                | Outcome::Skipped(SkipReason::AlreadyInjected)
+                | Outcome::Skipped(SkipReason::Conflict(_))
+                | Outcome::NotApplicable
+                | Outcome::Invalid(_) => {}
+            }
+            assert!(OUTCOME_LABELS.contains(&o.label()), "{}", o.label());
+        }
+        assert_eq!(OUTCOME_LABELS.len(), all.len());
+    }
 }

@@ -75,6 +75,13 @@ pub async fn serve(
         ),
         &["result"],
     )?;
+    // Series exported at 0 from start, so a first event shows in rate() and increase().
+    for outcome in super::review::OUTCOME_LABELS {
+        reviews.with_label_values(&[outcome]);
+    }
+    for result in ["ok", "error"] {
+        reloads.with_label_values(&[result]);
+    }
     registry.register(Box::new(reviews.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     let state = Arc::new(AppState {
