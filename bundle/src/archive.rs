@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use flate2::{read::GzDecoder, Compression, GzBuilder};
 
-use crate::bundle::{clean_path, Bundle, BundleError};
+use crate::bundle::{clean_path, Bundle, BundleError, MANIFEST_FILE, SIGNATURES_FILE};
+use crate::manifest::Manifest;
+use crate::signing::{Keyring, SignatureCheck, VerifiedSignature, VerifyError, VerifyOptions};
 
 /// Limits applied while reading an untrusted archive. Every one is checked before the data it bounds
 /// is held in memory.
@@ -134,11 +136,54 @@ pub fn read_tar_gz(
     bytes: &[u8],
     limits: &UnpackLimits,
 ) -> Result<BTreeMap<String, Vec<u8>>, UnpackError> {
+    read_gated(bytes, limits, &mut Open).map_err(|e| match e {
+        Gated::Unpack(e) => e,
+        // `Open` refuses nothing.
+        Gated::Refused(e) => UnpackError::Malformed(e.to_string()),
+    })
+}
+
+/// Decides on each entry as it is read: `header` once its path is known to be safe and its size
+/// within the limits, before its bytes are read; `file` once they are.
+trait Gate {
+    fn header(&mut self, path: &str) -> Result<(), VerifyError>;
+    fn file(&mut self, path: &str, data: &[u8]) -> Result<(), VerifyError>;
+}
+
+/// The gate of [`read_tar_gz`]: everything within the limits is read.
+struct Open;
+
+impl Gate for Open {
+    fn header(&mut self, _: &str) -> Result<(), VerifyError> {
+        Ok(())
+    }
+    fn file(&mut self, _: &str, _: &[u8]) -> Result<(), VerifyError> {
+        Ok(())
+    }
+}
+
+enum Gated {
+    Unpack(UnpackError),
+    Refused(VerifyError),
+}
+
+impl From<UnpackError> for Gated {
+    fn from(e: UnpackError) -> Self {
+        Gated::Unpack(e)
+    }
+}
+
+fn read_gated(
+    bytes: &[u8],
+    limits: &UnpackLimits,
+    gate: &mut dyn Gate,
+) -> Result<BTreeMap<String, Vec<u8>>, Gated> {
     if bytes.len() as u64 > limits.max_compressed_bytes {
         return Err(UnpackError::CompressedTooLarge {
             size: bytes.len() as u64,
             limit: limits.max_compressed_bytes,
-        });
+        }
+        .into());
     }
     let exceeded = Rc::new(Cell::new(false));
     let reader = Limited {
@@ -164,7 +209,8 @@ pub fn read_tar_gz(
         if count > limits.max_entries {
             return Err(UnpackError::TooManyEntries {
                 limit: limits.max_entries,
-            });
+            }
+            .into());
         }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8(raw).map_err(|e| {
@@ -181,7 +227,7 @@ pub fn read_tar_gz(
             _ => Some("special"),
         };
         if let Some(kind) = kind {
-            return Err(UnpackError::ForbiddenEntry { path: name, kind });
+            return Err(UnpackError::ForbiddenEntry { path: name, kind }.into());
         }
         let path = clean_path(&name)
             .map_err(|_| UnpackError::UnsafePath(name.clone()))?
@@ -190,7 +236,8 @@ pub fn read_tar_gz(
             return Err(UnpackError::TooDeep {
                 path,
                 limit: limits.max_depth,
-            });
+            }
+            .into());
         }
         let size = entry.header().size().map_err(malformed)?;
         if size > limits.max_file_bytes {
@@ -198,11 +245,13 @@ pub fn read_tar_gz(
                 path,
                 size,
                 limit: limits.max_file_bytes,
-            });
+            }
+            .into());
         }
         if files.contains_key(&path) {
-            return Err(UnpackError::Duplicate(path));
+            return Err(UnpackError::Duplicate(path).into());
         }
+        gate.header(&path).map_err(Gated::Refused)?;
         // `size` is bounded by max_file_bytes, so the pre-allocation is bounded too.
         let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         (&mut entry)
@@ -210,16 +259,87 @@ pub fn read_tar_gz(
             .read_to_end(&mut data)
             .map_err(malformed)?;
         if data.len() as u64 != size {
-            return Err(UnpackError::Malformed(format!(
-                "{path}: truncated file data"
-            )));
+            return Err(UnpackError::Malformed(format!("{path}: truncated file data")).into());
         }
+        gate.file(&path, &data).map_err(Gated::Refused)?;
         files.insert(path, data);
     }
     // tar stops at its end-of-archive marker; reading on to the end of the gzip stream makes flate2
     // check the CRC and length, so a truncated or corrupted trailer is refused too (within the limit).
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(malformed)?;
     Ok(files)
+}
+
+/// Why [`Bundle::from_verified_tar_gz`] refused an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The archive or its contents were refused: what [`Bundle::from_tar_gz`] refuses.
+    #[error(transparent)]
+    Bundle(BundleError),
+    /// The signature does not vouch for the archive.
+    #[error(transparent)]
+    Signature(VerifyError),
+}
+
+/// The gate of [`Bundle::from_verified_tar_gz`].
+struct Verifying<'a> {
+    keyring: &'a Keyring,
+    opts: &'a VerifyOptions,
+    previous: Option<&'a Bundle>,
+    /// Once `.signatures.json` was read and its token verified.
+    check: Option<SignatureCheck>,
+    /// Files read before it, to check once it is.
+    before: Vec<String>,
+    /// SHA-256 of the files checked.
+    digests: BTreeMap<String, String>,
+}
+
+impl Verifying<'_> {
+    fn check_one(
+        &mut self,
+        check: &mut SignatureCheck,
+        path: &str,
+        data: &[u8],
+    ) -> Result<(), VerifyError> {
+        // A file unchanged since the bundle it replaces need not be hashed again.
+        let precomputed = self
+            .previous
+            .filter(|p| p.file(path) == Some(data))
+            .and_then(|p| p.precomputed_sha256(path));
+        if let Some(digest) = check.check_file(path, data, precomputed)? {
+            self.digests.insert(path.to_string(), digest);
+        }
+        Ok(())
+    }
+}
+
+impl Gate for Verifying<'_> {
+    fn header(&mut self, path: &str) -> Result<(), VerifyError> {
+        match &self.check {
+            Some(check) if path != SIGNATURES_FILE && !check.lists(path) => {
+                Err(VerifyError::FileNotSigned(path.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn file(&mut self, path: &str, data: &[u8]) -> Result<(), VerifyError> {
+        if path == SIGNATURES_FILE {
+            self.check = Some(SignatureCheck::new(data, self.keyring, self.opts)?);
+            return Ok(());
+        }
+        match self.check.take() {
+            Some(mut check) => {
+                let checked = self.check_one(&mut check, path, data);
+                self.check = Some(check);
+                checked
+            }
+            None => {
+                self.before.push(path.to_string());
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Unpacks an untrusted `.tar.gz` into `dir` (which must exist), writing only inside it. Files are
@@ -265,30 +385,95 @@ impl Bundle {
         Bundle::from_files_after(files, previous)
     }
 
+    /// Reads an untrusted `.tar.gz` bundle that must be signed by a key of `keyring`, checking the
+    /// signature before anything in the bundle is parsed:
+    ///
+    /// 1. the archive is unpacked to bytes within `limits` (as [`read_tar_gz`]);
+    /// 2. `.signatures.json` is parsed and its token verified (key, algorithm, scope) as soon as
+    ///    its entry is read; from then on an entry whose name the token does not list is refused
+    ///    at its header, before its bytes are read, and each listed file's digest is checked as it
+    ///    arrives. Files that came before `.signatures.json` are checked once it is verified;
+    /// 3. digests are computed over raw bytes, or over OPA's canonical JSON for structured files
+    ///    (`.manifest`, `data.json`, `data.yaml`): a streaming canonicaliser for JSON, the
+    ///    budgeted YAML parser for YAML (see `Bundle::data`'s parse budgets);
+    /// 4. listed files that are missing and the signed revision are checked;
+    /// 5. only then are modules and data parsed (within their budgets) and the bundle built.
+    ///
+    /// `previous` is the bundle this one replaces, as in [`Bundle::from_files_after`]: an
+    /// unchanged data file is neither hashed nor parsed again.
+    pub fn from_verified_tar_gz(
+        bytes: &[u8],
+        limits: &UnpackLimits,
+        keyring: &Keyring,
+        opts: &VerifyOptions,
+        previous: Option<&Bundle>,
+    ) -> Result<(Bundle, VerifiedSignature), ReadError> {
+        let mut gate = Verifying {
+            keyring,
+            opts,
+            previous,
+            check: None,
+            before: Vec::new(),
+            digests: BTreeMap::new(),
+        };
+        let files = read_gated(bytes, limits, &mut gate).map_err(|e| match e {
+            Gated::Unpack(e) => ReadError::Bundle(BundleError::Unpack(e)),
+            Gated::Refused(e) => ReadError::Signature(e),
+        })?;
+        let mut check = gate
+            .check
+            .take()
+            .ok_or(ReadError::Signature(VerifyError::MissingSignatures))?;
+        for path in std::mem::take(&mut gate.before) {
+            let data = files.get(&path).map_or(&[][..], Vec::as_slice);
+            gate.check_one(&mut check, &path, data)
+                .map_err(ReadError::Signature)?;
+        }
+        // The manifest's digest was checked: parsing it is parsing signed content.
+        let revision = match files.get(MANIFEST_FILE) {
+            Some(bytes) => {
+                Manifest::parse(bytes)
+                    .map_err(|e| ReadError::Bundle(e.into()))?
+                    .revision
+            }
+            None => String::new(),
+        };
+        let signature = check.finish(&revision).map_err(ReadError::Signature)?;
+        let bundle = Bundle::from_files_inner(files, previous, Some(gate.digests))
+            .map_err(ReadError::Bundle)?;
+        Ok((bundle, signature))
+    }
+
     /// Writes the bundle as `.tar.gz`, deterministically: entries sorted by path, mode 0644, uid/gid 0,
     /// mtime 0, no user names, and a gzip header without name or time. Same files, same bytes.
     pub fn to_tar_gz(&self) -> Result<Vec<u8>, BundleError> {
-        let io = |source| BundleError::Io {
+        write_tar_gz(self.files()).map_err(|source| BundleError::Io {
             path: "<bundle archive>".into(),
             source,
-        };
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(Vec::new(), Compression::new(6));
-        let mut tar = tar::Builder::new(gz);
-        tar.mode(tar::HeaderMode::Deterministic);
-        for (path, data) in self.files() {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            tar.append_data(&mut header, path, data).map_err(io)?;
-        }
-        let gz = tar.into_inner().map_err(io)?;
-        gz.finish().map_err(io)
+        })
     }
+}
+
+/// Writes files as a deterministic `.tar.gz` in the order given (see [`Bundle::to_tar_gz`]),
+/// without checking them: for tools and tests that need an archive a [`Bundle`] would refuse.
+pub fn write_tar_gz<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> std::io::Result<Vec<u8>> {
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), Compression::new(6));
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        tar.append_data(&mut header, path, data)?;
+    }
+    tar.into_inner()?.finish()
 }

@@ -173,6 +173,17 @@ impl Bundle {
         files: BTreeMap<String, Vec<u8>>,
         previous: Option<&Bundle>,
     ) -> Result<Bundle, BundleError> {
+        Bundle::from_files_inner(files, previous, None)
+    }
+
+    /// `verified`: the files' signature was already checked, and these are the SHA-256 digests it
+    /// computed (kept for the data files, so the next revision need not hash them again); the
+    /// data is then not hashed alongside the parse.
+    pub(crate) fn from_files_inner(
+        files: BTreeMap<String, Vec<u8>>,
+        previous: Option<&Bundle>,
+        verified: Option<BTreeMap<String, String>>,
+    ) -> Result<Bundle, BundleError> {
         let manifest = match files.get(MANIFEST_FILE) {
             Some(bytes) => Manifest::parse(bytes)?,
             None => Manifest::default(),
@@ -184,7 +195,7 @@ impl Bundle {
             data: BTreeMap::new(),
             sha256: BTreeMap::new(),
         };
-        bundle.validate(previous)?;
+        bundle.validate(previous, verified)?;
         Ok(bundle)
     }
 
@@ -210,7 +221,11 @@ impl Bundle {
         Bundle::from_files(files)
     }
 
-    fn validate(&mut self, previous: Option<&Bundle>) -> Result<(), BundleError> {
+    fn validate(
+        &mut self,
+        previous: Option<&Bundle>,
+        verified: Option<BTreeMap<String, String>>,
+    ) -> Result<(), BundleError> {
         for path in self.files.keys() {
             if clean_path(path)? != path {
                 return Err(BundleError::BadPath(path.clone()));
@@ -261,8 +276,15 @@ impl Bundle {
             .sum();
         // A signed bundle's data is read twice: parsed here, and hashed over its canonical form
         // when the signature is checked. For a large one both passes run at once, on two threads.
-        let hash_alongside =
-            self.files.contains_key(SIGNATURES_FILE) && data_bytes >= HASH_ALONGSIDE_MIN_BYTES;
+        let hash_alongside = verified.is_none()
+            && self.files.contains_key(SIGNATURES_FILE)
+            && data_bytes >= HASH_ALONGSIDE_MIN_BYTES;
+        if let Some(digests) = verified {
+            let data_files = digests
+                .into_iter()
+                .filter(|(p, _)| matches!(file_kind(p), FileKind::DataJson | FileKind::DataYaml));
+            sha256.extend(data_files);
+        }
         let files = &self.files;
         let (parsed, hashed) = std::thread::scope(|s| {
             // A thread that cannot be started (resource limits) only loses the head start.
@@ -472,6 +494,11 @@ fn collect_dir(
 
 /// Parses one data file (`None` for other files). JSON goes straight into the engine's value type;
 /// YAML goes through serde_json's model first, so its keys must be strings as in JSON.
+///
+/// Every parse is within a budget, whoever the data comes from: nesting at most 128 deep (JSON:
+/// serde_json's limit; YAML: checked on the parser's events before any value is built, see
+/// `yaml.rs`), and no more values or bytes than the file's size allows (JSON cannot expand; YAML
+/// aliases are counted as what they expand to). Errors name the file and the budget.
 fn parse_data(path: &str, bytes: &[u8]) -> Result<Option<Value>, BundleError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let bad = |message: String| BundleError::Data {
@@ -489,13 +516,21 @@ fn parse_data(path: &str, bytes: &[u8]) -> Result<Option<Value>, BundleError> {
                         .map_or_else(|| e.to_string(), |e| e.to_string())))
                 }
             };
-            crate::json::parse(text)
-                .map(Some)
-                .map_err(|e| bad(e.to_string()))
+            crate::json::parse(text).map(Some).map_err(|e| {
+                let message = e.to_string();
+                // serde_json's own depth limit, which is the budget: say so.
+                if message.starts_with("recursion limit exceeded") {
+                    bad(format!(
+                        "over the parse budget: nesting deeper than {} levels ({message})",
+                        crate::json::MAX_DEPTH
+                    ))
+                } else {
+                    bad(message)
+                }
+            })
         }
         FileKind::DataYaml => {
-            let v: serde_json::Value =
-                serde_yaml::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+            let v = crate::yaml::to_json(bytes).map_err(bad)?;
             serde_json::from_value(v)
                 .map(Some)
                 .map_err(|e| bad(e.to_string()))

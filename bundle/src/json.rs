@@ -37,6 +37,10 @@ const SHARED_SLOTS: usize = 1 << 13;
 
 type Rc = regorus::Rc<str>;
 
+/// Deepest nesting accepted: serde_json's recursion limit, which refuses deeper input as it reads
+/// (cheaply, at the first bracket past it). regorus refuses the same depth when loading.
+pub(crate) const MAX_DEPTH: usize = 128;
+
 /// Parses JSON text into a regorus value.
 pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let mut builder = Builder {

@@ -181,8 +181,7 @@ pub fn file_digest(path: &str, bytes: &[u8], algorithm: &str) -> Result<Option<S
         }
         FileKind::DataYaml if base == "data.yaml" => {
             let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            let v: serde_json::Value =
-                serde_yaml::from_slice(bytes).map_err(|e| unhashable(e.to_string()))?;
+            let v = crate::yaml::to_json(bytes).map_err(unhashable)?;
             canonical_bytes = canonical::to_canonical_bytes(&canonical::from_serde(&v));
             &canonical_bytes
         }
@@ -403,7 +402,14 @@ pub enum VerifyError {
     },
 }
 
+/// Largest `.signatures.json` read: one token listing [`crate::UnpackLimits::max_entries`] files
+/// is a few megabytes; anything larger is refused before it is parsed.
+pub const MAX_SIGNATURES_BYTES: usize = 16 << 20;
+
 /// Verifies a bundle's `.signatures.json` against the keyring and every file's digest.
+///
+/// For an untrusted archive prefer [`Bundle::from_verified_tar_gz`], which does the same checks
+/// before anything in the bundle is parsed.
 pub fn verify(
     bundle: &Bundle,
     keyring: &Keyring,
@@ -412,112 +418,165 @@ pub fn verify(
     let raw = bundle
         .file(SIGNATURES_FILE)
         .ok_or(VerifyError::MissingSignatures)?;
-    let file: SignaturesFile =
-        serde_json::from_slice(raw).map_err(|e| VerifyError::BadSignaturesFile(e.to_string()))?;
-    if file.signatures.len() != 1 {
-        return Err(VerifyError::TokenCount(file.signatures.len()));
-    }
-    let token = &file.signatures[0];
-    let malformed = |m: &str| VerifyError::MalformedToken(m.to_string());
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed("expected three dot-separated parts"));
-    };
-    let header: Header = B64
-        .decode(h64)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| malformed("header is not base64url JSON with `alg`"))?;
-    if header.alg != "EdDSA" {
-        return Err(VerifyError::AlgorithmNotAllowed(header.alg));
-    }
-    let payload_bytes = B64
-        .decode(p64)
-        .map_err(|_| malformed("payload is not base64url"))?;
-    let payload: Payload = serde_json::from_slice(&payload_bytes)
-        .map_err(|e| VerifyError::MalformedToken(format!("payload: {e}")))?;
-    let kid = header
-        .kid
-        .clone()
-        .or_else(|| payload.keyid.clone())
-        .filter(|k| !k.is_empty())
-        .ok_or(VerifyError::MissingKid)?;
-    let key = keyring
-        .keys
-        .get(&kid)
-        .ok_or_else(|| VerifyError::UnknownKid(kid.clone()))?;
-    let sig_bytes = B64
-        .decode(s64)
-        .map_err(|_| malformed("signature is not base64url"))?;
-    let sig = ed25519_dalek::Signature::from_slice(&sig_bytes)
-        .map_err(|_| malformed("signature is not 64 bytes"))?;
-    let signing_input = &token[..h64.len() + 1 + p64.len()];
-    key.verify(signing_input.as_bytes(), &sig)
-        .map_err(|_| VerifyError::BadSignature(kid.clone()))?;
-
-    let scope = payload.scope.clone().filter(|s| !s.is_empty());
-    let expected = opts.scope.clone().filter(|s| !s.is_empty());
-    if scope != expected {
-        return Err(VerifyError::WrongScope {
-            expected,
-            found: scope,
-        });
-    }
-
-    let mut listed: BTreeMap<&str, &FileHash> = BTreeMap::new();
-    for f in &payload.files {
-        listed.insert(f.name.strip_prefix('/').unwrap_or(&f.name), f);
-    }
+    let mut check = SignatureCheck::new(raw, keyring, opts)?;
     for (name, bytes) in bundle.files() {
         if name == SIGNATURES_FILE {
             continue;
         }
-        let entry = listed
+        check.check_file(name, bytes, bundle.precomputed_sha256(name))?;
+    }
+    check.finish(bundle.revision())
+}
+
+/// A verified token, checking the bundle's files one at a time against what it lists: the
+/// signature and claims are checked when it is made, from `.signatures.json` alone, so callers
+/// can refuse unlisted or altered files before reading them further.
+pub(crate) struct SignatureCheck {
+    signature: VerifiedSignature,
+    /// Listed files not yet checked, by name without leading `/`.
+    listed: BTreeMap<String, FileHash>,
+}
+
+impl SignatureCheck {
+    /// Parses `.signatures.json` and verifies its token against the keyring and the scope.
+    pub(crate) fn new(
+        raw: &[u8],
+        keyring: &Keyring,
+        opts: &VerifyOptions,
+    ) -> Result<SignatureCheck, VerifyError> {
+        if raw.len() > MAX_SIGNATURES_BYTES {
+            return Err(VerifyError::BadSignaturesFile(format!(
+                "{} bytes, over the limit of {MAX_SIGNATURES_BYTES}",
+                raw.len()
+            )));
+        }
+        let file: SignaturesFile = serde_json::from_slice(raw)
+            .map_err(|e| VerifyError::BadSignaturesFile(e.to_string()))?;
+        if file.signatures.len() != 1 {
+            return Err(VerifyError::TokenCount(file.signatures.len()));
+        }
+        let token = &file.signatures[0];
+        let malformed = |m: &str| VerifyError::MalformedToken(m.to_string());
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed("expected three dot-separated parts"));
+        };
+        let header: Header = B64
+            .decode(h64)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| malformed("header is not base64url JSON with `alg`"))?;
+        if header.alg != "EdDSA" {
+            return Err(VerifyError::AlgorithmNotAllowed(header.alg));
+        }
+        let payload_bytes = B64
+            .decode(p64)
+            .map_err(|_| malformed("payload is not base64url"))?;
+        let payload: Payload = serde_json::from_slice(&payload_bytes)
+            .map_err(|e| VerifyError::MalformedToken(format!("payload: {e}")))?;
+        let kid = header
+            .kid
+            .clone()
+            .or_else(|| payload.keyid.clone())
+            .filter(|k| !k.is_empty())
+            .ok_or(VerifyError::MissingKid)?;
+        let key = keyring
+            .keys
+            .get(&kid)
+            .ok_or_else(|| VerifyError::UnknownKid(kid.clone()))?;
+        let sig_bytes = B64
+            .decode(s64)
+            .map_err(|_| malformed("signature is not base64url"))?;
+        let sig = ed25519_dalek::Signature::from_slice(&sig_bytes)
+            .map_err(|_| malformed("signature is not 64 bytes"))?;
+        let signing_input = &token[..h64.len() + 1 + p64.len()];
+        key.verify(signing_input.as_bytes(), &sig)
+            .map_err(|_| VerifyError::BadSignature(kid.clone()))?;
+
+        let scope = payload.scope.clone().filter(|s| !s.is_empty());
+        let expected = opts.scope.clone().filter(|s| !s.is_empty());
+        if scope != expected {
+            return Err(VerifyError::WrongScope {
+                expected,
+                found: scope,
+            });
+        }
+        let mut listed = BTreeMap::new();
+        for f in payload.files {
+            let name = f.name.strip_prefix('/').unwrap_or(&f.name).to_string();
+            listed.insert(name, f);
+        }
+        Ok(SignatureCheck {
+            signature: VerifiedSignature {
+                kid,
+                iat: payload.iat,
+                revision: payload.revision,
+                iss: payload.iss,
+                scope,
+            },
+            listed,
+        })
+    }
+
+    /// Whether the token lists `name` (and it was not checked yet).
+    pub(crate) fn lists(&self, name: &str) -> bool {
+        self.listed.contains_key(name)
+    }
+
+    /// Checks one file (not `.signatures.json`) against its listed digest: refused when unlisted
+    /// (before anything else), or when the digest differs. `precomputed`: the file's SHA-256 if
+    /// already known. Returns the file's SHA-256 when that is the listed algorithm.
+    pub(crate) fn check_file(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        precomputed: Option<&str>,
+    ) -> Result<Option<String>, VerifyError> {
+        let entry = self
+            .listed
             .remove(name)
             .ok_or_else(|| VerifyError::FileNotSigned(name.to_string()))?;
-        let precomputed = bundle
-            .precomputed_sha256(name)
-            .filter(|_| entry.algorithm == "SHA-256");
-        let got = precomputed
-            .map(|d| Ok(Some(d.to_string())))
-            .unwrap_or_else(|| file_digest(name, bytes, &entry.algorithm))
-            .map_err(
+        let sha256 = entry.algorithm == "SHA-256";
+        let got = match precomputed.filter(|_| sha256) {
+            Some(d) => Some(d.to_string()),
+            None => file_digest(name, bytes, &entry.algorithm).map_err(
                 |SignError::Unhashable { file, message }| VerifyError::Unhashable { file, message },
-            )?
-            .ok_or_else(|| VerifyError::UnsupportedHashAlgorithm {
-                file: name.to_string(),
-                algorithm: entry.algorithm.clone(),
-            })?;
+            )?,
+        }
+        .ok_or_else(|| VerifyError::UnsupportedHashAlgorithm {
+            file: name.to_string(),
+            algorithm: entry.algorithm.clone(),
+        })?;
         if !got.eq_ignore_ascii_case(&entry.hash) {
             return Err(VerifyError::DigestMismatch {
                 file: name.to_string(),
-                want: entry.hash.clone(),
+                want: entry.hash,
                 got,
             });
         }
+        Ok(sha256.then_some(got))
     }
-    if !listed.is_empty() {
-        return Err(VerifyError::SignedFilesMissing(
-            listed.keys().map(|s| s.to_string()).collect(),
-        ));
-    }
-    if let Some(signed) = &payload.revision {
-        if signed != bundle.revision() {
-            return Err(VerifyError::RevisionMismatch {
-                signed: signed.clone(),
-                manifest: bundle.revision().to_string(),
-            });
+
+    /// After every file was checked: refuses listed files that were missing, and a signed
+    /// revision other than the manifest's.
+    pub(crate) fn finish(self, manifest_revision: &str) -> Result<VerifiedSignature, VerifyError> {
+        if !self.listed.is_empty() {
+            return Err(VerifyError::SignedFilesMissing(
+                self.listed.into_keys().collect(),
+            ));
         }
+        if let Some(signed) = &self.signature.revision {
+            if signed != manifest_revision {
+                return Err(VerifyError::RevisionMismatch {
+                    signed: signed.clone(),
+                    manifest: manifest_revision.to_string(),
+                });
+            }
+        }
+        Ok(self.signature)
     }
-    Ok(VerifiedSignature {
-        kid,
-        iat: payload.iat,
-        revision: payload.revision,
-        iss: payload.iss,
-        scope,
-    })
 }
 
 /// A candidate bundle that is older than the one in force.

@@ -1,9 +1,11 @@
 #![no_main]
 //! Untrusted bytes through the whole read path a sidecar runs on a downloaded bundle: safe unpacking,
-//! bundle validation (manifest, modules, data) and signature verification. Any panic is a bug.
+//! signature verification before any content is parsed (`Bundle::from_verified_tar_gz`), and the
+//! unverified read (`sync.insecure_skip_verification`): manifest, modules and data within their
+//! parse budgets. Any panic is a bug.
 
 use libfuzzer_sys::fuzz_target;
-use regent_bundle::signing::{verify, Keyring, VerifyOptions};
+use regent_bundle::signing::{verify, Keyring, SigningKey, VerifyOptions};
 use regent_bundle::{Bundle, UnpackLimits};
 
 fuzz_target!(|data: &[u8]| {
@@ -14,10 +16,17 @@ fuzz_target!(|data: &[u8]| {
         max_entries: 256,
         max_depth: 16,
     };
+    let mut ring = Keyring::new();
+    ring.insert("k", SigningKey::from_bytes(&[7; 32]).verifying_key());
+    let opts = VerifyOptions::default();
+    let verified = Bundle::from_verified_tar_gz(data, &limits, &ring, &opts, None);
     if let Ok(bundle) = Bundle::from_tar_gz(data, &limits) {
         let _ = bundle.data();
-        let mut ring = Keyring::new();
-        ring.insert("k", regent_bundle::signing::SigningKey::from_bytes(&[7; 32]).verifying_key());
-        let _ = verify(&bundle, &ring, &VerifyOptions::default());
+        // The two reads must agree on the signature whenever both get that far.
+        let plain = verify(&bundle, &ring, &opts);
+        if let (Ok((_, a)), Ok(b)) = (&verified, &plain) {
+            assert_eq!(a, b);
+        }
+        assert!(verified.is_err() || plain.is_ok());
     }
 });

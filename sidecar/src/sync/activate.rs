@@ -1,5 +1,5 @@
 //! The activation rules that sit between a downloaded bundle and the policy in force:
-//! unpack, signature, expected roots, rollback, root overlap with the other bundles, then
+//! unpack and signature (checked before the content is parsed), expected roots, rollback, root overlap with the other bundles, then
 //! compile-and-swap of the whole set. Written against two small traits so the rules do not
 //! depend on how bundles are parsed ([`BundleFormat`]) or compiled ([`PolicySink`]).
 
@@ -16,15 +16,17 @@ pub trait BundleFormat: Send + Sync + 'static {
     type Bundle: Send + Sync + 'static;
     /// A verified signature (compared for rollback).
     type Signature: Clone + Send + Sync + 'static;
-    /// Safe unpack with limits. Refusal reason `unpack`. `previous` is the active bundle of the same
-    /// name, whose unchanged parts the format may take over instead of reading them again.
-    fn unpack(
+    /// Reads a downloaded bundle: safe unpack with limits (refusal reason `unpack`), then, when
+    /// `verify`, the signature against the keyring (reason `signature`), which must be checked
+    /// before any of the bundle's content is parsed, and only then the content (reason `unpack`).
+    /// `previous` is the active bundle of the same name, whose unchanged parts the format may take
+    /// over instead of reading them again. The signature is `None` exactly when `verify` is false.
+    fn read(
         &self,
         bytes: &[u8],
         previous: Option<&Self::Bundle>,
-    ) -> Result<Self::Bundle, Refusal>;
-    /// Signature check against the keyring. Refusal reason `signature`.
-    fn verify(&self, bundle: &Self::Bundle) -> Result<Self::Signature, Refusal>;
+        verify: bool,
+    ) -> Result<(Self::Bundle, Option<Self::Signature>), Refusal>;
     /// Manifest revision.
     fn revision(&self, bundle: &Self::Bundle) -> String;
     /// Manifest roots (`[""]` = everything).
@@ -96,16 +98,14 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
         let previous = super::lock(&self.active)
             .get(name)
             .map(|a| Arc::clone(&a.bundle));
-        let bundle = self.format.unpack(bytes, previous.as_deref())?;
+        let verify = !self.rules.insecure_skip_verification;
+        let (bundle, signature) = self.format.read(bytes, previous.as_deref(), verify)?;
         drop(previous);
         let revision = self.format.revision(&bundle);
-        let signature = if self.rules.insecure_skip_verification {
+        if !verify {
             tracing::warn!(bundle = name, revision = %revision,
                 "INSECURE: activating bundle WITHOUT signature verification (sync.insecure_skip_verification)");
-            None
-        } else {
-            Some(self.format.verify(&bundle)?)
-        };
+        }
         let roots = self.format.roots(&bundle);
         if let Some(Some(expected)) = self.rules.expected_roots.get(name) {
             let want: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
@@ -173,27 +173,22 @@ mod tests {
     impl BundleFormat for Text {
         type Bundle = TextBundle;
         type Signature = i64;
-        fn unpack(&self, bytes: &[u8], prev: Option<&TextBundle>) -> Result<TextBundle, Refusal> {
+        fn read(
+            &self,
+            bytes: &[u8],
+            prev: Option<&TextBundle>,
+            verify: bool,
+        ) -> Result<(TextBundle, Option<i64>), Refusal> {
             (self.0.lock().unwrap()).push(prev.map(|b| b.rev.clone()));
-            let s =
-                std::str::from_utf8(bytes).map_err(|e| Refusal::new("unpack", e.to_string()))?;
-            let p: Vec<&str> = s.split(';').collect();
-            if p.len() != 4 {
-                return Err(Refusal::new("unpack", "malformed"));
+            let b = self.unpack(bytes)?;
+            if !verify {
+                return Ok((b, None));
             }
-            Ok(TextBundle {
-                rev: p[0].into(),
-                iat: p[1].parse().map_err(|_| Refusal::new("unpack", "iat"))?,
-                roots: p[2].split(',').map(String::from).collect(),
-                signed: p[3] == "signed",
-            })
-        }
-        fn verify(&self, b: &TextBundle) -> Result<i64, Refusal> {
-            if b.signed {
-                Ok(b.iat)
-            } else {
-                Err(Refusal::new("signature", "unsigned"))
+            if !b.signed {
+                return Err(Refusal::new("signature", "unsigned"));
             }
+            let iat = b.iat;
+            Ok((b, Some(iat)))
         }
         fn revision(&self, b: &TextBundle) -> String {
             b.rev.clone()
@@ -207,6 +202,22 @@ mod tests {
             } else {
                 Ok(())
             }
+        }
+    }
+    impl Text {
+        fn unpack(&self, bytes: &[u8]) -> Result<TextBundle, Refusal> {
+            let s =
+                std::str::from_utf8(bytes).map_err(|e| Refusal::new("unpack", e.to_string()))?;
+            let p: Vec<&str> = s.split(';').collect();
+            if p.len() != 4 {
+                return Err(Refusal::new("unpack", "malformed"));
+            }
+            Ok(TextBundle {
+                rev: p[0].into(),
+                iat: p[1].parse().map_err(|_| Refusal::new("unpack", "iat"))?,
+                roots: p[2].split(',').map(String::from).collect(),
+                signed: p[3] == "signed",
+            })
         }
     }
     #[derive(Default, Clone)]

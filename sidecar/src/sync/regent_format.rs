@@ -1,9 +1,10 @@
 //! Bundles in regent-bundle's (OPA-compatible) format: safe unpack with limits, Ed25519
-//! signatures checked against the configured keyring, rollback by signed `iat`.
+//! signatures checked against the configured keyring before any content is parsed, parse
+//! budgets, rollback by signed `iat`.
 
 use anyhow::Context;
 use regent_bundle::signing::{self, Keyring, VerifiedSignature, VerifyOptions};
-use regent_bundle::{Bundle, UnpackLimits};
+use regent_bundle::{Bundle, ReadError, UnpackLimits};
 
 use super::activate::{BundleFormat, PolicySink, Rules, SetActivator};
 use super::runner::Refusal;
@@ -43,14 +44,26 @@ impl BundleFormat for RegentFormat {
     type Bundle = Bundle;
     type Signature = VerifiedSignature;
 
-    fn unpack(&self, bytes: &[u8], previous: Option<&Bundle>) -> Result<Bundle, Refusal> {
-        Bundle::from_tar_gz_after(bytes, &self.limits, previous)
-            .map_err(|e| Refusal::new("unpack", e.to_string()))
-    }
-
-    fn verify(&self, bundle: &Bundle) -> Result<VerifiedSignature, Refusal> {
-        signing::verify(bundle, &self.keyring, &self.verify)
-            .map_err(|e| Refusal::new("signature", e.to_string()))
+    /// Verified: [`Bundle::from_verified_tar_gz`], which checks the signature (and refuses files
+    /// it does not list) before parsing anything. Unverified (`insecure_skip_verification`): the
+    /// plain read, within the same unpack limits and parse budgets.
+    fn read(
+        &self,
+        bytes: &[u8],
+        previous: Option<&Bundle>,
+        verify: bool,
+    ) -> Result<(Bundle, Option<VerifiedSignature>), Refusal> {
+        if !verify {
+            return Bundle::from_tar_gz_after(bytes, &self.limits, previous)
+                .map(|b| (b, None))
+                .map_err(|e| Refusal::new("unpack", e.to_string()));
+        }
+        Bundle::from_verified_tar_gz(bytes, &self.limits, &self.keyring, &self.verify, previous)
+            .map(|(b, s)| (b, Some(s)))
+            .map_err(|e| match e {
+                ReadError::Bundle(e) => Refusal::new("unpack", e.to_string()),
+                ReadError::Signature(e) => Refusal::new("signature", e.to_string()),
+            })
     }
 
     fn revision(&self, bundle: &Bundle) -> String {
