@@ -137,6 +137,18 @@ thread_local! {
     static LOCAL: RefCell<Option<(u64, LocalEval)>> = const { RefCell::new(None) };
 }
 
+/// How a compiled policy is evaluated: what [`ActivePolicy::assemble`] needs besides the engine.
+struct Evaluation {
+    /// The rule evaluated (the decision rule, or the rule Regent adds for a set of rules).
+    entry: String,
+    /// The VM program, when the policy runs on the VM.
+    program: Option<Arc<Program>>,
+    /// No loaded module defines the decision rule.
+    missing_decision: bool,
+    /// What of the input the modules can read.
+    input_needs: InputNeeds,
+}
+
 enum LocalEval {
     Vm {
         vm: Box<RegoVM>,
@@ -233,7 +245,6 @@ impl ActivePolicy {
             .map(|(n, b)| (n.as_str(), b.as_ref()))
             .collect();
         let mut engine = crate::load::prepared_engine(&refs, settings.eval_timeout)?;
-        let timer = crate::load::timer(settings.eval_timeout);
         let Some(entry) = decision_entry(&mut engine, &settings.rule)? else {
             if !settings.allow_missing_decision {
                 return Err(ActivationError::Entrypoint {
@@ -241,7 +252,7 @@ impl ActivePolicy {
                     message: "not a valid rule path (no rule is defined at or below it)".into(),
                 });
             }
-            return Ok(Self::without_decision(bundles, settings, engine, timer));
+            return Ok(Self::without_decision(bundles, settings, engine));
         };
         let compiled = engine
             .compile_with_entrypoint(&entry.as_str().into())
@@ -286,40 +297,18 @@ impl ActivePolicy {
             crate::vm_program::trim_for_execution(&mut p);
             p
         });
-        let kind = if program.is_some() {
-            EvaluatorKind::Vm
-        } else {
-            EvaluatorKind::Interpreter
-        };
-        let suspendable = program.as_ref().is_some_and(|p| p.has_host_await());
-        let data = engine.get_data();
-        // Whoever drops this document last frees it, which takes long for large data: keep it
-        // away from request threads (see retire).
-        crate::retire::hold_until_unused(data.clone());
         let input_needs = InputNeeds::of_modules(bundles.iter().flat_map(|(_, b)| b.modules()));
-        let policy = ActivePolicy {
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            rule: settings.rule.clone(),
-            entry,
-            kind,
+        let policy = Self::assemble(
+            bundles,
+            settings,
             engine,
-            program,
-            suspendable,
-            missing_decision: false,
-            max_instructions: settings.max_instructions,
-            vm_recheck: settings.vm_recheck,
-            data,
-            timer,
-            decode_plan: DecodePlan::for_needs(&input_needs),
-            input_needs,
-            revisions: Arc::new(
-                bundles
-                    .iter()
-                    .map(|(n, b)| (n.clone(), b.revision().to_string()))
-                    .collect(),
-            ),
-            activated_at: std::time::SystemTime::now(),
-        };
+            Evaluation {
+                entry,
+                program,
+                missing_decision: false,
+                input_needs,
+            },
+        );
         policy.trial(&settings.rule)?;
         Ok(policy)
     }
@@ -331,26 +320,51 @@ impl ActivePolicy {
         bundles: &[(String, Arc<Bundle>)],
         settings: &PolicySettings,
         engine: regorus::Engine,
-        timer: ExecutionTimerConfig,
     ) -> ActivePolicy {
+        Self::assemble(
+            bundles,
+            settings,
+            engine,
+            Evaluation {
+                entry: settings.rule.clone(),
+                program: None,
+                missing_decision: true,
+                input_needs: InputNeeds::nothing(),
+            },
+        )
+    }
+
+    fn assemble(
+        bundles: &[(String, Arc<Bundle>)],
+        settings: &PolicySettings,
+        engine: regorus::Engine,
+        how: Evaluation,
+    ) -> ActivePolicy {
+        let kind = if how.program.is_some() {
+            EvaluatorKind::Vm
+        } else {
+            EvaluatorKind::Interpreter
+        };
+        let suspendable = how.program.as_ref().is_some_and(|p| p.has_host_await());
         let data = engine.get_data();
+        // Whoever drops this document last frees it, which takes long for large data: keep it
+        // away from request threads (see retire).
         crate::retire::hold_until_unused(data.clone());
-        let input_needs = InputNeeds::nothing();
         ActivePolicy {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             rule: settings.rule.clone(),
-            entry: settings.rule.clone(),
-            kind: EvaluatorKind::Interpreter,
+            entry: how.entry,
+            kind,
             engine,
-            program: None,
-            suspendable: false,
-            missing_decision: true,
+            program: how.program,
+            suspendable,
+            missing_decision: how.missing_decision,
             max_instructions: settings.max_instructions,
             vm_recheck: settings.vm_recheck,
             data,
-            timer,
-            decode_plan: DecodePlan::for_needs(&input_needs),
-            input_needs,
+            timer: crate::load::timer(settings.eval_timeout),
+            decode_plan: DecodePlan::for_needs(&how.input_needs),
+            input_needs: how.input_needs,
             revisions: Arc::new(
                 bundles
                     .iter()
