@@ -182,7 +182,10 @@ fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, DownloadError> {
         .map_err(|e| DownloadError::Setup(format!("reading {what} {}: {e}", path.display())))
 }
 
-fn build_client(
+/// The HTTP client of every request to the bundle server (bundles and status reports): rustls,
+/// the connect timeout, `read_timeout` between reads, the extra CA and the client certificate of
+/// `http`.
+pub(crate) fn build_client(
     http: &HttpConfig,
     read_timeout: Duration,
 ) -> Result<reqwest::Client, DownloadError> {

@@ -281,43 +281,29 @@ pub struct StatusSender {
     url: String,
     client: reqwest::Client,
     bearer_token_file: Option<std::path::PathBuf>,
+    /// Longest one report may take, from connecting to the answer.
+    timeout: Duration,
 }
 
 impl StatusSender {
     /// A sender to `url` with the timeouts, CA, client certificate and token of `http`.
     pub fn new(url: &str, http: &super::config::HttpConfig) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let read = |what: &str, path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
-        };
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(http.connect_timeout_seconds))
-            .timeout(Duration::from_secs(http.read_timeout_seconds))
-            .user_agent(concat!("regent-sidecar/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &http.ca_file {
-            let certs = reqwest::Certificate::from_pem_bundle(&read("ca_file", ca)?)
-                .with_context(|| format!("ca_file {}", ca.display()))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&http.client_cert_file, &http.client_key_file) {
-            let mut pem = read("client_cert_file", cert)?;
-            pem.push(b'\n');
-            pem.extend(read("client_key_file", key)?);
-            b = b.identity(reqwest::Identity::from_pem(&pem).context("client certificate/key")?);
-        }
+        let timeout = Duration::from_secs(http.read_timeout_seconds);
         Ok(StatusSender {
             url: url.to_string(),
-            client: b.build().context("building the HTTP client")?,
+            client: super::download::build_client(http, timeout)?,
             bearer_token_file: http.bearer_token_file.clone(),
+            timeout,
         })
     }
 
     /// POSTs one report; the error says why it was not accepted.
     pub async fn send(&self, report: &StatusReport) -> Result<(), String> {
-        let mut req = self.client.post(&self.url).json(report);
+        let mut req = self
+            .client
+            .post(&self.url)
+            .timeout(self.timeout)
+            .json(report);
         if let Some(path) = &self.bearer_token_file {
             let token = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading bearer token file {}: {e}", path.display()))?;
