@@ -401,3 +401,111 @@ fn build_sets_roots_and_refuses_packages_outside_them() {
     let o = regent(cwd, &["build", "policies", "-o", "d.tar.gz"]);
     assert_clean_error(&o, "outside the bundle roots");
 }
+
+fn openssl(cwd: &Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl")
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn build_sign_and_verify_with_rsa_and_ec_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    let keys: [(&str, &[&str], Option<&str>, &str); 4] = [
+        (
+            "rsa",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            None,
+            "RS256",
+        ),
+        (
+            "rsa",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            Some("PS384"),
+            "PS384",
+        ),
+        (
+            "p256",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            None,
+            "ES256",
+        ),
+        (
+            "p521",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+            None,
+            "ES512",
+        ),
+    ];
+    for (name, genpkey, alg, want) in keys {
+        let (key, public) = (format!("{name}.pem"), format!("{name}.pub.pem"));
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(genpkey);
+        args.extend(["-out", &key]);
+        openssl(cwd, &args);
+        openssl(cwd, &["pkey", "-in", &key, "-pubout", "-out", &public]);
+
+        let mut build = vec![
+            "build", "policies", "-o", "b.tar.gz", "--key", &key, "--kid", name,
+        ];
+        if let Some(a) = alg {
+            build.extend(["--signing-alg", a]);
+        }
+        let o = regent(cwd, &build);
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+        let kid_spec = format!("{public}:{name}");
+        let o = regent(cwd, &["verify", "b.tar.gz", "--key", &kid_spec]);
+        assert_eq!(code(&o), 0, "{want}: {}{}", stdout(&o), stderr(&o));
+
+        // `regent sign` re-signs the archive; the library sees the algorithm in the header.
+        let mut sign = vec!["sign", "b.tar.gz", "--key", &key, "--kid", name];
+        if let Some(a) = alg {
+            sign.extend(["--signing-alg", a]);
+        }
+        let o = regent(cwd, &sign);
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains(want), "{}", stdout(&o));
+        let mut ring = Keyring::new();
+        ring.insert_file(name, &cwd.join(&public)).unwrap();
+        verify(
+            &read_bundle(&cwd.join("b.tar.gz")),
+            &ring,
+            &VerifyOptions::default(),
+        )
+        .unwrap();
+    }
+    // An algorithm that does not fit the key, and HMAC, are refused by name.
+    for bad in ["ES256", "HS256"] {
+        let o = regent(
+            cwd,
+            &[
+                "sign",
+                "b.tar.gz",
+                "--key",
+                "rsa.pem",
+                "--kid",
+                "rsa",
+                "--signing-alg",
+                bad,
+            ],
+        );
+        assert_eq!(code(&o), 1);
+        assert!(stderr(&o).contains(bad), "{}", stderr(&o));
+    }
+    // An RS256 bundle checked against an EC key: refused, naming kid and algorithm.
+    let o = regent(cwd, &["sign", "b.tar.gz", "--key", "rsa.pem", "--kid", "k"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = regent(cwd, &["verify", "b.tar.gz", "--key", "p256.pub.pem:k"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(err.contains("\"k\"") && err.contains("RS256"), "{err}");
+}

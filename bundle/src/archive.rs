@@ -10,7 +10,9 @@ use flate2::{read::GzDecoder, Compression, GzBuilder};
 
 use crate::bundle::{clean_path, Bundle, BundleError, MANIFEST_FILE, SIGNATURES_FILE};
 use crate::manifest::Manifest;
-use crate::signing::{Keyring, SignatureCheck, VerifiedSignature, VerifyError, VerifyOptions};
+use crate::signing::{
+    Keyring, SignatureCheck, VerifiedSignature, VerifyError, VerifyOptions, MAX_SIGNATURES_BYTES,
+};
 
 /// Limits applied while reading an untrusted archive. Every one is checked before the data it bounds
 /// is held in memory.
@@ -146,19 +148,34 @@ pub fn read_tar_gz(
 /// Decides on each entry as it is read: `header` once its path is known to be safe and its size
 /// within the limits, before its bytes are read; `file` once they are.
 trait Gate {
-    fn header(&mut self, path: &str) -> Result<(), VerifyError>;
-    fn file(&mut self, path: &str, data: &[u8]) -> Result<(), VerifyError>;
+    fn header(&mut self, path: &str, size: u64) -> Result<Entry, VerifyError>;
+    fn file(&mut self, path: &str, data: &[u8]) -> Result<Flow, VerifyError>;
+}
+
+/// What to do with an entry whose header passed.
+enum Entry {
+    /// Read its bytes and keep them.
+    Read,
+    /// Pass over its bytes without keeping them.
+    Skip,
+}
+
+/// Whether to read on after a file.
+enum Flow {
+    Continue,
+    /// Nothing after this file is needed (the rest of the archive is not checked either).
+    Stop,
 }
 
 /// The gate of [`read_tar_gz`]: everything within the limits is read.
 struct Open;
 
 impl Gate for Open {
-    fn header(&mut self, _: &str) -> Result<(), VerifyError> {
-        Ok(())
+    fn header(&mut self, _: &str, _: u64) -> Result<Entry, VerifyError> {
+        Ok(Entry::Read)
     }
-    fn file(&mut self, _: &str, _: &[u8]) -> Result<(), VerifyError> {
-        Ok(())
+    fn file(&mut self, _: &str, _: &[u8]) -> Result<Flow, VerifyError> {
+        Ok(Flow::Continue)
     }
 }
 
@@ -251,7 +268,10 @@ fn read_gated(
         if files.contains_key(&path) {
             return Err(UnpackError::Duplicate(path).into());
         }
-        gate.header(&path).map_err(Gated::Refused)?;
+        if let Entry::Skip = gate.header(&path, size).map_err(Gated::Refused)? {
+            // tar passes over the unread bytes of an entry when the next one is asked for.
+            continue;
+        }
         // `size` is bounded by max_file_bytes, so the pre-allocation is bounded too.
         let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         (&mut entry)
@@ -261,8 +281,11 @@ fn read_gated(
         if data.len() as u64 != size {
             return Err(UnpackError::Malformed(format!("{path}: truncated file data")).into());
         }
-        gate.file(&path, &data).map_err(Gated::Refused)?;
+        let flow = gate.file(&path, &data).map_err(Gated::Refused)?;
         files.insert(path, data);
+        if let Flow::Stop = flow {
+            return Ok(files);
+        }
     }
     // tar stops at its end-of-archive marker; reading on to the end of the gzip stream makes flate2
     // check the CRC and length, so a truncated or corrupted trailer is refused too (within the limit).
@@ -281,64 +304,63 @@ pub enum ReadError {
     Signature(VerifyError),
 }
 
-/// The gate of [`Bundle::from_verified_tar_gz`].
+/// The first pass of [`Bundle::from_verified_tar_gz`]: finds `.signatures.json`, passing over
+/// everything before it without keeping it, so no unverified file is held in memory.
+#[derive(Default)]
+struct FindSignatures {
+    raw: Option<Vec<u8>>,
+}
+
+impl Gate for FindSignatures {
+    fn header(&mut self, path: &str, size: u64) -> Result<Entry, VerifyError> {
+        if path != SIGNATURES_FILE {
+            return Ok(Entry::Skip);
+        }
+        if size > MAX_SIGNATURES_BYTES as u64 {
+            return Err(VerifyError::BadSignaturesFile(format!(
+                "{size} bytes, over the limit of {MAX_SIGNATURES_BYTES}"
+            )));
+        }
+        Ok(Entry::Read)
+    }
+
+    fn file(&mut self, _: &str, data: &[u8]) -> Result<Flow, VerifyError> {
+        self.raw = Some(data.to_vec());
+        Ok(Flow::Stop)
+    }
+}
+
+/// The second pass of [`Bundle::from_verified_tar_gz`], with the signature already verified: an
+/// entry the token does not list is refused at its header, and each listed file's digest is
+/// checked as it arrives.
 struct Verifying<'a> {
-    keyring: &'a Keyring,
-    opts: &'a VerifyOptions,
+    check: SignatureCheck,
     previous: Option<&'a Bundle>,
-    /// Once `.signatures.json` was read and its token verified.
-    check: Option<SignatureCheck>,
-    /// Files read before it, to check once it is.
-    before: Vec<String>,
     /// SHA-256 of the files checked.
     digests: BTreeMap<String, String>,
 }
 
-impl Verifying<'_> {
-    fn check_one(
-        &mut self,
-        check: &mut SignatureCheck,
-        path: &str,
-        data: &[u8],
-    ) -> Result<(), VerifyError> {
+impl Gate for Verifying<'_> {
+    fn header(&mut self, path: &str, _: u64) -> Result<Entry, VerifyError> {
+        if path != SIGNATURES_FILE && !self.check.lists(path) {
+            return Err(VerifyError::FileNotSigned(path.to_string()));
+        }
+        Ok(Entry::Read)
+    }
+
+    fn file(&mut self, path: &str, data: &[u8]) -> Result<Flow, VerifyError> {
+        if path == SIGNATURES_FILE {
+            return Ok(Flow::Continue);
+        }
         // A file unchanged since the bundle it replaces need not be hashed again.
         let precomputed = self
             .previous
             .filter(|p| p.file(path) == Some(data))
             .and_then(|p| p.precomputed_sha256(path));
-        if let Some(digest) = check.check_file(path, data, precomputed)? {
+        if let Some(digest) = self.check.check_file(path, data, precomputed)? {
             self.digests.insert(path.to_string(), digest);
         }
-        Ok(())
-    }
-}
-
-impl Gate for Verifying<'_> {
-    fn header(&mut self, path: &str) -> Result<(), VerifyError> {
-        match &self.check {
-            Some(check) if path != SIGNATURES_FILE && !check.lists(path) => {
-                Err(VerifyError::FileNotSigned(path.to_string()))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn file(&mut self, path: &str, data: &[u8]) -> Result<(), VerifyError> {
-        if path == SIGNATURES_FILE {
-            self.check = Some(SignatureCheck::new(data, self.keyring, self.opts)?);
-            return Ok(());
-        }
-        match self.check.take() {
-            Some(mut check) => {
-                let checked = self.check_one(&mut check, path, data);
-                self.check = Some(check);
-                checked
-            }
-            None => {
-                self.before.push(path.to_string());
-                Ok(())
-            }
-        }
+        Ok(Flow::Continue)
     }
 }
 
@@ -388,11 +410,13 @@ impl Bundle {
     /// Reads an untrusted `.tar.gz` bundle that must be signed by a key of `keyring`, checking the
     /// signature before anything in the bundle is parsed:
     ///
-    /// 1. the archive is unpacked to bytes within `limits` (as [`read_tar_gz`]);
-    /// 2. `.signatures.json` is parsed and its token verified (key, algorithm, scope) as soon as
-    ///    its entry is read; from then on an entry whose name the token does not list is refused
-    ///    at its header, before its bytes are read, and each listed file's digest is checked as it
-    ///    arrives. Files that came before `.signatures.json` are checked once it is verified;
+    /// 1. a first pass over the archive (within `limits`, as [`read_tar_gz`]) finds
+    ///    `.signatures.json`, passing over the entries before it without keeping them, and its
+    ///    token is verified (key, algorithm, scope);
+    /// 2. a second pass refuses any entry whose name the token does not list at its header,
+    ///    before its bytes are read, and checks each listed file's digest as it arrives. So an
+    ///    unsigned file is never held in memory, wherever it sits in the archive; a listed file
+    ///    is held once, as a valid bundle's would be;
     /// 3. digests are computed over raw bytes, or over OPA's canonical JSON for structured files
     ///    (`.manifest`, `data.json`, `data.yaml`): a streaming canonicaliser for JSON, the
     ///    budgeted YAML parser for YAML (see `Bundle::data`'s parse budgets);
@@ -408,27 +432,21 @@ impl Bundle {
         opts: &VerifyOptions,
         previous: Option<&Bundle>,
     ) -> Result<(Bundle, VerifiedSignature), ReadError> {
-        let mut gate = Verifying {
-            keyring,
-            opts,
-            previous,
-            check: None,
-            before: Vec::new(),
-            digests: BTreeMap::new(),
-        };
-        let files = read_gated(bytes, limits, &mut gate).map_err(|e| match e {
+        let gated = |e| match e {
             Gated::Unpack(e) => ReadError::Bundle(BundleError::Unpack(e)),
             Gated::Refused(e) => ReadError::Signature(e),
-        })?;
-        let mut check = gate
-            .check
-            .take()
+        };
+        let mut find = FindSignatures::default();
+        read_gated(bytes, limits, &mut find).map_err(gated)?;
+        let raw = find
+            .raw
             .ok_or(ReadError::Signature(VerifyError::MissingSignatures))?;
-        for path in std::mem::take(&mut gate.before) {
-            let data = files.get(&path).map_or(&[][..], Vec::as_slice);
-            gate.check_one(&mut check, &path, data)
-                .map_err(ReadError::Signature)?;
-        }
+        let mut gate = Verifying {
+            check: SignatureCheck::new(&raw, keyring, opts).map_err(ReadError::Signature)?,
+            previous,
+            digests: BTreeMap::new(),
+        };
+        let files = read_gated(bytes, limits, &mut gate).map_err(gated)?;
         // The manifest's digest was checked: parsing it is parsing signed content.
         let revision = match files.get(MANIFEST_FILE) {
             Some(bytes) => {
@@ -438,7 +456,7 @@ impl Bundle {
             }
             None => String::new(),
         };
-        let signature = check.finish(&revision).map_err(ReadError::Signature)?;
+        let signature = gate.check.finish(&revision).map_err(ReadError::Signature)?;
         let bundle = Bundle::from_files_inner(files, previous, Some(gate.digests))
             .map_err(ReadError::Bundle)?;
         Ok((bundle, signature))

@@ -4,7 +4,7 @@
 //!   with [`Bundle::from_verified_tar_gz`], verify its signature before parsing any of it; write a
 //!   deterministic `.tar.gz`, merged data and modules. Every data parse has a budget (depth 128,
 //!   values and bytes proportional to the file's size, YAML aliases counted as they expand).
-//! - [`signing`]: `.signatures.json` with Ed25519 (JWS `EdDSA`), a [`signing::Keyring`] selected by `kid`,
+//! - [`signing`]: `.signatures.json` signed with Ed25519, RSA or ECDSA (JWS `EdDSA`, `RS*`, `PS*`, `ES*`), a [`signing::Keyring`] selected by `kid`,
 //!   and the rollback check.
 //! - [`canonical`]: OPA's canonical JSON used for hashing structured files.
 //! - [`engine`]: loading bundles into the pinned regorus engine with OPA's activation checks.
@@ -13,6 +13,7 @@ pub mod archive;
 mod bundle;
 pub mod canonical;
 mod json;
+pub mod jws_keys;
 pub mod manifest;
 pub mod signing;
 mod yaml;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use ed25519_dalek::Signer;
 use regent_bundle::signing::{
     check_not_rollback, file_digest, generate_key_pem, sign, signing_key_from_pem, verify, Keyring,
     SignClaims, SigningKey, VerifyError, VerifyOptions,
@@ -295,12 +294,12 @@ fn every_tamper_is_refused_with_its_own_error() {
 }
 
 #[test]
-fn algorithms_other_than_eddsa_and_missing_kid_are_refused() {
+fn hmac_none_and_algorithms_unfit_for_the_key_and_missing_kid_are_refused() {
     let k = key();
     let ring = keyring("k1", &k);
     let b = signed(&k, "k1", &SignClaims::default());
     let payload = payload_of(&b);
-    for alg in ["none", "HS256", "RS256", "ES256"] {
+    for alg in ["none", "HS256", "eddsa"] {
         let t = forge(
             &k,
             serde_json::json!({"alg": alg, "kid": "k1"}),
@@ -309,6 +308,21 @@ fn algorithms_other_than_eddsa_and_missing_kid_are_refused() {
         assert_eq!(
             verify(&with_token(&b, &t), &ring, &VerifyOptions::default()).unwrap_err(),
             VerifyError::AlgorithmNotAllowed(alg.into())
+        );
+    }
+    for alg in ["RS256", "ES256"] {
+        let t = forge(
+            &k,
+            serde_json::json!({"alg": alg, "kid": "k1"}),
+            payload.clone(),
+        );
+        assert_eq!(
+            verify(&with_token(&b, &t), &ring, &VerifyOptions::default()).unwrap_err(),
+            VerifyError::AlgorithmMismatch {
+                kid: "k1".into(),
+                alg: alg.into(),
+                key: "Ed25519".into()
+            }
         );
     }
     let t = forge(&k, serde_json::json!({"alg": "EdDSA"}), payload.clone());

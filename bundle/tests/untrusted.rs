@@ -274,6 +274,35 @@ fn big_unsigned_json_is_refused_without_being_parsed() {
 }
 
 #[test]
+fn an_unsigned_file_before_the_signatures_is_refused_by_name() {
+    let (key, ring) = key();
+    let mut files = signed_files(&key, &[]);
+    // Archive order: `.manifest`, the unsigned file, then `.signatures.json` and the rest. The
+    // first pass passes over the file without keeping it; the second refuses it at its header.
+    let zeros = vec![b'0'; 8 << 20];
+    files.insert(1, ("authz/extra.json".to_string(), zeros));
+    match verified(&archive(&files), &ring) {
+        Err(ReadError::Signature(VerifyError::FileNotSigned(f))) => {
+            assert_eq!(f, "authz/extra.json")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // A `.signatures.json` over its limit is refused from its header, before it is read.
+    let mut files = signed_files(&key, &[]);
+    let at = files
+        .iter()
+        .position(|(p, _)| p == SIGNATURES_FILE)
+        .unwrap();
+    files[at].1 = vec![b' '; signing::MAX_SIGNATURES_BYTES + 1];
+    match verified(&archive(&files), &ring) {
+        Err(ReadError::Signature(VerifyError::BadSignaturesFile(m))) => {
+            assert!(m.contains("over the limit"), "{m}")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
 fn deep_yaml_and_json_are_refused_quickly() {
     let (key, ring) = key();
     let deep = deep_yaml();
@@ -339,7 +368,6 @@ fn a_signed_bundle_that_fails_in_the_middle_of_parsing_is_refused_as_content() {
 fn signed_files_raw(key: &SigningKey, raw: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine as _;
-    use ed25519_dalek::Signer;
     let files = signed_files(key, &[]);
     let sig: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
     let token = sig["signatures"][0].as_str().unwrap();

@@ -90,7 +90,8 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
         }],
         keys: vec![KeyConfig {
             kid: "k1".into(),
-            public_key_file: pub_file,
+            public_key_file: Some(pub_file),
+            ..KeyConfig::default()
         }],
         polling: PollingConfig {
             min_delay_seconds: 1,

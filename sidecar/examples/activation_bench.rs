@@ -170,7 +170,8 @@ fn main() -> anyhow::Result<()> {
         }],
         keys: vec![KeyConfig {
             kid: "bench".into(),
-            public_key_file: dir.path().join("k.pem"),
+            public_key_file: Some(dir.path().join("k.pem")),
+            ..KeyConfig::default()
         }],
         http: HttpConfig {
             max_bundle_bytes: 1 << 30,

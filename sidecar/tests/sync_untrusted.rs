@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use ed25519_dalek::Signer;
 use regent_bundle::signing::{self, SignClaims};
 use regent_bundle::{write_tar_gz, Bundle};
 use regent_sidecar::sync::activate::{PolicySink, SetActivator};
@@ -45,7 +44,7 @@ impl EngineSink {
 }
 
 struct Keys {
-    key: ed25519_dalek::SigningKey,
+    key: signing::SigningKey,
     dir: tempfile::TempDir,
 }
 
@@ -69,7 +68,8 @@ fn config(keys_dir: &Path, insecure: bool) -> SyncConfig {
         }],
         keys: vec![KeyConfig {
             kid: "k1".into(),
-            public_key_file: keys_dir.join("k1.pem"),
+            public_key_file: Some(keys_dir.join("k1.pem")),
+            ..KeyConfig::default()
         }],
         insecure_skip_verification: insecure,
         ..SyncConfig::default()
@@ -86,7 +86,7 @@ fn activator(k: &Keys, insecure: bool) -> (SetActivator<RegentFormat, EngineSink
 fn files(
     rev: &str,
     extra: &[(&str, &[u8])],
-    key: Option<&ed25519_dalek::SigningKey>,
+    key: Option<&signing::SigningKey>,
 ) -> Vec<(String, Vec<u8>)> {
     let mut files = BTreeMap::new();
     files.insert(
@@ -114,7 +114,7 @@ fn files(
 }
 
 /// Lists `raw` (already appended to `files`) in the signed payload, over their raw digests.
-fn sign_raw(files: &mut [(String, Vec<u8>)], raw: &[&str], key: &ed25519_dalek::SigningKey) {
+fn sign_raw(files: &mut [(String, Vec<u8>)], raw: &[&str], key: &signing::SigningKey) {
     let sig: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
     let token = sig["signatures"][0].as_str().unwrap().to_string();
     let mut parts = token.split('.');

@@ -41,8 +41,8 @@ impl EngineSink {
 }
 
 struct Keys {
-    key: ed25519_dalek::SigningKey,
-    other: ed25519_dalek::SigningKey,
+    key: signing::SigningKey,
+    other: signing::SigningKey,
     dir: tempfile::TempDir,
 }
 
@@ -71,7 +71,7 @@ fn bundle(rev: &str, root: &str) -> Bundle {
     Bundle::from_files(files).unwrap()
 }
 
-fn signed(rev: &str, root: &str, key: &ed25519_dalek::SigningKey, kid: &str, iat: i64) -> Vec<u8> {
+fn signed(rev: &str, root: &str, key: &signing::SigningKey, kid: &str, iat: i64) -> Vec<u8> {
     let mut b = bundle(rev, root);
     let claims = SignClaims {
         iat: Some(iat),
@@ -94,7 +94,8 @@ fn config(keys_dir: &Path, names: &[&str], url: &str) -> SyncConfig {
             .collect(),
         keys: vec![KeyConfig {
             kid: "k1".into(),
-            public_key_file: keys_dir.join("k1.pem"),
+            public_key_file: Some(keys_dir.join("k1.pem")),
+            ..KeyConfig::default()
         }],
         polling: PollingConfig {
             min_delay_seconds: 1,
@@ -206,7 +207,7 @@ fn expected_roots_and_missing_key_file() {
         .activate("authz", &signed("r1", "other", &k.key, "k1", 1))
         .unwrap_err();
     assert_eq!(e.reason, "roots");
-    cfg.keys[0].public_key_file = k.dir.path().join("missing.pem");
+    cfg.keys[0].public_key_file = Some(k.dir.path().join("missing.pem"));
     let e = regent_activator(&cfg, EngineSink::default()).err().unwrap();
     assert!(format!("{e:#}").contains("sync.keys[0]"), "{e:#}");
 }
@@ -247,7 +248,7 @@ async fn served_bad_bundle_is_refused_end_to_end() {
     h.shutdown().await;
 }
 
-fn signed_files(files: &[(&str, &str)], key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+fn signed_files(files: &[(&str, &str)], key: &signing::SigningKey) -> Vec<u8> {
     let files: BTreeMap<String, Vec<u8>> = files
         .iter()
         .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
@@ -321,4 +322,64 @@ fn bundles_activate_independently_of_the_decision_rule() {
             regorus::Value::from(true)
         );
     }
+}
+
+/// OPA's default bundle signing: an RS256 bundle signed with an openssl-made RSA key activates
+/// against a keyring entry given inline (OPA's `keys.<kid>.key`) and pinned to RS256; the same
+/// key pinned to PS256 refuses it, naming kid and algorithm.
+#[test]
+fn rs256_bundle_activates_with_an_inline_pinned_rsa_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("rsa.pem");
+    let public = dir.path().join("rsa.pub.pem");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (priv_s, pub_s) = (private.to_str().unwrap(), public.to_str().unwrap());
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        priv_s,
+    ]);
+    run(&["pkey", "-in", priv_s, "-pubout", "-out", pub_s]);
+    let key = signing::read_signing_key(&private).unwrap();
+    assert_eq!(key.alg().name(), "RS256");
+    let archive = signed("r1", "authz", &key, "rsa-1", 100);
+
+    let pem = std::fs::read_to_string(&public).unwrap();
+    let mut cfg = config(dir.path(), &["authz"], "http://127.0.0.1:1/b");
+    cfg.keys = vec![KeyConfig {
+        kid: "rsa-1".into(),
+        public_key: Some(pem),
+        algorithm: Some("RS256".into()),
+        ..KeyConfig::default()
+    }];
+    cfg.validate().unwrap();
+    let sink = EngineSink::default();
+    let act = regent_activator(&cfg, sink.clone()).unwrap();
+    assert_eq!(act.activate("authz", &archive).unwrap(), "r1");
+    assert_eq!(sink.eval("data.authz.rev").as_deref(), Some("\"r1\""));
+
+    cfg.keys[0].algorithm = Some("PS256".into());
+    let act = regent_activator(&cfg, EngineSink::default()).unwrap();
+    let e = act.activate("authz", &archive).unwrap_err();
+    assert_eq!(e.reason, "signature");
+    let msg = format!("{e:?}");
+    assert!(
+        msg.contains("rsa-1") && msg.contains("RS256") && msg.contains("PS256"),
+        "{msg}"
+    );
+
+    // A pin that cannot fit the key is refused when the keyring is built.
+    cfg.keys[0].algorithm = Some("ES256".into());
+    let e = regent_activator(&cfg, EngineSink::default()).err().unwrap();
+    assert!(format!("{e:#}").contains("sync.keys[0]"), "{e:#}");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use regent_bundle::signing::{read_signing_key, sign, SignClaims};
+use regent_bundle::signing::{sign, SignClaims};
 use regent_bundle::{BuildOptions, Bundle, SIGNATURES_FILE};
 use regent_policy::load::LOCAL_BUNDLE_NAME;
 use regent_policy::{ActivePolicy, EngineChoice, PolicySettings};
@@ -35,9 +35,13 @@ pub struct BuildArgs {
     /// the rule exists, compiles and calls no unknown function.
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
-    /// Sign with this Ed25519 private key (PKCS#8 PEM).
+    /// Sign with this private key (PEM; Ed25519, RSA 2048+ or EC P-256/P-384/P-521, as for
+    /// `regent sign`).
     #[arg(long, requires = "kid", value_name = "PRIVATE_KEY")]
     pub key: Option<PathBuf>,
+    /// JWS algorithm (default: EdDSA for Ed25519, RS256 for RSA, ES256/ES384/ES512 by curve).
+    #[arg(long, requires = "key", value_name = "ALG")]
+    pub signing_alg: Option<String>,
     /// Key id written in the signature header; verifiers select the public key by it.
     #[arg(long, requires = "key")]
     pub kid: Option<String>,
@@ -81,7 +85,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
     }
     let signer = match (&args.key, &args.kid) {
         (Some(key_path), Some(kid)) => {
-            let key = read_signing_key(key_path)?;
+            let key = super::sign::load_signing_key(key_path, args.signing_alg.as_deref())?;
             let claims = SignClaims {
                 iss: args.iss.clone(),
                 scope: args.scope.clone(),

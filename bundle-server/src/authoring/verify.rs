@@ -16,7 +16,7 @@ use super::build::display_revision;
 pub struct VerifyArgs {
     /// Bundle archive (`.tar.gz`).
     pub bundle: PathBuf,
-    /// Trusted public key (SPKI PEM) as `FILE:KID`, repeatable. A key given as plain `FILE` is
+    /// Trusted public key (PEM: SPKI for Ed25519/RSA/EC, or PKCS#1 RSA) as `FILE:KID`, repeatable. A key given as plain `FILE` is
     /// tried for whatever key id the bundle names.
     #[arg(long = "key", value_name = "PUBLIC_KEY[:KID]", required = true)]
     pub keys: Vec<String>,
@@ -101,7 +101,7 @@ fn verify_with(
     let mut last = first.clone();
     for (_, key) in anonymous {
         let mut ring = keyring.clone();
-        ring.insert(kid.clone(), *key);
+        ring.insert(kid.clone(), key.clone());
         match verify(bundle, &ring, opts) {
             Ok(v) => return Ok(v),
             Err(e @ VerifyError::BadSignature(_)) => last = Err(e),

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         max_depth: 16,
     };
     let mut ring = Keyring::new();
-    ring.insert("k", SigningKey::from_bytes(&[7; 32]).verifying_key());
+    ring.insert("k", SigningKey::ed25519_from_bytes(&[7; 32]).verifying_key());
     let opts = VerifyOptions::default();
     let verified = Bundle::from_verified_tar_gz(data, &limits, &ring, &opts, None);
     if let Ok(bundle) = Bundle::from_tar_gz(data, &limits) {

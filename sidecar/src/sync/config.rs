@@ -47,14 +47,22 @@ pub struct BundleSource {
     pub long_poll_timeout_seconds: Option<u64>,
 }
 
-/// One verification key.
-#[derive(Debug, Clone, Deserialize)]
+/// One verification key: exactly one of `public_key_file` and `public_key`.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Key id, matched against the `kid` of the signature's JWS header.
     pub kid: String,
-    /// PEM file holding the ed25519 public key (SPKI).
-    pub public_key_file: PathBuf,
+    /// PEM file holding the public key (SPKI for Ed25519, RSA and EC; or PKCS#1 RSA).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// The same PEM text inline (OPA's `keys.<kid>.key`).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// JWS `alg` this key must be used with (e.g. `RS256`, `ES256`, `EdDSA`). Unset: any
+    /// algorithm of the key's type.
+    #[serde(default)]
+    pub algorithm: Option<String>,
 }
 
 /// Poll timing.
@@ -224,6 +232,32 @@ impl SyncConfig {
                     format!("duplicate kid {:?}", k.kid),
                 ));
             }
+            match (&k.public_key_file, &k.public_key) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        format!("keys[{i}]"),
+                        "give either public_key_file or public_key, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(err(
+                        format!("keys[{i}]"),
+                        "one of public_key_file or public_key is required",
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(alg) = &k.algorithm {
+                let known = regent_bundle::jws_keys::Alg::from_name(alg);
+                if known.is_none_or(|a| a.is_hmac()) {
+                    return Err(err(
+                        format!("keys[{i}].algorithm"),
+                        format!(
+                            "{alg:?} is not a bundle signing algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)"
+                        ),
+                    ));
+                }
+            }
         }
         if !self.bundles.is_empty() && self.keys.is_empty() && !self.insecure_skip_verification {
             return Err(err(
@@ -355,6 +389,25 @@ mod tests {
         let e = parse("bundles: [{name: a, url: 'http://x/a'}]").unwrap_err();
         assert!(e.contains("sync.keys"), "{e}");
         parse("insecure_skip_verification: true\nbundles: [{name: a, url: 'http://x/a'}]").unwrap();
+    }
+
+    #[test]
+    fn key_needs_exactly_one_source_and_a_known_alg() {
+        let cfg = parse(
+            "keys: [{kid: a, public_key_file: /a.pem, algorithm: RS256}, {kid: b, public_key: \"-----BEGIN PUBLIC KEY-----\"}]",
+        )
+        .unwrap();
+        assert_eq!(cfg.keys[0].algorithm.as_deref(), Some("RS256"));
+        assert!(cfg.keys[1].public_key.is_some());
+        let e = parse("keys: [{kid: a}]").unwrap_err();
+        assert!(e.contains("sync.keys[0]") && e.contains("required"), "{e}");
+        let e = parse("keys: [{kid: a, public_key_file: /a.pem, public_key: x}]").unwrap_err();
+        assert!(e.contains("sync.keys[0]") && e.contains("not both"), "{e}");
+        let e = parse("keys: [{kid: a, public_key_file: /a.pem, algorithm: HS256}]").unwrap_err();
+        assert!(
+            e.contains("sync.keys[0].algorithm") && e.contains("HS256"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Bundles in regent-bundle's (OPA-compatible) format: safe unpack with limits, Ed25519
+//! Bundles in regent-bundle's (OPA-compatible) format: safe unpack with limits, EdDSA/RSA/ECDSA
 //! signatures checked against the configured keyring before any content is parsed, parse
 //! budgets, rollback by signed `iat`.
 
@@ -23,9 +23,23 @@ impl RegentFormat {
     pub fn from_config(cfg: &SyncConfig) -> anyhow::Result<Self> {
         let mut keyring = Keyring::new();
         for (i, k) in cfg.keys.iter().enumerate() {
-            keyring
-                .insert_file(&k.kid, &k.public_key_file)
-                .with_context(|| format!("sync.keys[{i}] (kid {:?})", k.kid))?;
+            let alg = match &k.algorithm {
+                None => None,
+                Some(name) => Some(signing::Alg::from_name(name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "sync.keys[{i}].algorithm: {name:?} is not a JWS algorithm name"
+                    )
+                })?),
+            };
+            let inserted = match (&k.public_key_file, &k.public_key) {
+                (Some(path), _) => keyring.insert_file_with_alg(&k.kid, path, alg),
+                (None, Some(pem)) => keyring.insert_pem_with_alg(&k.kid, pem, alg),
+                (None, None) => anyhow::bail!(
+                    "sync.keys[{i}] (kid {:?}): one of public_key_file or public_key is required",
+                    k.kid
+                ),
+            };
+            inserted.with_context(|| format!("sync.keys[{i}] (kid {:?})", k.kid))?;
         }
         Ok(RegentFormat {
             keyring,

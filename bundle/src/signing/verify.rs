@@ -1,264 +1,28 @@
-//! `.signatures.json` in OPA's format, signed with Ed25519 (JWS `alg: EdDSA`), and its verification.
-//!
-//! Unlike OPA (issue #8531), verification always needs a signature while trusting several keys at once,
-//! chosen by the token's `kid`, so keys can be rotated without turning signatures off.
+//! The keyring and the checks of `.signatures.json` against it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::{
-    spki::der::pem::LineEnding, DecodePrivateKey, DecodePublicKey, EncodePrivateKey,
-    EncodePublicKey,
+
+use super::keys::{
+    read_verifying_key, verifying_key_from_pem, Alg, KeyError, VerifyingKey, MIN_RSA_BITS,
 };
-use ed25519_dalek::{Signer, Verifier};
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
-
-use crate::bundle::{file_kind, Bundle, FileKind, SIGNATURES_FILE};
-use crate::canonical;
-
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
-
-/// Key loading and generation failures.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// Reading a key file failed.
-    #[error("reading key {path}: {source}")]
-    Io {
-        /// Key file.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The PEM is not an Ed25519 key of the expected kind.
-    #[error("{what}: not an Ed25519 {expected} PEM key: {message}")]
-    Pem {
-        /// Which key.
-        what: String,
-        /// "PKCS#8 private" or "SPKI public".
-        expected: &'static str,
-        /// Parser message.
-        message: String,
-    },
-}
-
-/// Reads an Ed25519 private key in PKCS#8 PEM (what `openssl genpkey -algorithm ed25519` writes).
-pub fn signing_key_from_pem(pem: &str, what: &str) -> Result<SigningKey, KeyError> {
-    SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Pem {
-        what: what.to_string(),
-        expected: "PKCS#8 private",
-        message: e.to_string(),
-    })
-}
-
-/// Reads an Ed25519 public key in SPKI PEM (`openssl pkey -pubout`).
-pub fn verifying_key_from_pem(pem: &str, what: &str) -> Result<VerifyingKey, KeyError> {
-    VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::Pem {
-        what: what.to_string(),
-        expected: "SPKI public",
-        message: e.to_string(),
-    })
-}
-
-/// Reads a private key file.
-pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let pem = read(path)?;
-    signing_key_from_pem(&pem, &path.display().to_string())
-}
-
-/// Reads a public key file.
-pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
-    let pem = read(path)?;
-    verifying_key_from_pem(&pem, &path.display().to_string())
-}
-
-fn read(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// A freshly generated key pair as PEM strings: (PKCS#8 private, SPKI public).
-pub fn generate_key_pem() -> (String, String) {
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    // Encoding a valid in-memory key cannot fail.
-    let private = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let public = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap_or_default();
-    (private, public)
-}
-
-/// Optional claims put in the signature payload.
-#[derive(Debug, Clone, Default)]
-pub struct SignClaims {
-    /// `iss`.
-    pub iss: Option<String>,
-    /// `scope` (verifiers configured with a scope require it to match exactly).
-    pub scope: Option<String>,
-    /// `iat` in Unix seconds; now when `None`.
-    pub iat: Option<i64>,
-}
-
-/// One entry of the payload's `files`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileHash {
-    /// Path without leading `/`.
-    pub name: String,
-    /// Lowercase hex digest.
-    pub hash: String,
-    /// `SHA-256` (also accepted on verify: `SHA-384`, `SHA-512`).
-    pub algorithm: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Payload {
-    files: Vec<FileHash>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    revision: Option<String>,
-    /// Deprecated OPA key selector, read only as a fallback for `kid`.
-    #[serde(default, skip_serializing)]
-    keyid: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SignaturesFile {
-    #[serde(default)]
-    signatures: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    plugin: Option<String>,
-}
-
-/// Failure while hashing or signing.
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    /// A structured file cannot be canonicalised (it is not valid JSON/YAML).
-    #[error("{file}: cannot hash structured file: {message}")]
-    Unhashable {
-        /// File.
-        file: String,
-        /// Why.
-        message: String,
-    },
-}
-
-/// Digest of a bundle file the way OPA computes it: structured files (`.manifest`, `data.json`,
-/// `data.yaml`) over their canonical JSON, everything else (`data.yml` included) over raw bytes.
-pub fn file_digest(path: &str, bytes: &[u8], algorithm: &str) -> Result<Option<String>, SignError> {
-    let unhashable = |message: String| SignError::Unhashable {
-        file: path.to_string(),
-        message,
-    };
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let canonical_bytes;
-    let input: &[u8] = match file_kind(path) {
-        FileKind::Manifest | FileKind::DataJson => {
-            canonical_bytes =
-                canonical::canonicalize_json(bytes).map_err(|e| unhashable(e.to_string()))?;
-            &canonical_bytes
-        }
-        FileKind::DataYaml if base == "data.yaml" => {
-            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            let v = crate::yaml::to_json(bytes).map_err(unhashable)?;
-            canonical_bytes = canonical::to_canonical_bytes(&canonical::from_serde(&v));
-            &canonical_bytes
-        }
-        _ => bytes,
-    };
-    Ok(match algorithm {
-        "SHA-256" => Some(hex::encode(sha2::Sha256::digest(input))),
-        "SHA-384" => Some(hex::encode(sha2::Sha384::digest(input))),
-        "SHA-512" => Some(hex::encode(sha2::Sha512::digest(input))),
-        _ => None,
-    })
-}
-
-/// Signs a bundle: hashes every file except `.signatures.json` and writes a `.signatures.json` holding
-/// one JWS (`alg: EdDSA`, header `kid`) whose payload lists the files, `iat`, `iss`, `scope` and the
-/// manifest `revision`.
-pub fn sign(
-    bundle: &mut Bundle,
-    key: &SigningKey,
-    kid: &str,
-    claims: &SignClaims,
-) -> Result<(), SignError> {
-    let mut files = Vec::new();
-    for (name, bytes) in bundle.files() {
-        if name == SIGNATURES_FILE {
-            continue;
-        }
-        let hash = file_digest(name, bytes, "SHA-256")?.unwrap_or_default();
-        files.push(FileHash {
-            name: name.to_string(),
-            hash,
-            algorithm: "SHA-256".into(),
-        });
-    }
-    let revision = bundle.revision();
-    let payload = Payload {
-        files,
-        iat: Some(claims.iat.unwrap_or_else(now_secs)),
-        iss: claims.iss.clone(),
-        scope: claims.scope.clone(),
-        revision: (!revision.is_empty()).then(|| revision.to_string()),
-        keyid: None,
-    };
-    let header = Header {
-        alg: "EdDSA".into(),
-        kid: Some(kid.to_string()),
-        typ: Some("JWT".into()),
-    };
-    // Serialising these plain structs cannot fail.
-    let signing_input = format!(
-        "{}.{}",
-        B64.encode(serde_json::to_vec(&header).unwrap_or_default()),
-        B64.encode(serde_json::to_vec(&payload).unwrap_or_default())
-    );
-    let sig = key.sign(signing_input.as_bytes());
-    let token = format!("{signing_input}.{}", B64.encode(sig.to_bytes()));
-    let file = SignaturesFile {
-        signatures: vec![token],
-        plugin: None,
-    };
-    bundle.set_file(
-        SIGNATURES_FILE,
-        serde_json::to_vec(&file).unwrap_or_default(),
-    );
-    Ok(())
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use super::{file_digest, FileHash, Header, Payload, SignError, SignaturesFile};
+use crate::bundle::{Bundle, SIGNATURES_FILE};
 
 /// Trusted public keys by `kid`.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    keys: BTreeMap<String, VerifyingKey>,
+    keys: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: VerifyingKey,
+    /// When set, the only `alg` accepted for this key.
+    alg: Option<Alg>,
 }
 
 impl Keyring {
@@ -267,23 +31,62 @@ impl Keyring {
         Self::default()
     }
 
-    /// Adds or replaces the key for `kid`.
+    /// Adds or replaces the key for `kid`, accepting any algorithm of the key's type.
     pub fn insert(&mut self, kid: impl Into<String>, key: VerifyingKey) {
-        self.keys.insert(kid.into(), key);
+        self.keys.insert(kid.into(), Entry { key, alg: None });
     }
 
-    /// Adds a key from SPKI PEM text.
-    pub fn insert_pem(&mut self, kid: &str, pem: &str) -> Result<(), KeyError> {
-        let key = verifying_key_from_pem(pem, &format!("key {kid:?}"))?;
-        self.insert(kid, key);
+    /// Adds or replaces the key for `kid`, accepting only `alg` when given. Refused when `alg`
+    /// does not fit the key or is HMAC.
+    pub fn insert_with_alg(
+        &mut self,
+        kid: &str,
+        key: VerifyingKey,
+        alg: Option<Alg>,
+    ) -> Result<(), KeyError> {
+        if let Some(a) = alg {
+            if a.is_hmac() || !key.fits(a) {
+                return Err(KeyError::AlgorithmMismatch {
+                    what: format!("key {kid:?}"),
+                    alg: a.name().to_string(),
+                    key: key.describe(),
+                });
+            }
+        }
+        self.keys.insert(kid.to_string(), Entry { key, alg });
         Ok(())
+    }
+
+    /// Adds a key from PEM text (SPKI, or PKCS#1 for RSA).
+    pub fn insert_pem(&mut self, kid: &str, pem: &str) -> Result<(), KeyError> {
+        self.insert_pem_with_alg(kid, pem, None)
+    }
+
+    /// [`Keyring::insert_pem`] with an optional pinned algorithm.
+    pub fn insert_pem_with_alg(
+        &mut self,
+        kid: &str,
+        pem: &str,
+        alg: Option<Alg>,
+    ) -> Result<(), KeyError> {
+        let key = verifying_key_from_pem(pem, &format!("key {kid:?}"))?;
+        self.insert_with_alg(kid, key, alg)
     }
 
     /// Adds a key from a PEM file.
     pub fn insert_file(&mut self, kid: &str, path: &Path) -> Result<(), KeyError> {
+        self.insert_file_with_alg(kid, path, None)
+    }
+
+    /// [`Keyring::insert_file`] with an optional pinned algorithm.
+    pub fn insert_file_with_alg(
+        &mut self,
+        kid: &str,
+        path: &Path,
+        alg: Option<Alg>,
+    ) -> Result<(), KeyError> {
         let key = read_verifying_key(path)?;
-        self.insert(kid, key);
-        Ok(())
+        self.insert_with_alg(kid, key, alg)
     }
 
     /// Number of keys.
@@ -340,16 +143,36 @@ pub enum VerifyError {
     /// The token is not a well-formed JWS compact token.
     #[error(".signatures.json: malformed token: {0}")]
     MalformedToken(String),
-    /// The JWS `alg` is not EdDSA (`none`, HS*, RS*... are refused).
-    #[error(".signatures.json: algorithm {0:?} is not allowed (only EdDSA)")]
+    /// The JWS `alg` is never accepted for bundles (`none`, HS*, unknown names).
+    #[error(".signatures.json: algorithm {0:?} is not allowed for bundle signatures (RS*, PS*, ES256/384/512 or EdDSA)")]
     AlgorithmNotAllowed(String),
+    /// The token's `alg` does not fit the key its `kid` names (or the key's pinned algorithm).
+    #[error(".signatures.json: key {kid:?} ({key}) cannot verify algorithm {alg}")]
+    AlgorithmMismatch {
+        /// Key id.
+        kid: String,
+        /// The token's `alg`.
+        alg: String,
+        /// The key's type, and its pinned algorithm if any.
+        key: String,
+    },
+    /// The RSA key is too small to be trusted.
+    #[error(
+        ".signatures.json: key {kid:?} is RSA-{bits}, below the minimum of {MIN_RSA_BITS} bits"
+    )]
+    WeakKey {
+        /// Key id.
+        kid: String,
+        /// Modulus size.
+        bits: usize,
+    },
     /// No `kid` in the header (nor the deprecated `keyid` claim).
     #[error(".signatures.json: token names no key (no `kid`)")]
     MissingKid,
     /// The `kid` is not in the keyring.
     #[error(".signatures.json: unknown key id {0:?}")]
     UnknownKid(String),
-    /// The Ed25519 signature does not verify.
+    /// The signature does not verify.
     #[error(".signatures.json: signature does not verify with key {0:?}")]
     BadSignature(String),
     /// `scope` differs from the configured one.
@@ -468,9 +291,9 @@ impl SignatureCheck {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| malformed("header is not base64url JSON with `alg`"))?;
-        if header.alg != "EdDSA" {
-            return Err(VerifyError::AlgorithmNotAllowed(header.alg));
-        }
+        let alg = Alg::from_name(&header.alg)
+            .filter(|a| !a.is_hmac())
+            .ok_or_else(|| VerifyError::AlgorithmNotAllowed(header.alg.clone()))?;
         let payload_bytes = B64
             .decode(p64)
             .map_err(|_| malformed("payload is not base64url"))?;
@@ -482,18 +305,31 @@ impl SignatureCheck {
             .or_else(|| payload.keyid.clone())
             .filter(|k| !k.is_empty())
             .ok_or(VerifyError::MissingKid)?;
-        let key = keyring
+        let entry = keyring
             .keys
             .get(&kid)
             .ok_or_else(|| VerifyError::UnknownKid(kid.clone()))?;
+        if entry.alg.is_some_and(|pinned| pinned != alg) || !entry.key.fits(alg) {
+            let mut key = entry.key.describe();
+            if let Some(pinned) = entry.alg {
+                key = format!("{key}, pinned to {pinned}");
+            }
+            return Err(VerifyError::AlgorithmMismatch {
+                kid,
+                alg: alg.name().to_string(),
+                key,
+            });
+        }
+        if let Some(bits) = entry.key.rsa_bits().filter(|b| *b < MIN_RSA_BITS) {
+            return Err(VerifyError::WeakKey { kid, bits });
+        }
         let sig_bytes = B64
             .decode(s64)
             .map_err(|_| malformed("signature is not base64url"))?;
-        let sig = ed25519_dalek::Signature::from_slice(&sig_bytes)
-            .map_err(|_| malformed("signature is not 64 bytes"))?;
         let signing_input = &token[..h64.len() + 1 + p64.len()];
-        key.verify(signing_input.as_bytes(), &sig)
-            .map_err(|_| VerifyError::BadSignature(kid.clone()))?;
+        if !entry.key.verify(alg, signing_input.as_bytes(), &sig_bytes) {
+            return Err(VerifyError::BadSignature(kid));
+        }
 
         let scope = payload.scope.clone().filter(|s| !s.is_empty());
         let expected = opts.scope.clone().filter(|s| !s.is_empty());
