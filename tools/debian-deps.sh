@@ -3,7 +3,7 @@
 # from Debian's packages when run as root on a Debian/Ubuntu machine (a fresh CI box), or saying
 # exactly what to install otherwise. Quiet and quick when everything is there.
 #
-#   tools/debian-deps.sh git curl openssl python3-venv npm unzip
+#   tools/debian-deps.sh git curl openssl python3-venv npm unzip prometheus
 #
 # Each argument is a Debian package; the command that proves it present is looked up below.
 set -euo pipefail
@@ -11,6 +11,8 @@ set -euo pipefail
 present() {
 	case "$1" in
 	python3-venv) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ;;
+	# Debian's prometheus package is wanted for its promtool (rule checks), not the server.
+	prometheus) command -v promtool >/dev/null 2>&1 ;;
 	*) command -v "$1" >/dev/null 2>&1 ;;
 	esac
 }

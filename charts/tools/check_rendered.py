@@ -4,12 +4,14 @@
     check_rendered.py dashboard FILE     the Grafana dashboard JSON
     check_rendered.py manifests FILE     a rendered release
     check_rendered.py extract FILE DIR   write the embedded server.yaml / sidecar.yaml / inject.yaml to DIR
+    check_rendered.py rules FILE OUT     write the PrometheusRule's groups to OUT (a rules file for promtool)
 
 For manifests: custom resources (cert-manager, Istio, Prometheus Operator) against schemas of the
 fields the chart uses (kubernetes-validate has no CRD schemas and only warns), the config files
 embedded in ConfigMaps (parsed, the keys the binaries and mounts depend on present), and the
 chart's invariants: hardened containers, every mount backed by a volume, selectors that match,
-references between objects that resolve, no Secret rendered from values.
+references between objects that resolve, no Secret rendered from values, and every regent_* metric
+an alert or a dashboard panel queries registered somewhere in the binaries' sources.
 Exits 1 and names every problem found.
 """
 import json
@@ -38,7 +40,22 @@ DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|
 METADATA = {"type": "object", "required": ["name"], "properties": {"name": STR, "namespace": STR, "labels": LABELS}}
 SELECTOR = strict({"matchLabels": LABELS, "matchExpressions": {"type": "array"}})
 ISSUER_REF = strict({"name": STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": STR}, ["name"])
-ENDPOINT = strict({"port": STR, "path": STR, "interval": DURATION, "scrapeTimeout": DURATION, "scheme": STR})
+SECRET_OR_CM = strict({"secret": strict({"name": STR, "key": STR}, ["name", "key"]),
+                       "configMap": strict({"name": STR, "key": STR}, ["name", "key"])})
+TLS_CONFIG = strict({"ca": SECRET_OR_CM, "cert": SECRET_OR_CM, "keySecret": strict({"name": STR, "key": STR}, ["name", "key"]),
+                     "serverName": STR, "insecureSkipVerify": {"type": "boolean"}, "caFile": STR, "certFile": STR,
+                     "keyFile": STR, "minVersion": STR, "maxVersion": STR})
+RELABELINGS = {"type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+    "sourceLabels": STRS, "separator": {"type": "string"}, "targetLabel": STR, "regex": {"type": "string"},
+    "modulus": {"type": "integer"}, "replacement": {"type": "string"},
+    "action": {"enum": ["replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase",
+                        "uppercase", "keepequal", "dropequal", "Replace", "Keep", "Drop", "HashMod", "LabelMap",
+                        "LabelDrop", "LabelKeep", "Lowercase", "Uppercase", "KeepEqual", "DropEqual"]}}}}
+ENDPOINT = strict({"port": STR, "path": STR, "interval": DURATION, "scrapeTimeout": DURATION,
+                   "scheme": {"enum": ["http", "https"]}, "honorLabels": {"type": "boolean"}, "tlsConfig": TLS_CONFIG,
+                   "relabelings": RELABELINGS, "metricRelabelings": RELABELINGS})
+RULE = strict({"alert": STR, "record": STR, "expr": STR, "for": DURATION, "labels": LABELS,
+               "annotations": LABELS}, ["expr"])
 
 # Everything else is a custom resource and needs a schema below.
 BUILTIN_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "admissionregistration.k8s.io/v1"}
@@ -54,6 +71,22 @@ CRD_SCHEMAS = {
         "namespaceSelector": strict({"matchNames": STRS, "any": {"type": "boolean"}}),
         "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": ENDPOINT},
     }, ["selector", "podMetricsEndpoints"]),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): strict({
+        "groups": {"type": "array", "minItems": 1, "items": strict({
+            "name": STR, "interval": DURATION, "rules": {"type": "array", "minItems": 1, "items": RULE}}, ["name", "rules"])},
+    }, ["groups"]),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): strict({
+        "parentRefs": {"type": "array", "minItems": 1, "items": strict({
+            "name": STR, "namespace": STR, "sectionName": STR, "group": {"type": "string"}, "kind": STR,
+            "port": {"type": "integer"}}, ["name"])},
+        "hostnames": STRS,
+        "rules": {"type": "array", "minItems": 1, "items": strict({
+            "matches": {"type": "array", "items": strict({
+                "path": strict({"type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]}, "value": STR}),
+                "method": {"enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]}})},
+            "backendRefs": {"type": "array", "minItems": 1, "items": strict({
+                "name": STR, "port": {"type": "integer", "minimum": 1, "maximum": 65535}}, ["name", "port"])}})},
+    }, ["parentRefs", "rules"]),
     ("cert-manager.io/v1", "Issuer"): {
         "type": "object", "minProperties": 1, "maxProperties": 1,
         "properties": {"selfSigned": {"type": "object"}, "ca": strict({"secretName": STR}, ["secretName"])},
@@ -259,10 +292,68 @@ def check_manifests(path):
         if ctx["providers"] and name not in ctx["providers"]:
             problem(f"AuthorizationPolicy/{d['metadata']['name']}", f"provider {name} is not in the mesh config")
 
+    for kind in ("Ingress", "HTTPRoute"):
+        for d in by_kind.get(kind, []):
+            where = f"{kind}/{d['metadata']['name']}"
+            if kind == "Ingress":
+                backends = [p["backend"]["service"]["name"] for r in d["spec"]["rules"] for p in r["http"]["paths"]]
+            else:
+                backends = [b["name"] for r in d["spec"]["rules"] for b in r["backendRefs"]]
+            for b in backends:
+                if b not in services:
+                    problem(where, f"backend Service {b} is not rendered")
+
+    for d in by_kind.get("PrometheusRule", []):
+        where = f"PrometheusRule/{d['metadata']['name']}"
+        for g in d["spec"]["groups"]:
+            for r in g["rules"]:
+                check_metric_names(r["expr"], f"{where} {r.get('alert') or r.get('record')}")
+                if r.get("alert") and not (r.get("annotations") or {}).get("runbook_url"):
+                    problem(where, f"alert {r['alert']} has no runbook_url")
+
     for dash in ctx["dashboards"]:
         check_dashboard_obj(dash, "dashboard ConfigMap")
     for w in ctx["warnings"]:
         print(f"  note: {w}")
+
+
+# --- metric names against the code ----------------------------------------------------------------
+
+_exported = None
+
+
+def exported_metrics():
+    """Every regent_* metric name the binaries register: the string literals in their sources."""
+    global _exported
+    if _exported is None:
+        import pathlib
+        import re
+        root = pathlib.Path(__file__).resolve().parents[2]
+        _exported = set()
+        for crate in ("sidecar", "bundle-server", "policy"):
+            for f in (root / crate / "src").rglob("*.rs"):
+                _exported.update(re.findall(r'"(regent_[a-z0-9_]+)"', f.read_text()))
+    return _exported
+
+
+def check_metric_names(expr, where):
+    import re
+    for name in set(re.findall(r"\b(regent_[a-z0-9_]+)", expr)):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in exported_metrics() and base not in exported_metrics():
+            problem(where, f"{name} is not a metric the code exports")
+
+
+def extract_rules(path, out):
+    """Writes the groups of the release's PrometheusRule as a Prometheus rules file (for promtool)."""
+    with open(path) as f:
+        rules = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        print(f"{path}: expected one PrometheusRule, found {len(rules)}", file=sys.stderr)
+        return 1
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, f, sort_keys=False)
+    return 0
 
 
 # --- dashboard ----------------------------------------------------------------------------------
@@ -295,6 +386,7 @@ def check_dashboard_obj(dash, where):
             problem(where, f"panel {p.get('title')} does not use the datasource variable")
         for t in p.get("targets", []):
             exprs.append(t.get("expr", ""))
+            check_metric_names(t.get("expr", ""), f"{where} panel {p.get('title')}")
     for m in REQUIRED_METRICS:
         if not any(m in e for e in exprs):
             problem(where, f"no panel queries {m}")
@@ -326,6 +418,8 @@ def main():
     if len(sys.argv) == 4 and sys.argv[1] == "extract":
         extract(sys.argv[2], sys.argv[3])
         return 0
+    if len(sys.argv) == 4 and sys.argv[1] == "rules":
+        return extract_rules(sys.argv[2], sys.argv[3])
     if len(sys.argv) != 3 or sys.argv[1] not in ("dashboard", "manifests"):
         print(__doc__, file=sys.stderr)
         return 2

@@ -72,23 +72,37 @@ def dashboard():
         panel(8, "Time since last activation", "timeseries", [
             target(f'time() - max by (pod, bundle) (regent_bundle_last_activation_timestamp_seconds{{{NS}}})', "{{pod}} {{bundle}}", "A"),
         ], 12, 18, h=9, unit="s", description="Seconds since each sidecar last activated a bundle."),
-        panel(9, "Fleet revision spread", "timeseries", [
-            target('sum by (bundle, revision) (regent_fleet_sidecars)', "{{bundle}} @ {{revision}}", "A"),
-        ], 0, 27, unit="short", description="Sidecars reporting each revision to the bundle server: more than one line per bundle means a rollout is in progress or stuck.",
+        # Every server replica keeps its own fleet view: the sidecars whose reports reached it in
+        # the last fleet.ttl_seconds. A sidecar reports through the Service to whichever replica
+        # its connection lands on, so the views overlap: summing them counts a sidecar once per
+        # replica that heard from it (up to replicas x too many), while max gives a lower bound
+        # that is exact with one replica or when one replica hears from everyone. Hence max;
+        # the exact count comes from the sidecars' own regent_bundle_info (panel 14).
+        panel(9, "Fleet revision spread (reported to the server)", "timeseries", [
+            target('max by (bundle, revision) (regent_fleet_sidecars)', "{{bundle}} @ {{revision}}", "A"),
+        ], 0, 27, unit="short", description="Sidecars reporting each revision to the bundle server (the largest replica's view: with several replicas a lower bound). More than one line per bundle means a rollout is in progress or stuck.",
             extra={"fieldConfig": {"defaults": {"unit": "short", "custom": {"stacking": {"mode": "normal"}, "fillOpacity": 30}}, "overrides": []}}),
         panel(10, "Bundle activation failures by reason", "timeseries", [
             target(f'sum by (bundle, reason) (rate(regent_bundle_activation_failures_total{{{NS}}}[{RATE}]))', "{{bundle}} {{reason}}", "A"),
         ], 12, 27, unit="ops", description="Refused bundles (signature, rollback, compile...); the last good policy stays active."),
         row(11, "Bundle server", 35),
+        # Every replica fetches and gates every commit itself, so a sum over replicas would count
+        # each commit once per replica: max shows the commits.
         panel(12, "Builds by result", "timeseries", [
-            target(f'sum by (result) (increase(regent_builds_total[{RATE}]))', "{{result}}", "A"),
-            target(f'sum by (bundle, reason) (increase(regent_publish_failures_total[{RATE}]))', "refused {{bundle}}: {{reason}}", "B"),
+            target(f'max by (result) (increase(regent_builds_total[{RATE}]))', "{{result}}", "A"),
+            target(f'max by (bundle, reason) (increase(regent_publish_failures_total[{RATE}]))', "refused {{bundle}}: {{reason}}", "B"),
         ], 0, 36, unit="short", description="Commits built by regent serve, and commits refused by the publish gate (the previous revision stays served)."),
         panel(13, "Published revision", "table", [
             target('max by (bundle, revision) (regent_published_revision_info)', "", "A", instant=True, fmt="table"),
         ], 12, 36, description="The revision each bundle is served at; compare with the fleet spread above.",
             extra={"options": {"showHeader": True},
                    "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]}),
+        # One series per scraped sidecar and active bundle: counting them is exact whatever the
+        # number of server replicas (needs the sidecars' PodMonitor).
+        panel(14, "Sidecars per revision (scraped)", "timeseries", [
+            target(f'count by (bundle, revision) (regent_bundle_info{{{NS}}})', "{{bundle}} @ {{revision}}", "A"),
+        ], 0, 44, w=24, unit="short", description="Sidecars Prometheus scrapes, by active revision (exact with any number of server replicas; needs server.serviceMonitor.sidecarPodMonitor).",
+            extra={"fieldConfig": {"defaults": {"unit": "short", "custom": {"stacking": {"mode": "normal"}, "fillOpacity": 30}}, "overrides": []}}),
     ]
     return {
         "id": None,
