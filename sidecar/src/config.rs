@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::opa_config;
 use crate::runtime::RuntimeConfig;
 use crate::sync::SyncConfig;
 
@@ -29,6 +30,9 @@ pub struct SidecarConfig {
     pub sync: SyncConfig,
     /// Threads and scheduler.
     pub runtime: RuntimeConfig,
+    /// Set when the file was OPA's configuration format, mapped onto these settings.
+    #[serde(skip)]
+    pub opa_origin: Option<crate::opa_config::OpaOrigin>,
 }
 
 /// `grpc:` section.
@@ -270,6 +274,14 @@ pub enum ConfigError {
     /// A value out of range or an inconsistent combination.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// An OPA configuration key Regent cannot honour; names its dotted path (and line).
+    #[error("{path}: {source}")]
+    Opa {
+        /// File.
+        path: PathBuf,
+        /// The key and what is wrong.
+        source: crate::opa_config::OpaConfigError,
+    },
 }
 
 impl SidecarConfig {
@@ -287,23 +299,68 @@ impl SidecarConfig {
             ConfigError::Invalid(message) => {
                 ConfigError::Invalid(format!("{}: {message}", path.display()))
             }
+            ConfigError::Opa { source, .. } => ConfigError::Opa {
+                path: path.to_path_buf(),
+                source,
+            },
             other => other,
         })
     }
 
-    /// Parses and validates YAML text.
+    /// Parses and validates YAML text: Regent's format, or OPA's (told apart by the top-level
+    /// keys, see [`crate::opa_config::detect`]).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        // An empty file is an empty mapping: all defaults.
-        let cfg: SidecarConfig = if text.trim().is_empty() {
-            SidecarConfig::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-                path: PathBuf::from("<config>"),
-                message: e.to_string(),
-            })?
+        let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
         };
+        // An empty file is an empty mapping: all defaults.
+        if text.trim().is_empty() {
+            let cfg = SidecarConfig::default();
+            cfg.validate()?;
+            return Ok(cfg);
+        }
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_error)?;
+        if let serde_yaml::Value::Mapping(top) = &value {
+            let format = opa_config::detect(top).map_err(|message| ConfigError::Parse {
+                path: PathBuf::from("<config>"),
+                message,
+            })?;
+            if format == opa_config::Format::Opa {
+                let (mut cfg, origin) =
+                    opa_config::map(text, top).map_err(|source| ConfigError::Opa {
+                        path: PathBuf::from("<config>"),
+                        source,
+                    })?;
+                cfg.opa_origin = Some(origin);
+                cfg.validate().map_err(|e| match e {
+                    ConfigError::Invalid(m) => ConfigError::Invalid(format!(
+                        "{m} (in the Regent settings mapped from this OPA configuration)"
+                    )),
+                    other => other,
+                })?;
+                return Ok(cfg);
+            }
+        }
+        let cfg: SidecarConfig = serde_yaml::from_str(text).map_err(parse_error)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Logs, once tracing is installed, that the settings came from an OPA configuration and what
+    /// the mapping decided. Does nothing for Regent's own format.
+    pub fn log_origin(&self) {
+        if let Some(origin) = &self.opa_origin {
+            tracing::info!(
+                grpc = %self.grpc.addr,
+                path = %self.policy.path,
+                bundles = self.sync.bundles.len(),
+                "read an OPA configuration file, mapped onto Regent's settings"
+            );
+            for note in &origin.notes {
+                tracing::warn!("OPA configuration: {note}");
+            }
+        }
     }
 
     /// Checks values and combinations serde cannot.

@@ -14,6 +14,7 @@ pub mod grpc_check;
 pub mod http_mode;
 pub mod local_bundle;
 pub mod metrics;
+pub mod opa_config;
 pub mod policy;
 pub mod runtime;
 pub mod server;

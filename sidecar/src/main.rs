@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         eprintln!("regent-sidecar: configuration error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    // Tracing is installed only now, after the config chose its format: say which format was read.
+    cfg.log_origin();
     let scheduler = Scheduler::choose(
         &cfg.runtime,
         std::thread::available_parallelism().ok().map(|n| n.get()),
