@@ -11,7 +11,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 tools/debian-deps.sh git curl openssl
 ENVOY="$(e2e/envoy.sh)"
 
-"$CARGO" build --quiet -p regent-bundle-server -p regent-sidecar --bins
+"$CARGO" build -p regent-bundle-server -p regent-sidecar --bins
 
 export REGENT_E2E_ENVOY="$ENVOY"
 export REGENT_BIN="$TARGET_DIR/debug/regent"

@@ -12,7 +12,7 @@ tools/debian-deps.sh git curl openssl
 ENVOY="$(e2e/envoy.sh)"
 
 echo "make run: building regent, regent-sidecar and the upstreams (first build takes a while)..."
-"$CARGO" build --quiet -p regent-bundle-server -p regent-sidecar -p regent-e2e --bins
+"$CARGO" build -p regent-bundle-server -p regent-sidecar -p regent-e2e --bins
 
 export REGENT_E2E_ENVOY="$ENVOY"
 exec "$TARGET_DIR/debug/regent-e2e-run" --dir "$PWD/.run" "$@"

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use regent_bundle_server::{authoring, inject, policy_test, rollout, server};
+use regent_bundle_server::{authoring, hook, inject, policy_test, rollout, server};
 
 /// Regent: central Rego policy, signed bundles, and the tools policy authors use.
 #[derive(Parser)]
@@ -35,6 +35,8 @@ enum Command {
     Rollout(rollout::RolloutArgs),
     /// Serve the mutating admission webhook that injects regent-sidecar into pods.
     InjectWebhook(inject::InjectWebhookArgs),
+    /// Git server hooks: `pre-receive` refuses a push the publish gate would refuse.
+    Hook(hook::HookArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Check(a) => authoring::check::run(a),
         Command::Rollout(a) => rollout::run(a),
         Command::InjectWebhook(a) => inject::run(a),
+        Command::Hook(a) => hook::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use server_support::*;
 
 #[test]
-fn unknown_config_key_is_named_and_exits_1() {
+fn unknown_config_key_is_named_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let cfg = dir.path().join("server.yaml");
@@ -26,7 +26,7 @@ fn unknown_config_key_is_named_and_exits_1() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_long_poll_second"), "{err}");
 
@@ -47,7 +47,7 @@ fn unknown_config_key_is_named_and_exits_1() {
         .args(["--kid", "missing"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("signing.active_kid"), "{err}");
 }

@@ -233,6 +233,22 @@ async fn post_receive_hook_publishes_a_plain_push() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "regent: refs/heads/we\"ird is not the tracked branch refs/heads/main: nothing to publish"
+        ),
+        "a short summary by default: {stderr}"
+    );
+    // The server's JSON answer, when the repository asks for it.
+    git(&repo.origin, &["config", "regent.json", "true"]);
+    let out = std::process::Command::new("git")
+        .current_dir(&repo.work)
+        .args(["push", "origin", "HEAD:refs/heads/other"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(r#""result":"ignored""#), "{stderr}");
     srv.shutdown().await;
 }

@@ -140,8 +140,17 @@ impl PolicyRepo {
 
     /// Installs `script` as the bare repository's `post-receive` hook.
     pub fn install_post_receive(&self, script: &str) -> Result<()> {
+        self.install_git_hook("post-receive", script)
+    }
+
+    /// Installs `script` as the bare repository's `pre-receive` hook.
+    pub fn install_pre_receive(&self, script: &str) -> Result<()> {
+        self.install_git_hook("pre-receive", script)
+    }
+
+    fn install_git_hook(&self, name: &str, script: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let hook = self.bare.join("hooks/post-receive");
+        let hook = self.bare.join("hooks").join(name);
         std::fs::write(&hook, script).with_context(|| format!("writing {}", hook.display()))?;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", hook.display()))

@@ -278,6 +278,28 @@ impl BundleServer {
         crate::git::git(&repo.bare, &["config", "regent.secretfile", secret])?;
         Ok(())
     }
+
+    /// Installs both hooks of a repository this server hosts (what `make run` sets up): the
+    /// project's `docs/pre-receive.sh`, so git refuses a push the publish gate would refuse, and
+    /// the post-receive hook of [`BundleServer::install_hook`].
+    pub fn install_hooks(&self, repo: &crate::git::PolicyRepo) -> Result<()> {
+        self.install_hook(repo)?;
+        let script = crate::bins::repo_root().join("docs/pre-receive.sh");
+        let text = std::fs::read_to_string(&script)
+            .with_context(|| format!("reading {}", script.display()))?;
+        repo.install_pre_receive(&text)?;
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_string)
+                .with_context(|| format!("{} is not UTF-8", p.display()))
+        };
+        crate::git::git(
+            &repo.bare,
+            &["config", "regent.config", &utf8(&self.config)?],
+        )?;
+        crate::git::git(&repo.bare, &["config", "regent.bin", &utf8(&self.bin)?])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -18,21 +18,40 @@ pub struct Cli {
     /// A local `.tar.gz` bundle or policy directory, reloaded when it changes (`policy.bundle`).
     #[arg(long, value_name = "PATH")]
     pub bundle: Option<PathBuf>,
-    /// gRPC ext_authz listener address (`grpc.addr`).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help = format!(
+        "gRPC ext_authz listener address (`grpc.addr`) [default: {}]",
+        SidecarConfig::default().grpc.addr
+    ))]
     pub grpc_addr: Option<SocketAddr>,
-    /// Side HTTP address for /health, /ready and /metrics (`http.addr`).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help = format!(
+        "Side HTTP address for /health, /ready and /metrics (`http.addr`) [default: {}]",
+        SidecarConfig::default().http.addr
+    ))]
     pub http_addr: Option<SocketAddr>,
-    /// Decision path in OPA's syntax, e.g. `envoy/authz/allow` (`policy.path`).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help = format!(
+        "Decision path in OPA's syntax (`policy.path`) [default: {}]",
+        SidecarConfig::default().policy.path
+    ))]
     pub path: Option<String>,
     /// Allow every request and log the real decision (`policy.dry_run`).
     #[arg(long)]
     pub dry_run: bool,
-    /// Log format (`log.format`).
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", help = format!(
+        "Log format (`log.format`) [default: {}]",
+        default_log_format()
+    ))]
     pub log_format: Option<LogFormat>,
+}
+
+/// The name `--log-format` takes for the configuration's default format.
+fn default_log_format() -> String {
+    use clap::ValueEnum;
+    SidecarConfig::default()
+        .log
+        .format
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 impl Cli {
@@ -74,6 +93,22 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_shows_the_config_defaults() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        let d = SidecarConfig::default();
+        for want in [
+            format!("[default: {}]", d.grpc.addr),
+            format!("[default: {}]", d.http.addr),
+            format!("[default: {}]", d.policy.path),
+            format!("[default: {}]", default_log_format()),
+        ] {
+            assert!(help.contains(&want), "{want} not in:\n{help}");
+        }
+        assert!(!default_log_format().is_empty());
+    }
 
     #[test]
     fn flags_override_the_file() {

@@ -341,9 +341,27 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
             "webhook body must be a JSON object",
         ));
     }
+    // Hook scripts ask for a few lines a person reads; webhooks of git hosts get JSON.
+    let text = h("accept").is_some_and(|a| a.contains("text/plain"));
+    let answer = |status: StatusCode, body: serde_json::Value, summary: String| {
+        if text {
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                summary,
+            )
+                .into_response()
+        } else {
+            (status, axum::Json(body)).into_response()
+        }
+    };
     if h("x-github-event") == Some("ping") {
         count("ignored");
-        return Ok(axum::Json(json!({"result": "pong"})).into_response());
+        return Ok(answer(
+            StatusCode::OK,
+            json!({"result": "pong"}),
+            "regent: pong\n".into(),
+        ));
     }
     let tracked = format!("refs/heads/{}", s.cfg.git.branch);
     if let Some(r) = payload.get("ref") {
@@ -357,11 +375,12 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
         };
         if r != tracked {
             count("ignored");
-            return Ok(axum::Json(json!({
-                "result": "ignored",
-                "message": format!("{r} is not the tracked branch {tracked}"),
-            }))
-            .into_response());
+            let message = format!("{r} is not the tracked branch {tracked}");
+            return Ok(answer(
+                StatusCode::OK,
+                json!({"result": "ignored", "message": message}),
+                format!("regent: {message}: nothing to publish\n"),
+            ));
         }
     }
     count("accepted");
@@ -374,23 +393,27 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
         .map(|r| r.is_ok())
         .unwrap_or(false);
     if !finished {
-        return Ok((
+        let message = "build requested; see GET /v1/status for the outcome";
+        return Ok(answer(
             StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "result": "building",
-                "message": "build requested; see GET /v1/status for the outcome",
-            })),
-        )
-            .into_response());
+            json!({"result": "building", "message": message}),
+            format!(
+                "regent: still building after {}s: {message}\n",
+                wait.as_secs()
+            ),
+        ));
     }
+    let revisions = s.published_revisions();
     let book = s.book();
+    let published = book.published_commit.as_ref().map(|(c, _)| c.as_str());
+    let summary = crate::hook::build_summary(book.last.as_ref(), published, &revisions);
     let body = json!({
         "result": "built",
-        "published_commit": book.published_commit.as_ref().map(|(c, _)| c),
+        "published_commit": published,
         "build": book.last,
         "last_rejected": book.last_rejected,
     });
-    Ok(axum::Json(body).into_response())
+    Ok(answer(StatusCode::OK, body, summary))
 }
 
 async fn status_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> ApiResult {

@@ -45,11 +45,11 @@ pub struct ServerConfig {
     pub log: LogConfig,
 }
 
-fn default_listen() -> SocketAddr {
+pub(crate) fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8181))
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     PathBuf::from("regent-data")
 }
 
@@ -70,7 +70,7 @@ pub struct GitConfig {
     pub timeout_seconds: u64,
 }
 
-fn default_branch() -> String {
+pub(crate) fn default_branch() -> String {
     "main".into()
 }
 fn default_poll() -> u64 {
@@ -120,10 +120,13 @@ pub struct BundleConfig {
     pub entrypoints: Vec<String>,
 }
 
-/// Ed25519 signing keys.
+/// Signing keys (Ed25519, RSA or EC).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
+    /// JWS algorithm of the active key (default: EdDSA for Ed25519, RS256 for RSA, ES* by curve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     /// Every known key; only `active_kid` signs. Keeping the previous key listed lets bundles it
     /// signed be restored from the data dir during a rotation.
     pub keys: Vec<SigningKeyConfig>,
@@ -147,7 +150,8 @@ fn default_issuer() -> String {
 pub struct SigningKeyConfig {
     /// Key id written in the signature header.
     pub kid: String,
-    /// PKCS#8 PEM ed25519 private key (`regent keygen`).
+    /// PEM private key: PKCS#8 Ed25519 (`regent keygen`), RSA (2048+ bits) or EC
+    /// P-256/P-384/P-521.
     pub private_key_file: PathBuf,
 }
 

@@ -162,6 +162,16 @@ pub fn gate_commit(
     }
 }
 
+/// Runs every check of [`gate_commit`] except signing on the commit exported at `root`: what a
+/// git pre-receive hook needs, which has the server's configuration but not its keys.
+pub fn check_commit(root: &Path, commit: &str, bundles: &[BundleConfig]) -> Vec<Failure> {
+    bundles
+        .iter()
+        .filter_map(|cfg| check_bundle(root, commit, cfg).err())
+        .flatten()
+        .collect()
+}
+
 fn gate_bundle(
     root: &Path,
     commit: &str,
@@ -169,6 +179,30 @@ fn gate_bundle(
     cfg: &BundleConfig,
     signer: &Signer,
 ) -> Result<BuiltBundle, Vec<Failure>> {
+    let name = cfg.name.as_str();
+    let mut bundle = check_bundle(root, commit, cfg)?;
+    let claims = SignClaims {
+        iss: Some(signer.issuer.clone()),
+        scope: signer.scope.clone(),
+        iat: Some(signed_at),
+    };
+    signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
+        .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
+    let bytes = bundle
+        .to_tar_gz()
+        .map_err(|e| vec![Failure::new(name, "internal", e.to_string())])?;
+    Ok(BuiltBundle {
+        name: name.to_string(),
+        revision: commit.to_string(),
+        etag: etag_of(&bytes),
+        bytes: Bytes::from(bytes),
+        kid: signer.kid.clone(),
+    })
+}
+
+/// Builds the bundle, compiles it, checks its entrypoints and runs its tests: the bundle,
+/// unsigned, when all pass.
+fn check_bundle(root: &Path, commit: &str, cfg: &BundleConfig) -> Result<Bundle, Vec<Failure>> {
     let name = cfg.name.as_str();
     let dir = root.join(&cfg.dir);
     if !dir.is_dir() {
@@ -183,7 +217,7 @@ fn gate_bundle(
         revision: Some(commit.to_string()),
         roots: cfg.roots.clone(),
     };
-    let mut bundle = Bundle::from_dir(&dir, &opts)
+    let bundle = Bundle::from_dir(&dir, &opts)
         .map_err(|e| vec![Failure::new(name, "build", e.to_string()).locate(None, &cfg.dir)])?;
 
     let mut failures = Vec::new();
@@ -246,24 +280,7 @@ fn gate_bundle(
     if !failures.is_empty() {
         return Err(failures);
     }
-
-    let claims = SignClaims {
-        iss: Some(signer.issuer.clone()),
-        scope: signer.scope.clone(),
-        iat: Some(signed_at),
-    };
-    signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
-        .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
-    let bytes = bundle
-        .to_tar_gz()
-        .map_err(|e| vec![Failure::new(name, "internal", e.to_string())])?;
-    Ok(BuiltBundle {
-        name: name.to_string(),
-        revision: commit.to_string(),
-        etag: etag_of(&bytes),
-        bytes: Bytes::from(bytes),
-        kid: signer.kid.clone(),
-    })
+    Ok(bundle)
 }
 
 fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {

@@ -50,11 +50,15 @@ pub struct ServeArgs {
     /// `git.repo`: URL or path of the policy repository.
     #[arg(long)]
     pub repo: Option<String>,
-    /// `git.branch`: branch to publish.
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "`git.branch`: branch to publish [default: {}]",
+        config::default_branch()
+    ))]
     pub branch: Option<String>,
-    /// `listen`: address to listen on, e.g. 0.0.0.0:8181.
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "`listen`: address to listen on [default: {}]",
+        config::default_listen()
+    ))]
     pub listen: Option<SocketAddr>,
     /// Private key file (PKCS#8 PEM ed25519) that signs; with --kid it becomes the active key.
     #[arg(long, requires = "kid")]
@@ -65,8 +69,10 @@ pub struct ServeArgs {
     /// `publish_dir`: also write each bundle there (NAME.tar.gz and NAME.tar.gz.etag).
     #[arg(long)]
     pub publish_dir: Option<PathBuf>,
-    /// `data_dir`: git mirror and last published bundles.
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "`data_dir`: git mirror and last published bundles [default: {}]",
+        config::default_data_dir().display()
+    ))]
     pub data_dir: Option<PathBuf>,
     /// Adds a bundle `NAME=DIR` (repeatable), in addition to the configured ones.
     #[arg(long = "bundle", value_name = "NAME=DIR")]
@@ -81,8 +87,15 @@ impl ServeArgs {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
+                // Parsed from the text first so an error in the file keeps its line; a missing
+                // key may still come from a flag, so that one is left to the merged check below.
+                if let Err(e) = serde_yaml::from_str::<ServerConfig>(&text) {
+                    if !e.to_string().contains("missing field") {
+                        anyhow::bail!("{}", located(p, &e));
+                    }
+                }
                 serde_yaml::from_str::<Value>(&text)
-                    .with_context(|| format!("{}: invalid YAML", p.display()))?
+                    .map_err(|e| anyhow::anyhow!("{}", located(p, &e)))?
             }
             None => Value::Mapping(Mapping::new()),
         };
@@ -151,12 +164,32 @@ impl ServeArgs {
             b.insert("dir".into(), dir.into());
             list.push(Value::Mapping(b));
         }
-        let cfg: ServerConfig = serde_yaml::from_value(root).map_err(|e| match &self.config {
-            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-            None => anyhow::anyhow!("configuration: {e}"),
+        let cfg: ServerConfig = serde_yaml::from_value(root).map_err(|e| {
+            let hint = if e.to_string().contains("missing field `git`") {
+                " (set git.repo in the file or pass --repo URL; see regent serve --help)"
+            } else {
+                ""
+            };
+            match &self.config {
+                Some(p) => anyhow::anyhow!("{}: {e}{hint}", p.display()),
+                None => anyhow::anyhow!("configuration: {e}{hint}"),
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// `FILE:LINE: path: message`: the line up front, where editors and CI annotations look for it.
+fn located(file: &std::path::Path, e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            format!("{}:{}: {msg}", file.display(), loc.line())
+        }
+        None => format!("{}: {msg}", file.display()),
     }
 }
 
@@ -242,6 +275,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         }
     }
     let key = active.context("signing.active_kid names no configured key")?;
+    let key = match cfg.signing.algorithm.as_deref() {
+        None => key,
+        Some(name) => {
+            let alg = signing::Alg::from_name(name)
+                .filter(|a| !a.is_hmac())
+                .with_context(|| {
+                    format!("signing.algorithm {name:?} is not a bundle signing algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)")
+                })?;
+            key.with_alg(alg, "signing.algorithm")?
+        }
+    };
     let signer = Arc::new(Signer {
         kid: cfg.signing.active_kid.clone(),
         key,
@@ -391,9 +435,25 @@ fn init_logging(cfg: &config::LogConfig) {
     };
 }
 
+/// Exit code of a configuration or usage error of `regent serve`, the same as the sidecar's.
+pub const EXIT_CONFIG: u8 = 2;
+
 /// Runs the server until SIGINT or SIGTERM; returns the exit code.
 pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
-    let cfg = args.load()?;
+    if args.config.is_none() && args.repo.is_none() {
+        eprintln!(
+            "regent: error: regent serve needs --config FILE or --repo URL (see regent serve --help)"
+        );
+        return Ok(EXIT_CONFIG);
+    }
+    // A bad configuration is the operator's to fix, not a runtime failure: exit like the sidecar.
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("regent: error: {e:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
     init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

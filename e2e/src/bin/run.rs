@@ -1,9 +1,10 @@
 //! `make run`: the whole system on its embedded defaults, on fixed local ports, until Ctrl-C.
 //!
-//! A bare git repository seeded from `policies/` (with a post-receive hook that notifies the
-//! bundle server), a signing key from `regent keygen`, `regent serve`, `regent-sidecar` syncing
-//! from it, the echo and Orders upstreams, and Envoy on 127.0.0.1:10000. Every process is stopped
-//! when this program ends (Ctrl-C, SIGTERM, or one of them dying).
+//! A bare git repository seeded from `policies/` (with a pre-receive hook that refuses a push
+//! the publish gate would refuse, and a post-receive hook that notifies the bundle server), a
+//! signing key from `regent keygen`, `regent serve`, `regent-sidecar` syncing from it, the echo
+//! and Orders upstreams, and Envoy on 127.0.0.1:10000. Every process is stopped when this
+//! program ends (Ctrl-C, SIGTERM, or one of them dying).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,7 +121,7 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
     // The hook notifies the server at once; polling also catches pushes made around the hook.
     sopts.poll_interval_seconds = 10;
     let mut server = BundleServer::start(h, sopts).await?;
-    server.install_hook(&repo)?;
+    server.install_hooks(&repo)?;
     let seed_commit = repo.head()?;
     let status = server
         .wait_processed(&seed_commit, Duration::from_secs(120))
@@ -248,13 +249,14 @@ Try it (the echo upstream answers with the method, path and headers it received)
 Change the policy with git and watch the answer flip (make /api/catalog public):
   cd {clone}        # a clone of {bare}
   sed -i 's|"public_routes": \[|"public_routes": [\n    {{"methods": ["GET"], "path": ["api", "catalog"]}},|' envoy/envoy/authz/data.json
-  git commit -qam 'public catalog' && git push      # the server answers through the hook: "published"
+  git commit -qam 'public catalog' && git push      # remote: regent: published commit ...
   curl -i http://127.0.0.1:{e}/api/catalog                                           # now 200
 
-A push whose policy tests fail is refused, and the old answer stays:
+A push whose policy tests fail is refused by git (pre-receive hook), and the old answer stays:
   sed -i 's|"scope": "orders:admin"|"scope": "orders:write"|' envoy/envoy/authz/data.json
-  git commit -qam 'let writers delete' && git push  # "rejected": test_obvious_deny_alice_cannot_delete fails
+  git commit -qam 'let writers delete' && git push  # refused: test test_obvious_deny_alice_cannot_delete failed at ...
   curl -i -X DELETE -H "Authorization: Bearer $ALICE" http://127.0.0.1:{e}/api/orders/1  # still 403
+  git reset -q --hard HEAD~1                        # drop the refused commit
 
 Press Ctrl-C to stop everything."#,
         alice = token("alice"),
