@@ -16,10 +16,14 @@ const MANIFEST: &str = r#"{"revision":"r1","roots":["authz"]}"#;
 const POLICY: &str = "package authz\n\ndefault allow := false\n";
 const KID: &str = "k1";
 
+/// An archive's entries, in order.
+type Entry = (String, Vec<u8>);
+type Files = Vec<Entry>;
+
 struct Case {
     name: &'static str,
     what: &'static str,
-    files: fn(&[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)>,
+    files: fn(&[Entry]) -> Files,
 }
 
 const CASES: &[Case] = &[
