@@ -145,7 +145,8 @@ fn verify_refuses_wrong_key_tampering_and_missing_signature() {
     let tampered = Bundle::from_files(files).unwrap();
     std::fs::write(cwd.join("t.tar.gz"), tampered.to_tar_gz().unwrap()).unwrap();
     let o = regent(cwd, &["verify", "t.tar.gz", "--key", "keys/good.pub:good"]);
-    assert_clean_error(&o, "envoy/authz.rego: digest mismatch");
+    assert_clean_error(&o, "envoy/authz.rego: ");
+    assert_clean_error(&o, "but the signature lists");
 
     // Flip one byte of the archive itself.
     let mut bytes = std::fs::read(cwd.join("b.tar.gz")).unwrap();

@@ -331,8 +331,8 @@ impl Gate for FindSignatures {
 }
 
 /// The second pass of [`Bundle::from_verified_tar_gz`], with the signature already verified: an
-/// entry the token does not list is refused at its header, and each listed file's digest is
-/// checked as it arrives.
+/// entry the token does not list, or lists with another length, is refused at its header, and
+/// each listed file's digest is checked as it arrives.
 struct Verifying<'a> {
     check: SignatureCheck,
     previous: Option<&'a Bundle>,
@@ -341,9 +341,9 @@ struct Verifying<'a> {
 }
 
 impl Gate for Verifying<'_> {
-    fn header(&mut self, path: &str, _: u64) -> Result<Entry, VerifyError> {
-        if path != SIGNATURES_FILE && !self.check.lists(path) {
-            return Err(VerifyError::FileNotSigned(path.to_string()));
+    fn header(&mut self, path: &str, size: u64) -> Result<Entry, VerifyError> {
+        if path != SIGNATURES_FILE {
+            self.check.admit(path, size)?;
         }
         Ok(Entry::Read)
     }

@@ -166,12 +166,22 @@ fn tampering_is_refused_as_before() {
         Err(ReadError::Signature(e)) => e,
         other => panic!("expected a signature refusal, got {:?}", other.map(|_| ())),
     };
+    // Same length, other bytes: the digest refuses it.
     let mut changed = files.clone();
-    changed[3].1 = b"package authz\n\ndefault allow := true\n".to_vec();
+    changed[3].1 = b"package authz\n\ndefault allow := trve\n\n".to_vec();
     assert_eq!(changed[3].0, "authz/policy.rego");
+    assert_eq!(changed[3].1.len(), POLICY.len());
     assert!(
         matches!(refuse(&changed), VerifyError::DigestMismatch { file, .. } if file == "authz/policy.rego")
     );
+    // Another length: refused at the tar header, before the file is read.
+    let mut longer = files.clone();
+    longer[3].1 = b"package authz\n\ndefault allow := true\n".to_vec();
+    assert!(matches!(
+        refuse(&longer),
+        VerifyError::SizeMismatch { file, signed, found }
+            if file == "authz/policy.rego" && signed == POLICY.len() as u64 && found == 37
+    ));
     let mut extra = files.clone();
     extra.push(("authz/extra.rego".into(), b"package authz\n".to_vec()));
     assert!(matches!(refuse(&extra), VerifyError::FileNotSigned(f) if f == "authz/extra.rego"));
@@ -220,8 +230,21 @@ fn yaml_alias_bomb_is_refused_signed_or_not() {
             other => panic!("{:?}", other.map(|_| ())),
         }
     }
-    // Signed and listed, but the bytes replaced by the bomb: hashing it is budgeted too.
-    let mut replaced = signed_files(&key, &[("authz/data.yaml", b"a: 1\n")]);
+    // Listed, but the bytes replaced by the bomb: Regent's signer records the length, so the
+    // header refuses it; OPA's does not, and then hashing it is budgeted too.
+    let mut resized = signed_files(&key, &[("authz/data.yaml", b"a: 1\n")]);
+    let i = resized
+        .iter()
+        .position(|(p, _)| p == "authz/data.yaml")
+        .unwrap();
+    resized[i].1 = bomb.clone();
+    match verified(&archive(&resized), &ring) {
+        Err(ReadError::Signature(VerifyError::SizeMismatch { file, .. })) => {
+            assert_eq!(file, "authz/data.yaml")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut replaced = signed_files_raw(&key, &[("authz/data.yaml", b"a: 1\n")]);
     let i = replaced
         .iter()
         .position(|(p, _)| p == "authz/data.yaml")
@@ -269,6 +292,31 @@ fn big_unsigned_json_is_refused_without_being_parsed() {
     files.push((file.0.into(), big.clone()));
     match verified(&archive(&files), &ring) {
         Err(ReadError::Signature(VerifyError::FileNotSigned(f))) => assert_eq!(f, file.0),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_listed_file_replaced_by_a_big_one_is_refused_at_its_header() {
+    let (key, ring) = key();
+    let mut files = signed_files(&key, &[("authz/data.json", br#"{"a": 1}"#)]);
+    let at = files
+        .iter()
+        .position(|(p, _)| p == "authz/data.json")
+        .unwrap();
+    // 64 MiB of zeros, listed under the signed name: its length alone refuses it, so neither
+    // the canonicaliser nor the parser ever sees it.
+    files[at].1 = vec![b'0'; 64 << 20];
+    match verified(&archive(&files), &ring) {
+        Err(ReadError::Signature(VerifyError::SizeMismatch {
+            file,
+            signed,
+            found,
+        })) => {
+            assert_eq!(file, "authz/data.json");
+            assert_eq!(signed, 8);
+            assert_eq!(found, 64 << 20);
+        }
         other => panic!("{:?}", other.map(|_| ())),
     }
 }

@@ -189,6 +189,16 @@ pub enum VerifyError {
     /// Files listed in the signature are missing from the bundle.
     #[error("files listed in the signature are missing from the bundle: {0:?}")]
     SignedFilesMissing(Vec<String>),
+    /// A file's length differs from the signed one (seen at its tar header, before it is read).
+    #[error("{file}: {found} bytes, but the signature lists {signed}")]
+    SizeMismatch {
+        /// File.
+        file: String,
+        /// Signed length.
+        signed: u64,
+        /// Length in the archive.
+        found: u64,
+    },
     /// A file's digest differs from the signed one.
     #[error("{file}: digest mismatch (want {want}, got {got})")]
     DigestMismatch {
@@ -356,13 +366,25 @@ impl SignatureCheck {
         })
     }
 
-    /// Whether the token lists `name` (and it was not checked yet).
-    pub(crate) fn lists(&self, name: &str) -> bool {
-        self.listed.contains_key(name)
+    /// Whether an entry of `size` bytes named `name` may be read: refused when the token does not
+    /// list it (or it was checked already), or lists another length for it.
+    pub(crate) fn admit(&self, name: &str, size: u64) -> Result<(), VerifyError> {
+        let entry = self
+            .listed
+            .get(name)
+            .ok_or_else(|| VerifyError::FileNotSigned(name.to_string()))?;
+        match entry.size {
+            Some(signed) if signed != size => Err(VerifyError::SizeMismatch {
+                file: name.to_string(),
+                signed,
+                found: size,
+            }),
+            _ => Ok(()),
+        }
     }
 
-    /// Checks one file (not `.signatures.json`) against its listed digest: refused when unlisted
-    /// (before anything else), or when the digest differs. `precomputed`: the file's SHA-256 if
+    /// Checks one file (not `.signatures.json`) against its listed length and digest: refused when
+    /// unlisted (before anything else), or when either differs. `precomputed`: the file's SHA-256 if
     /// already known. Returns the file's SHA-256 when that is the listed algorithm.
     pub(crate) fn check_file(
         &mut self,
@@ -370,6 +392,7 @@ impl SignatureCheck {
         bytes: &[u8],
         precomputed: Option<&str>,
     ) -> Result<Option<String>, VerifyError> {
+        self.admit(name, bytes.len() as u64)?;
         let entry = self
             .listed
             .remove(name)
