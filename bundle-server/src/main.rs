@@ -23,7 +23,7 @@ enum Command {
     Sign(authoring::sign::SignArgs),
     /// Verify a bundle's signature against public keys.
     Verify(authoring::verify::VerifyArgs),
-    /// Generate an ed25519 signing key pair (PEM).
+    /// Generate a signing key pair (PEM): Ed25519 by default, RSA or ECDSA with --alg.
     Keygen(authoring::keygen::KeygenArgs),
     /// Run the `*_test.rego` tests of a policy directory.
     Test(policy_test::TestArgs),

@@ -14,6 +14,20 @@ fn keygen(cwd: &Path, name: &str) {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 }
 
+/// The `alg` of the bundle's signature token header.
+fn token_alg(bundle: &Bundle) -> String {
+    use base64::Engine as _;
+    let sigs: serde_json::Value =
+        serde_json::from_slice(bundle.file(".signatures.json").expect("signed")).unwrap();
+    let token = sigs["signatures"][0].as_str().expect("one token");
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["alg"].as_str().unwrap().to_string()
+}
+
 fn read_bundle(path: &Path) -> Bundle {
     Bundle::from_tar_gz(&std::fs::read(path).unwrap(), &UnpackLimits::default()).unwrap()
 }
@@ -509,4 +523,115 @@ fn build_sign_and_verify_with_rsa_and_ec_keys() {
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
     assert!(err.contains("\"k\"") && err.contains("RS256"), "{err}");
+}
+
+#[test]
+fn keygen_makes_keys_for_every_algorithm_that_build_and_verify_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    policy_dir(cwd);
+    for alg in [
+        "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+    ] {
+        let o = regent(
+            cwd,
+            &["keygen", "--out-dir", "keys", "--name", alg, "--alg", alg],
+        );
+        assert_eq!(code(&o), 0, "{alg}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("algorithm:   {alg}")),
+            "{}",
+            stdout(&o)
+        );
+        let private = std::fs::read_to_string(cwd.join(format!("keys/{alg}.key"))).unwrap();
+        assert!(
+            private.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{alg}: {private}"
+        );
+        let public = std::fs::read_to_string(cwd.join(format!("keys/{alg}.pub"))).unwrap();
+        assert!(
+            public.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+            "{alg}: {public}"
+        );
+
+        let key = format!("keys/{alg}.key");
+        let o = regent(
+            cwd,
+            &[
+                "build",
+                "policies",
+                "-o",
+                "b.tar.gz",
+                "--key",
+                &key,
+                "--kid",
+                alg,
+                "--signing-alg",
+                alg,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{alg}: {}{}", stdout(&o), stderr(&o));
+        let spec = format!("keys/{alg}.pub:{alg}");
+        let o = regent(cwd, &["verify", "b.tar.gz", "--key", &spec]);
+        assert_eq!(code(&o), 0, "{alg}: {}{}", stdout(&o), stderr(&o));
+        // The library agrees, and the token names the algorithm asked for.
+        let mut ring = Keyring::new();
+        ring.insert_file(alg, &cwd.join(format!("keys/{alg}.pub")))
+            .unwrap();
+        let bundle = read_bundle(&cwd.join("b.tar.gz"));
+        verify(&bundle, &ring, &VerifyOptions::default()).unwrap();
+        assert_eq!(token_alg(&bundle), alg);
+    }
+    // openssl reads the keys as what they claim to be.
+    for (alg, want) in [
+        ("RS256", "2048 bit"),
+        ("ES384", "384 bit"),
+        ("ES512", "521 bit"),
+    ] {
+        let o = std::process::Command::new("openssl")
+            .current_dir(cwd)
+            .args(["pkey", "-in", &format!("keys/{alg}.key"), "-noout", "-text"])
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains(want), "{alg}: {text}");
+    }
+    let o = regent(
+        cwd,
+        &[
+            "keygen",
+            "--out-dir",
+            "keys",
+            "--name",
+            "rsa-big",
+            "--alg",
+            "RS256",
+            "--rsa-bits",
+            "4096",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = regent(
+        cwd,
+        &[
+            "keygen",
+            "--out-dir",
+            "keys",
+            "--name",
+            "weak",
+            "--alg",
+            "RS256",
+            "--rsa-bits",
+            "1024",
+        ],
+    );
+    assert_clean_error(&o, "--rsa-bits 1024");
+    for bad in ["HS256", "none", "rs256"] {
+        let o = regent(
+            cwd,
+            &["keygen", "--out-dir", "keys", "--name", "x", "--alg", bad],
+        );
+        assert_clean_error(&o, &format!("--alg {bad:?}"));
+        assert!(!cwd.join("keys/x.key").exists());
+    }
 }

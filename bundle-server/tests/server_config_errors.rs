@@ -25,33 +25,81 @@ fn serve_with(yaml: &str) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn unknown_key_deep_in_a_section_names_file_line_and_path() {
-    let (code, err) = serve_with(
-        "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\n    rots: [envoy]\nsigning: {keys: [], active_kid: k}\n",
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("serve.yaml:6:"), "{err}");
-    assert!(err.contains("bundles[0]: unknown field `rots`"), "{err}");
+/// A refused configuration: the file, and what stderr must contain.
+struct Refusal {
+    what: &'static str,
+    yaml: &'static str,
+    want: &'static [&'static str],
 }
 
 #[test]
-fn wrong_type_names_file_line_and_path() {
-    let (code, err) = serve_with(
-        "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\n    roots: 5\nsigning: {keys: [], active_kid: k}\n",
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("serve.yaml:6:"), "{err}");
-    assert!(err.contains("bundles[0].roots: invalid type"), "{err}");
+fn refused_configurations_name_file_line_and_key_and_exit_2() {
+    let cases = [
+        Refusal {
+            what: "an unknown key deep in a section",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\n    rots: [envoy]\nsigning: {keys: [], active_kid: k}\n",
+            want: &["serve.yaml:6:", "bundles[0]: unknown field `rots`"],
+        },
+        Refusal {
+            what: "a value of the wrong type",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\n    roots: 5\nsigning: {keys: [], active_kid: k}\n",
+            want: &["serve.yaml:6:", "bundles[0].roots: invalid type"],
+        },
+        Refusal {
+            what: "no git section",
+            yaml: "bundles: []\nsigning: {keys: [], active_kid: k}\n",
+            want: &["serve.yaml", "missing field `git`", "--repo"],
+        },
+        Refusal {
+            what: "a signing algorithm that does not exist",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\nsigning:\n  keys: [{kid: k, private_key_file: /nonexistent.pem}]\n  active_kid: k\n  algorithm: RS999\n",
+            want: &[
+                "serve.yaml:9: signing.algorithm: \"RS999\" is not a bundle signing algorithm",
+            ],
+        },
+        Refusal {
+            what: "HMAC as the signing algorithm",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\nsigning:\n  algorithm: HS256\n  keys: [{kid: k, private_key_file: /nonexistent.pem}]\n  active_kid: k\n",
+            want: &["serve.yaml:7: signing.algorithm: \"HS256\""],
+        },
+        Refusal {
+            what: "a value that parses but cannot work, in a list",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\n  - name: platform\n    dir: ../outside\nsigning: {keys: [{kid: k, private_key_file: /k.pem}], active_kid: k}\n",
+            want: &["serve.yaml:7: bundles[1].dir: \"../outside\" must be a relative path"],
+        },
+        Refusal {
+            what: "an unreadable signing key",
+            yaml: "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\nsigning: {keys: [{kid: k, private_key_file: /nonexistent.pem}], active_kid: k}\n",
+            want: &["signing.keys[0] (kid \"k\")", "/nonexistent.pem"],
+        },
+    ];
+    for case in cases {
+        let (code, err) = serve_with(case.yaml);
+        assert_eq!(code, Some(2), "{}: {err}", case.what);
+        for want in case.want {
+            assert!(err.contains(want), "{}: {want:?} not in: {err}", case.what);
+        }
+        assert!(!err.contains("panicked"), "{}: {err}", case.what);
+    }
 }
 
 #[test]
-fn missing_git_says_how_to_give_it() {
-    let (code, err) = serve_with("bundles: []\nsigning: {keys: [], active_kid: k}\n");
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("serve.yaml"), "{err}");
-    assert!(err.contains("missing field `git`"), "{err}");
-    assert!(err.contains("--repo"), "{err}");
+fn signing_algorithm_that_does_not_fit_the_key_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let o = regent(&["keygen", "--out-dir", ".", "--name", "ed"], dir.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        dir.path().join("serve.yaml"),
+        "git:\n  repo: /srv/policy.git\nbundles:\n  - name: authz\n    dir: policies\nsigning:\n  keys: [{kid: k, private_key_file: ed.key}]\n  active_kid: k\n  algorithm: RS256\n",
+    )
+    .expect("writing serve.yaml");
+    let out = regent(&["serve", "--config", "serve.yaml"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("signing.algorithm: algorithm RS256 cannot be used with"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -407,6 +407,16 @@ impl ServerConfig {
                 ),
             ));
         }
+        if let Some(name) = &self.signing.algorithm {
+            if self.signing_alg().is_none() {
+                return Err(err(
+                    "signing.algorithm",
+                    format!(
+                        "{name:?} is not a bundle signing algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)"
+                    ),
+                ));
+            }
+        }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             let ok = t.sha256.len() == 64
                 && t.sha256
@@ -475,6 +485,13 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// `signing.algorithm` as an algorithm, when set and one bundles may be signed with (not
+    /// HMAC; JWS names are case-sensitive). [`ServerConfig::validate`] refuses any other value.
+    pub fn signing_alg(&self) -> Option<regent_bundle::signing::Alg> {
+        let name = self.signing.algorithm.as_deref()?;
+        regent_bundle::signing::Alg::from_name(name).filter(|a| !a.is_hmac())
+    }
+
     /// Whether status reports must carry one of `auth.tokens`: `fleet.require_token` (or its
     /// deprecated spelling `auth.status_reports_require_token`) if set, else whenever tokens
     /// are configured. Without tokens the server is open and nothing is required.
@@ -499,6 +516,95 @@ impl ServerConfig {
         });
         hex::encode(sha2::Sha256::digest(v.to_string().as_bytes()))
     }
+}
+
+/// Best-effort 1-based line of a dotted key (`signing.algorithm`, `bundles[1].dir`) in
+/// block-style YAML. Where a nested key cannot be found (flow style `{...}`, or a key the file
+/// does not hold because it came from a default), the line of the deepest enclosing key that was
+/// found; `None` when not even the first segment is in the file.
+pub fn key_line(text: &str, dotted: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    // (leading spaces, indentation of the content after any `- ` list markers, the content)
+    let split = |l: &'_ str| -> (usize, usize, String) {
+        let outer = l.len() - l.trim_start_matches(' ').len();
+        let mut rest = &l[outer..];
+        let mut inner = outer;
+        while let Some(r) = rest.strip_prefix("- ") {
+            let r2 = r.trim_start_matches(' ');
+            inner += rest.len() - r2.len();
+            rest = r2;
+        }
+        (outer, inner, rest.to_string())
+    };
+    let blank = |c: &str| c.is_empty() || c.starts_with('#') || c == "-";
+    // The scope being searched: from line `start`, until a later line indented `limit` or less.
+    let (mut start, mut limit): (usize, Option<usize>) = (0, None);
+    let mut found = None;
+    for seg in dotted.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let mut child_indent = None;
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(start) {
+            let (outer, inner, content) = split(l);
+            if blank(&content) {
+                continue;
+            }
+            if i > start && limit.is_some_and(|lim| outer <= lim) {
+                break;
+            }
+            let want = *child_indent.get_or_insert(inner);
+            if inner == want
+                && (content
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(':'))
+                    || content
+                        .strip_prefix(&format!("{name:?}"))
+                        .is_some_and(|r| r.starts_with(':')))
+            {
+                hit = Some((i, inner));
+                break;
+            }
+        }
+        let Some((line, indent)) = hit else {
+            return found;
+        };
+        found = Some(line + 1);
+        (start, limit) = (line + 1, Some(indent));
+        if let Some(want) = index {
+            // The list items under the key: `- ` lines at the first such indentation.
+            let mut dash = None;
+            let mut n = 0;
+            let mut item = None;
+            for (i, l) in lines.iter().enumerate().skip(line + 1) {
+                let (outer, _, _) = split(l);
+                let trimmed = l.trim_start_matches(' ');
+                if blank(trimmed) && !trimmed.starts_with('-') {
+                    continue;
+                }
+                let is_dash = trimmed.starts_with("- ") || trimmed == "-";
+                if outer < indent || (outer == indent && !is_dash) {
+                    break;
+                }
+                if is_dash && *dash.get_or_insert(outer) == outer {
+                    if n == want {
+                        item = Some((i, outer));
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+            let Some((i, outer)) = item else {
+                return found;
+            };
+            found = Some(i + 1);
+            // The item's first key sits on the `- ` line itself, hence `start` includes it.
+            (start, limit) = (i, Some(outer));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -597,6 +703,35 @@ signing: {keys: [{kid: k1, private_key_file: /k}], active_kid: k1}
         let mut c = ServerConfig::from_yaml(MIN).unwrap();
         c.fleet.require_token = Some(true);
         assert_eq!(c.validate().unwrap_err().key, "fleet.require_token");
+    }
+
+    #[test]
+    fn lines_of_dotted_keys() {
+        let text = "git:\n  repo: /r\nbundles:\n  - name: a\n    dir: x\n  - name: b\n    # c\n    dir: y\nsigning:\n  keys:\n  - kid: k\n    private_key_file: /k\n  active_kid: k\n  algorithm: XS1\nlog: {format: xml}\n";
+        assert_eq!(key_line(text, "git.repo"), Some(2));
+        assert_eq!(key_line(text, "bundles[0].name"), Some(4));
+        assert_eq!(key_line(text, "bundles[1].dir"), Some(8));
+        assert_eq!(key_line(text, "signing.keys[0].private_key_file"), Some(12));
+        assert_eq!(key_line(text, "signing.algorithm"), Some(14));
+        // Flow style: the section's line.
+        assert_eq!(key_line(text, "log.format"), Some(15));
+        assert_eq!(key_line(text, "tls.cert_file"), None);
+        assert_eq!(key_line(text, "bundles[5].dir"), Some(3));
+    }
+
+    #[test]
+    fn signing_algorithm_is_checked_with_the_rest() {
+        let mut c = ServerConfig::from_yaml(MIN).unwrap();
+        for ok in ["RS256", "PS512", "ES384", "EdDSA"] {
+            c.signing.algorithm = Some(ok.into());
+            c.validate().unwrap();
+        }
+        for bad in ["HS256", "none", "rs256", ""] {
+            c.signing.algorithm = Some(bad.into());
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.key, "signing.algorithm", "{bad}");
+            assert!(e.message.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 
     #[test]

@@ -83,10 +83,12 @@ impl ServeArgs {
     /// The configuration: the file (if any) with the flags applied, validated.
     pub fn load(&self) -> anyhow::Result<ServerConfig> {
         use serde_yaml::{Mapping, Value};
+        let mut file_text = None;
         let mut root = match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
+                file_text = Some(text.clone());
                 // Parsed from the text first so an error in the file keeps its line; a missing
                 // key may still come from a flag, so that one is left to the merged check below.
                 if let Err(e) = serde_yaml::from_str::<ServerConfig>(&text) {
@@ -175,7 +177,16 @@ impl ServeArgs {
                 None => anyhow::anyhow!("configuration: {e}{hint}"),
             }
         })?;
-        cfg.validate()?;
+        if let Err(e) = cfg.validate() {
+            // `FILE:LINE: key: message` like the parse errors, when the key is in the file.
+            match (&self.config, &file_text) {
+                (Some(p), Some(text)) => match config::key_line(text, &e.key) {
+                    Some(line) => anyhow::bail!("{}:{line}: {e}", p.display()),
+                    None => anyhow::bail!("{}: {e}", p.display()),
+                },
+                _ => return Err(e.into()),
+            }
+        }
         Ok(cfg)
     }
 }
@@ -258,12 +269,9 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(trimmed)
 }
 
-/// Starts the server: restores the last publication, binds, starts the build loop. Must be
-/// called inside a tokio runtime.
-pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
-    cfg.validate()?;
-    let cfg = Arc::new(cfg);
-
+/// Reads every configured signing key: the keyring of their public halves, and the active key
+/// set to `signing.algorithm` (refused when the algorithm does not fit the key).
+pub(crate) fn load_signing(cfg: &ServerConfig) -> anyhow::Result<(Keyring, Signer)> {
     let mut keyring = Keyring::new();
     let mut active = None;
     for (i, k) in cfg.signing.keys.iter().enumerate() {
@@ -275,23 +283,31 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         }
     }
     let key = active.context("signing.active_kid names no configured key")?;
-    let key = match cfg.signing.algorithm.as_deref() {
-        None => key,
-        Some(name) => {
-            let alg = signing::Alg::from_name(name)
-                .filter(|a| !a.is_hmac())
-                .with_context(|| {
-                    format!("signing.algorithm {name:?} is not a bundle signing algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)")
-                })?;
-            key.with_alg(alg, "signing.algorithm")?
-        }
+    let key = match (cfg.signing_alg(), cfg.signing.algorithm.as_deref()) {
+        (Some(alg), _) => key.with_alg(alg, "signing.algorithm")?,
+        (None, None) => key,
+        // validate() refuses it; kept as an error for callers that skipped it.
+        (None, Some(name)) => anyhow::bail!("signing.algorithm {name:?} is not supported"),
     };
-    let signer = Arc::new(Signer {
-        kid: cfg.signing.active_kid.clone(),
-        key,
-        scope: cfg.signing.scope.clone(),
-        issuer: cfg.signing.issuer.clone(),
-    });
+    Ok((
+        keyring,
+        Signer {
+            kid: cfg.signing.active_kid.clone(),
+            key,
+            scope: cfg.signing.scope.clone(),
+            issuer: cfg.signing.issuer.clone(),
+        },
+    ))
+}
+
+/// Starts the server: restores the last publication, binds, starts the build loop. Must be
+/// called inside a tokio runtime.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+
+    let (keyring, signer) = load_signing(&cfg)?;
+    let signer = Arc::new(signer);
     let webhook_secret = match &cfg.webhook.secret_file {
         Some(p) => Some(read_secret(p)?),
         None => None,
@@ -454,6 +470,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_CONFIG);
         }
     };
+    // Keys that cannot be read, or that cannot sign with signing.algorithm, are configuration
+    // errors too; start() reads them again.
+    if let Err(e) = load_signing(&cfg) {
+        eprintln!("regent: error: {e:#}");
+        return Ok(EXIT_CONFIG);
+    }
     init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
