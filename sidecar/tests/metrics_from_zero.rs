@@ -2,12 +2,11 @@
 //! front at 0, so `increase()` and `rate()` see the first event (issue 23): each configured bundle
 //! × every activation failure reason and download result, every Check error reason and decision.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
+use std::time::Duration;
+
+use common::Proc;
 
 /// Activation failure reasons (`sync::status::ACTIVATION_FAILURE_REASONS`), written out: the
 /// exported series are an interface dashboards and alerts rely on.
@@ -33,64 +32,6 @@ const CHECK_ERROR_REASONS: &[&str] = &[
     "missing_allowed",
     "invalid_field",
 ];
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The first JSON log event with this message (bounded wait).
-    fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                    if v["message"] == message {
-                        return v;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no {message:?} event; saw {seen:#?}");
-    }
-}
 
 /// The value of `series` (name and labels exactly as exported) on a `/metrics` page.
 fn value(page: &str, series: &str) -> Option<f64> {

@@ -2,22 +2,19 @@
 //! `SidecarConfig::from_file`: each maps onto the expected Regent settings, each key Regent cannot
 //! honour is refused by its dotted path; and the real binary syncs a signed bundle with one.
 
+mod common;
 mod server_support;
 mod sync_support;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{listening_addr, run_to_end, Proc};
 use regent_bundle::signing::{self, SignClaims};
 use regent_bundle::Bundle;
 use regent_sidecar::config::{ConfigError, LogOutput, SidecarConfig};
 use server_support::{allowed, connect, get};
-
-const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -392,13 +389,8 @@ fn the_binary_refuses_an_unsupported_opa_key_with_exit_status_2() {
         "opa-config.yaml",
         "plugins:\n  envoy_ext_authz_grpc:\n    addr: :9191\n    enable-performance-metrics: true\n",
     );
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().expect("utf8")])
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = run_to_end(&["--config", config.to_str().expect("utf8")]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(
             "opa-config.yaml: line 4: plugins.envoy_ext_authz_grpc.enable-performance-metrics: not supported by Regent"
@@ -449,10 +441,7 @@ async fn the_binary_syncs_a_signed_bundle_with_an_opa_config() {
         "json",
     ]);
     let listening = proc.event("regent-sidecar listening", Duration::from_secs(30));
-    let grpc: std::net::SocketAddr = listening["grpc"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("grpc address in {listening}"));
+    let grpc = listening_addr(&listening, "grpc");
     assert!(
         grpc.ip().is_loopback(),
         "localhost:0 binds loopback: {grpc}"
@@ -483,71 +472,8 @@ async fn the_binary_syncs_a_signed_bundle_with_an_opa_config() {
     let seen = srv.seen();
     assert!(!seen.is_empty(), "the bundle was downloaded");
     assert_eq!(
-        proc.status_ok(),
+        proc.exited(),
         None,
         "the sidecar is still running after answering"
     );
-}
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The first JSON log event with this message (bounded wait).
-    fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                    if v["message"] == message {
-                        return v;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no {message:?} event; saw {seen:#?}");
-    }
-
-    /// The exit status if the process has ended.
-    fn status_ok(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
 }

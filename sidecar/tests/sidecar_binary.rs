@@ -1,17 +1,15 @@
 //! The `regent-sidecar` binary: configuration errors, flags, JSON logs, graceful shutdown on SIGTERM;
 //! and the shipped example configuration.
 
+mod common;
 mod server_support;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::{listening_addr, run_to_end, Proc, BIN};
 use regent_sidecar::config::{EngineChoice, LogOutput, SidecarConfig};
 use server_support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
 
 #[test]
 fn example_config_parses_and_documents_the_defaults() {
@@ -45,18 +43,6 @@ fn example_config_parses_and_documents_the_defaults() {
     assert_eq!(cfg.runtime.worker_threads, defaults.runtime.worker_threads);
 }
 
-fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_bad_config_file_is_a_clear_error_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,84 +73,7 @@ fn a_bad_config_file_is_a_clear_error_naming_the_key() {
 
 /// The gRPC address in a `regent-sidecar listening` event.
 fn grpc_addr(listening: &serde_json::Value) -> std::net::SocketAddr {
-    listening["grpc"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("grpc address in {listening}"))
-}
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args);
-        Proc::spawn_command(cmd)
-    }
-
-    fn spawn_command(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The first JSON log event with this message (bounded wait).
-    fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                    if v["message"] == message {
-                        return v;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no {message:?} event; saw {seen:#?}");
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
+    listening_addr(listening, "grpc")
 }
 
 // Multi-threaded: this test blocks its thread while waiting for the process, and the client's
