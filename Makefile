@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 
-.PHONY: run test unit-test policy-test e2e helm-check bench lint fmt build release
+.PHONY: run test unit-test policy-test e2e helm-check bench lint fmt build release image
 
 ## run: the whole system locally on its embedded defaults (git repo, bundle server, sidecar, Envoy, upstreams)
 run:
@@ -27,6 +27,10 @@ helm-check:
 ## bench: throughput, latency, memory benchmarks; figures go in BENCHMARKS.md
 bench:
 	@if [ -x bench/run.sh ]; then bench/run.sh; else echo "bench: no benchmarks yet"; fi
+
+## image: container images of both binaries (Dockerfiles where a builder exists, else an offline OCI layout)
+image:
+	tools/image.sh
 
 ## lint: formatting and clippy with warnings as errors
 lint:
