@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 
-.PHONY: run test unit-test policy-test e2e helm-check bench lint fmt build release image
+.PHONY: run test unit-test policy-test e2e helm-check bench lint fmt build release image fuzz
 
 ## run: the whole system locally on its embedded defaults (git repo, bundle server, sidecar, Envoy, upstreams)
 run:
@@ -31,6 +31,10 @@ bench:
 ## image: container images of both binaries (Dockerfiles where a builder exists, else an offline OCI layout)
 image:
 	tools/image.sh
+
+## fuzz: the bundle reader's fuzz targets (FUZZ_SECONDS per target, default 60)
+fuzz:
+	tools/fuzz.sh
 
 ## lint: formatting and clippy with warnings as errors
 lint:
