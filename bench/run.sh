@@ -2,8 +2,8 @@
 # `make bench`: Check throughput/latency of the sidecar against a NOP ext_authz floor for three
 # policies (the tuned RBAC one, an edge JWT policy and a policy over 5,000 bindings), instructions
 # per Check under callgrind (bench/callgrind.sh), the issue-15 targets, policy evaluation cost (VM vs
-# interpreter), bundle activation time, and the bundle server's long-poll fan-out. Not part of the
-# tests.
+# interpreter), bundle activation time, the refusal cost of hostile bundles (issue 22), and the
+# bundle server's long-poll fan-out. Not part of the tests.
 # Prints Markdown tables (also saved to target/bench/results.md); figures go in BENCHMARKS.md.
 #
 # Knobs (environment): SECS (measured seconds per run, 10), WARMUP (2), CONCURRENCY ("1 64"),
@@ -244,7 +244,17 @@ for _ in $(seq "$ROUNDS"); do
     "$BIN/examples/activation_bench" "${ACTIVATION_SIZES##* }" --same-data | tee -a "$RESULTS"
 done
 
-# 5. Bundle server: long-poll fan-out (its own table; figures go in BENCHMARKS.md "Bundle server").
+# 5. What a bundle the keyring refuses costs the sidecar's reader (issue 22: peak RSS above the
+# steady state and CPU, per hostile case; bench/src/bin/refusal_cost.rs).
+say ""
+say "## Refusal cost of hostile bundles (\`Bundle::from_verified_tar_gz\`, default unpack limits)"
+say ""
+if ! "$BIN/refusal_cost" | tee -a "$RESULTS"; then
+    say "refusal_cost: FAILED (see the error above)"
+    FAILED+=("refusal_cost")
+fi
+
+# 6. Bundle server: long-poll fan-out (its own table; figures go in BENCHMARKS.md "Bundle server").
 if [ "${LONGPOLL_CLIENTS:-10000}" -gt 0 ]; then
     say ""
     say "## Bundle server long-poll fan-out (${LONGPOLL_CLIENTS:-10000} clients)"

@@ -1,6 +1,8 @@
 //! What a hostile bundle costs the sidecar's reader before it is refused: peak memory above the
 //! steady state and CPU time of `Bundle::from_verified_tar_gz`, for archives the keyring does not
-//! accept (issue 22's worst cases) and one whose signature is valid but whose file was replaced.
+//! accept (issue 22's worst cases: unsigned, unlisted files before and after `.signatures.json`, no
+//! signatures at all) and two whose signature is valid but whose listed file was replaced (another
+//! length, refused at its tar header; the same length, refused by its digest).
 //!
 //! Each case runs in a child process of its own, reading an archive the parent wrote to a file,
 //! so the peak (VmHWM) belongs to the read alone. Prints a Markdown table.
@@ -26,48 +28,50 @@ struct Case {
     files: fn(&[Entry]) -> Files,
 }
 
+/// A data file the signature does not list: inside the manifest's root, so the only reason to
+/// refuse it is that it is unsigned (not its path or its root).
+const UNLISTED_JSON: &str = "authz/extra/data.json";
+const UNLISTED_YAML: &str = "authz/extra/data.yaml";
+
 const CASES: &[Case] = &[
     Case {
         name: "alias_bomb",
         what: "unsigned `data.yaml`, ~1 KB of anchors expanding to ~10^11 nodes",
-        files: |signed| with(signed, 2, "authz/data.yaml", alias_bomb()),
+        files: |signed| with(signed, AFTER_SIGNATURES, UNLISTED_YAML, alias_bomb()),
     },
     Case {
         name: "zeros_before_signatures",
         what: "unsigned 150 MiB `data.json` of zeros, before `.signatures.json`",
-        files: |signed| with(signed, 1, "authz/data.json", zeros_json(150 << 20)),
+        files: |signed| with(signed, BEFORE_SIGNATURES, UNLISTED_JSON, zeros_json(150 << 20)),
     },
     Case {
         name: "big_json_after_signatures",
         what: "unsigned 200 MiB `data.json`, after `.signatures.json`",
-        files: |signed| with(signed, 2, "authz/data.json", zeros_json(200 << 20)),
+        files: |signed| with(signed, AFTER_SIGNATURES, UNLISTED_JSON, zeros_json(200 << 20)),
     },
     Case {
         name: "deep_yaml",
         what: "unsigned 140 KB `data.yaml` nested 70,000 levels",
-        files: |signed| with(signed, 2, "authz/data.yaml", deep_yaml()),
+        files: |signed| with(signed, AFTER_SIGNATURES, UNLISTED_YAML, deep_yaml()),
     },
     Case {
         name: "no_signatures",
         what: "no `.signatures.json`, 150 MiB `data.json`",
         files: |signed| {
-            let mut f = with(signed, 1, "authz/data.json", zeros_json(150 << 20));
+            let mut f = with(signed, BEFORE_SIGNATURES, UNLISTED_JSON, zeros_json(150 << 20));
             f.retain(|(p, _)| p != SIGNATURES_FILE);
             f
         },
     },
     Case {
         name: "listed_file_replaced",
-        what: "valid signature replayed, its `data.json` replaced by 150 MiB of zeros",
-        files: |signed| {
-            let mut f = signed.to_vec();
-            for (p, d) in f.iter_mut() {
-                if p == "authz/data.json" {
-                    *d = zeros_json(150 << 20);
-                }
-            }
-            f
-        },
+        what: "valid signature replayed, its listed `data.json` replaced by 150 MiB of zeros",
+        files: |signed| replaced(signed, zeros_json(150 << 20)),
+    },
+    Case {
+        name: "listed_file_replaced_same_length",
+        what: "valid signature replayed, its listed `data.json` replaced by other bytes of the same length",
+        files: |signed| replaced(signed, br#"{"a": 2}"#.to_vec()),
     },
 ];
 
@@ -91,6 +95,9 @@ fn parent() -> Result<()> {
     let key_file = dir.join("k1.pem");
     std::fs::write(&key_file, public)?;
     let signed = signed_files(&key)?;
+    if signed.get(AFTER_SIGNATURES - 1).map(|(p, _)| p.as_str()) != Some(SIGNATURES_FILE) {
+        bail!("the signed bundle's entries are not in the order the cases assume");
+    }
     println!("| case | archive | refusal | peak RSS above steady state | CPU |");
     println!("|---|---:|---|---:|---:|");
     let me = std::env::current_exe()?;
@@ -153,7 +160,7 @@ fn child(file: &Path, key: &Path) -> Result<()> {
     Ok(())
 }
 
-fn signed_files(key: &signing::SigningKey) -> Result<Vec<(String, Vec<u8>)>> {
+fn signed_files(key: &signing::SigningKey) -> Result<Files> {
     let mut files = std::collections::BTreeMap::new();
     files.insert(MANIFEST_FILE.to_string(), MANIFEST.as_bytes().to_vec());
     files.insert("authz/policy.rego".to_string(), POLICY.as_bytes().to_vec());
@@ -165,19 +172,25 @@ fn signed_files(key: &signing::SigningKey) -> Result<Vec<(String, Vec<u8>)>> {
         .collect())
 }
 
-/// `signed` without its `data.json`, with `path` holding `data` inserted at `at`.
-fn with(
-    signed: &[(String, Vec<u8>)],
-    at: usize,
-    path: &str,
-    data: Vec<u8>,
-) -> Vec<(String, Vec<u8>)> {
-    let mut f: Vec<_> = signed
-        .iter()
-        .filter(|(p, _)| p != "authz/data.json")
-        .cloned()
-        .collect();
+/// Index in [`signed_files`]'s order (`.manifest`, `.signatures.json`, then the signed content):
+/// an entry inserted here comes before `.signatures.json`.
+const BEFORE_SIGNATURES: usize = 1;
+/// An entry inserted here comes right after `.signatures.json`.
+const AFTER_SIGNATURES: usize = 2;
+
+/// All of `signed`, with the unlisted file `path` holding `data` inserted at `at`.
+fn with(signed: &[Entry], at: usize, path: &str, data: Vec<u8>) -> Files {
+    let mut f = signed.to_vec();
     f.insert(at.min(f.len()), (path.to_string(), data));
+    f
+}
+
+/// `signed` with the bytes of its listed `authz/data.json` replaced by `data`.
+fn replaced(signed: &[Entry], data: Vec<u8>) -> Files {
+    let mut f = signed.to_vec();
+    if let Some((_, d)) = f.iter_mut().find(|(p, _)| p == "authz/data.json") {
+        *d = data;
+    }
     f
 }
 
