@@ -150,6 +150,8 @@ struct Obj<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Transport {
     bearer_token_file: Option<PathBuf>,
+    bearer_token: Option<crate::sync::config::Secret>,
+    bearer_scheme: Option<String>,
     ca_file: Option<PathBuf>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
@@ -400,23 +402,32 @@ impl<'t> Mapper<'t> {
             if let Some(v) = c.take("bearer") {
                 let bp = join(&cp, "bearer");
                 let mut b = self.obj(&bp, v)?;
-                if b.take("token").is_some() {
-                    return Err(self.unsupported(
-                        join(&bp, "token"),
-                        "inline tokens; put the token in a file and set token_path (re-read on every request)",
-                    ));
-                }
-                let file = b
-                    .string(self, "token_path")?
-                    .ok_or_else(|| self.err(join(&bp, "token_path"), "is required"))?;
-                transport.bearer_token_file = Some(PathBuf::from(file));
-                if let Some(scheme) = b.string(self, "scheme")? {
-                    if scheme != "Bearer" {
-                        return Err(self.unsupported(
-                            join(&bp, "scheme"),
-                            &format!("scheme {scheme:?}; Regent sends `Authorization: Bearer`"),
-                        ));
+                // OPA: `token` inline or `token_path` (a file read for every request), one of them.
+                let token = b.string(self, "token")?;
+                let token_path = b.string(self, "token_path")?;
+                match (token, token_path) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.err(join(&bp, "token"), "give token or token_path, not both"))
                     }
+                    (Some(token), None) => {
+                        // The scheme is checked on its own below.
+                        if let Err(why) =
+                            crate::sync::credentials::check_inline("Bearer", Some(&token))
+                        {
+                            return Err(self.err(join(&bp, "token"), why));
+                        }
+                        transport.bearer_token = Some(token.into());
+                    }
+                    (None, Some(file)) => transport.bearer_token_file = Some(PathBuf::from(file)),
+                    (None, None) => {
+                        return Err(self.err(join(&bp, "token_path"), "is required (or token)"))
+                    }
+                }
+                if let Some(scheme) = b.string(self, "scheme")? {
+                    if let Err(why) = crate::sync::credentials::check_inline(&scheme, None) {
+                        return Err(self.err(join(&bp, "scheme"), why));
+                    }
+                    transport.bearer_scheme = Some(scheme);
                 }
                 b.finish(self)?;
             }
@@ -848,6 +859,10 @@ impl<'t> Mapper<'t> {
         }
         if let Some((_, t)) = transport {
             sync.http.bearer_token_file = t.bearer_token_file.clone();
+            sync.http.bearer_token = t.bearer_token.clone();
+            if let Some(scheme) = &t.bearer_scheme {
+                sync.http.bearer_scheme = scheme.clone();
+            }
             sync.http.ca_file = t.ca_file.clone();
             sync.http.client_cert_file = t.client_cert_file.clone();
             sync.http.client_key_file = t.client_key_file.clone();

@@ -161,6 +161,14 @@ fn bearer_credentials_status_and_labels_map() {
         Some("west")
     );
     assert!(s.persist_dir.is_none());
+
+    // OPA's inline token, with another scheme: sent as given, and never in debug output.
+    let cfg = load("services:\n  s:\n    url: https://example.com/\n    credentials:\n      bearer:\n        token: s3cret\n        scheme: Token\nbundles:\n  authz:\n    service: s\n").expect("valid");
+    let h = &cfg.sync.http;
+    assert_eq!(h.bearer_token.as_ref().map(|t| t.expose()), Some("s3cret"));
+    assert_eq!(h.bearer_scheme, "Token");
+    assert!(h.bearer_token_file.is_none());
+    assert!(!format!("{cfg:?}").contains("s3cret"));
 }
 
 #[test]
@@ -271,14 +279,19 @@ fn each_unsupported_key_is_named_with_its_path_and_line() {
             Some(4),
         ),
         (
-            format!("{svc}    credentials:\n      bearer:\n        token: secret\n"),
-            "services.s.credentials.bearer.token: not supported by Regent",
+            format!("{svc}    credentials:\n      bearer:\n        token: secret\n        token_path: /t\n"),
+            "services.s.credentials.bearer.token: give token or token_path, not both",
             Some(6),
         ),
         (
-            format!("{svc}    credentials:\n      bearer:\n        token_path: /t\n        scheme: Token\n"),
-            "services.s.credentials.bearer.scheme: not supported by Regent",
+            format!("{svc}    credentials:\n      bearer:\n        token_path: /t\n        scheme: \"Bear er\"\n"),
+            "services.s.credentials.bearer.scheme: the scheme must be one HTTP auth-scheme token",
             Some(7),
+        ),
+        (
+            format!("{svc}    credentials:\n      bearer:\n        token: \"a\\nb\"\nbundles:\n  a:\n    service: s\n"),
+            "services.s.credentials.bearer.token: the token holds characters not allowed in an HTTP header",
+            Some(6),
         ),
         (
             format!("{svc}    credentials:\n      oauth2:\n        token_url: https://x/t\n"),
@@ -428,7 +441,7 @@ async fn the_binary_syncs_a_signed_bundle_with_an_opa_config() {
         dir.path(),
         "opa-config.yaml",
         &format!(
-            "services:\n  control:\n    url: {base}\nbundles:\n  authz:\n    service: control\n    polling:\n      min_delay_seconds: 1\n      max_delay_seconds: 1\n    signing:\n      keyid: bundle_key\nkeys:\n  bundle_key:\n    algorithm: EdDSA\n    key: |\n{}plugins:\n  envoy_ext_authz_grpc:\n    addr: localhost:0\n    path: envoy/authz/allow\ndecision_logs:\n  console: true\n",
+            "services:\n  control:\n    url: {base}\n    credentials:\n      bearer:\n        token: s3cret\n        scheme: Token\nbundles:\n  authz:\n    service: control\n    polling:\n      min_delay_seconds: 1\n      max_delay_seconds: 1\n    signing:\n      keyid: bundle_key\nkeys:\n  bundle_key:\n    algorithm: EdDSA\n    key: |\n{}plugins:\n  envoy_ext_authz_grpc:\n    addr: localhost:0\n    path: envoy/authz/allow\ndecision_logs:\n  console: true\n",
             indent(&public, 6)
         ),
     );
@@ -471,6 +484,10 @@ async fn the_binary_syncs_a_signed_bundle_with_an_opa_config() {
     assert!(!allowed(&denied), "{denied:?}");
     let seen = srv.seen();
     assert!(!seen.is_empty(), "the bundle was downloaded");
+    // Every download carried the service's inline credentials.
+    for s in &seen {
+        assert_eq!(s.authorization.as_deref(), Some("Token s3cret"), "{s:?}");
+    }
     assert_eq!(
         proc.exited(),
         None,

@@ -87,6 +87,31 @@ impl Default for PollingConfig {
     }
 }
 
+/// A secret from the configuration: shown as `<redacted>` in debug output, so logging a
+/// configuration never prints it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// HTTP client settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +134,11 @@ pub struct HttpConfig {
     pub max_bundle_bytes: u64,
     /// File holding a bearer token; re-read on every request so rotation needs no restart.
     pub bearer_token_file: Option<PathBuf>,
+    /// The bearer token itself, in the configuration (OPA's `credentials.bearer.token`); not
+    /// with `bearer_token_file`, which keeps the secret out of the config and follows rotation.
+    pub bearer_token: Option<Secret>,
+    /// Scheme of the `Authorization` header sent with the token (default `Bearer`).
+    pub bearer_scheme: String,
     /// PEM CA bundle trusted in addition to the built-in web roots.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (with `client_key_file`) for mutual TLS.
@@ -127,6 +157,8 @@ impl Default for HttpConfig {
             min_transfer_window_seconds: 10,
             max_bundle_bytes: 256 * 1024 * 1024,
             bearer_token_file: None,
+            bearer_token: None,
+            bearer_scheme: "Bearer".to_string(),
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
@@ -297,6 +329,23 @@ impl SyncConfig {
         if h.max_bundle_bytes == 0 {
             return Err(err("http.max_bundle_bytes", "must be at least 1"));
         }
+        if h.bearer_token.is_some() && h.bearer_token_file.is_some() {
+            return Err(err(
+                "http.bearer_token",
+                "give bearer_token or bearer_token_file, not both",
+            ));
+        }
+        if let Err(why) = super::credentials::check_inline(
+            &h.bearer_scheme,
+            h.bearer_token.as_ref().map(Secret::expose),
+        ) {
+            let key = if why.contains("scheme") {
+                "http.bearer_scheme"
+            } else {
+                "http.bearer_token"
+            };
+            return Err(err(key, why));
+        }
         if h.client_cert_file.is_some() != h.client_key_file.is_some() {
             return Err(err(
                 "http.client_cert_file",
@@ -408,6 +457,19 @@ mod tests {
             e.contains("sync.keys[0].algorithm") && e.contains("HS256"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bearer_credentials_are_checked() {
+        let e = parse("http: {bearer_token: abc, bearer_token_file: /t}").unwrap_err();
+        assert!(e.contains("sync.http.bearer_token") && e.contains("not both"), "{e}");
+        let e = parse("http: {bearer_token: \"a\\nb\"}").unwrap_err();
+        assert!(e.contains("sync.http.bearer_token") && e.contains("header"), "{e}");
+        let e = parse("http: {bearer_token: abc, bearer_scheme: \"Bear er\"}").unwrap_err();
+        assert!(e.contains("sync.http.bearer_scheme"), "{e}");
+        let cfg = parse("http: {bearer_token: abc, bearer_scheme: Token}").unwrap();
+        assert_eq!(cfg.http.bearer_token.as_ref().map(Secret::expose), Some("abc"));
+        assert!(!format!("{cfg:?}").contains("abc"));
     }
 
     #[test]

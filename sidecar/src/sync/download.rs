@@ -1,13 +1,14 @@
 //! HTTP download of one bundle: conditional GET, long polling, size limit, auth, and the
 //! time bounds of a download: an overall deadline and a minimum transfer rate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
 use super::config::HttpConfig;
+use super::credentials::{Bearer, TokenError};
 
 /// Content type by which a bundle server says it supports long polling.
 pub const LONG_POLL_CONTENT_TYPE: &str = "application/vnd.openpolicyagent.bundles";
@@ -18,14 +19,9 @@ pub enum DownloadError {
     /// Could not build the HTTP client (bad CA or client certificate files).
     #[error("http client setup: {0}")]
     Setup(String),
-    /// The bearer token file could not be read.
-    #[error("reading bearer token file {path}: {source}")]
-    Token {
-        /// The token file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The bearer token file could not be read or holds no usable token.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Connect, TLS, timeout or read error.
     #[error("request to {url} failed: {source}")]
     Transport {
@@ -171,7 +167,7 @@ pub struct Downloader {
     long_poll_supported: bool,
     etag: Option<String>,
     max_bytes: u64,
-    bearer_token_file: Option<PathBuf>,
+    bearer: Option<Bearer>,
     download_timeout: Duration,
     min_rate: u64,
     rate_window: Duration,
@@ -243,7 +239,7 @@ impl Downloader {
             long_poll_supported: false,
             etag: None,
             max_bytes: http.max_bundle_bytes,
-            bearer_token_file: http.bearer_token_file.clone(),
+            bearer: Bearer::from_config(http),
             download_timeout: Duration::from_secs(http.download_timeout_seconds),
             min_rate: http.min_transfer_bytes_per_second,
             rate_window: Duration::from_secs(http.min_transfer_window_seconds),
@@ -313,13 +309,8 @@ impl Downloader {
         } else {
             req.header("Prefer", "modes=snapshot,delta")
         };
-        if let Some(path) = &self.bearer_token_file {
-            // Re-read every time so a rotated token is picked up without a restart.
-            let token = std::fs::read_to_string(path).map_err(|source| DownloadError::Token {
-                path: path.clone(),
-                source,
-            })?;
-            req = req.bearer_auth(token.trim());
+        if let Some(bearer) = &self.bearer {
+            req = req.header(AUTHORIZATION, bearer.header().await?);
         }
         let transport = |source| DownloadError::Transport {
             url: self.url.clone(),

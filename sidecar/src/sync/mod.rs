@@ -7,6 +7,7 @@
 pub mod activate;
 pub mod backoff;
 pub mod config;
+pub mod credentials;
 pub mod download;
 pub mod persist;
 pub mod regent_format;

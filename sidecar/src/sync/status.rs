@@ -275,12 +275,12 @@ pub fn report_labels(cfg: &StatusConfig) -> BTreeMap<String, String> {
 }
 
 /// How status reports are POSTed: with the credentials of bundle downloads (`sync.http`: the
-/// bearer token, re-read for every report so a rotation needs no restart; the client
+/// bearer token (a file re-read for every report, so a rotation needs no restart); the client
 /// certificate; the extra CA), so a server that requires them accepts the reports.
 pub struct StatusSender {
     url: String,
     client: reqwest::Client,
-    bearer_token_file: Option<std::path::PathBuf>,
+    bearer: Option<super::credentials::Bearer>,
     /// Longest one report may take, from connecting to the answer.
     timeout: Duration,
 }
@@ -292,7 +292,7 @@ impl StatusSender {
         Ok(StatusSender {
             url: url.to_string(),
             client: super::download::build_client(http, timeout)?,
-            bearer_token_file: http.bearer_token_file.clone(),
+            bearer: super::credentials::Bearer::from_config(http),
             timeout,
         })
     }
@@ -304,10 +304,9 @@ impl StatusSender {
             .post(&self.url)
             .timeout(self.timeout)
             .json(report);
-        if let Some(path) = &self.bearer_token_file {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading bearer token file {}: {e}", path.display()))?;
-            req = req.bearer_auth(token.trim());
+        if let Some(bearer) = &self.bearer {
+            let value = bearer.header().await.map_err(|e| e.to_string())?;
+            req = req.header(reqwest::header::AUTHORIZATION, value);
         }
         match req.send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
