@@ -151,13 +151,11 @@ impl DataStore {
                     continue;
                 }
             };
-            let checked = Bundle::from_tar_gz(&bytes, &UnpackLimits::default())
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    signing::verify(&b, keyring, &opts)
-                        .map(|sig| (b, sig))
-                        .map_err(|e| e.to_string())
-                });
+            // Signature first, as a sidecar reads it: the data dir may have been written by
+            // someone else since.
+            let checked =
+                Bundle::from_verified_tar_gz(&bytes, &UnpackLimits::default(), keyring, &opts, None)
+                    .map_err(|e| e.to_string());
             match checked {
                 Ok((b, sig)) if b.revision() == state.commit => bundles.push(BuiltBundle {
                     name: name.clone(),
