@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use regent_bundle::signing::{self, Keyring, VerifyOptions};
+use regent_bundle::signing::{Keyring, VerifyOptions};
 use regent_bundle::{Bundle, UnpackLimits};
 use serde::{Deserialize, Serialize};
 
