@@ -407,7 +407,9 @@ impl<'t> Mapper<'t> {
                 let token_path = b.string(self, "token_path")?;
                 match (token, token_path) {
                     (Some(_), Some(_)) => {
-                        return Err(self.err(join(&bp, "token"), "give token or token_path, not both"))
+                        return Err(
+                            self.err(join(&bp, "token"), "give token or token_path, not both")
+                        )
                     }
                     (Some(token), None) => {
                         // The scheme is checked on its own below.

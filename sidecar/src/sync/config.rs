@@ -462,13 +462,22 @@ mod tests {
     #[test]
     fn bearer_credentials_are_checked() {
         let e = parse("http: {bearer_token: abc, bearer_token_file: /t}").unwrap_err();
-        assert!(e.contains("sync.http.bearer_token") && e.contains("not both"), "{e}");
+        assert!(
+            e.contains("sync.http.bearer_token") && e.contains("not both"),
+            "{e}"
+        );
         let e = parse("http: {bearer_token: \"a\\nb\"}").unwrap_err();
-        assert!(e.contains("sync.http.bearer_token") && e.contains("header"), "{e}");
+        assert!(
+            e.contains("sync.http.bearer_token") && e.contains("header"),
+            "{e}"
+        );
         let e = parse("http: {bearer_token: abc, bearer_scheme: \"Bear er\"}").unwrap_err();
         assert!(e.contains("sync.http.bearer_scheme"), "{e}");
         let cfg = parse("http: {bearer_token: abc, bearer_scheme: Token}").unwrap();
-        assert_eq!(cfg.http.bearer_token.as_ref().map(Secret::expose), Some("abc"));
+        assert_eq!(
+            cfg.http.bearer_token.as_ref().map(Secret::expose),
+            Some("abc")
+        );
         assert!(!format!("{cfg:?}").contains("abc"));
     }
 

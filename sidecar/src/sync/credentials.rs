@@ -196,8 +196,12 @@ mod tests {
         assert!(check_inline("Bearer", Some("abc.def-ghi")).is_ok());
         assert!(check_inline("Bearer", None).is_ok());
         assert!(check_inline("", None).unwrap_err().contains("scheme"));
-        assert!(check_inline("Bear er", None).unwrap_err().contains("scheme"));
-        assert!(check_inline("Bearer", Some(" ")).unwrap_err().contains("empty"));
+        assert!(check_inline("Bear er", None)
+            .unwrap_err()
+            .contains("scheme"));
+        assert!(check_inline("Bearer", Some(" "))
+            .unwrap_err()
+            .contains("empty"));
         assert!(check_inline("Bearer", Some("a\nb"))
             .unwrap_err()
             .contains("not allowed"));
