@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::identity::IdentityConfig;
 use crate::opa_config;
 use crate::runtime::RuntimeConfig;
 use crate::sync::SyncConfig;
@@ -30,6 +31,8 @@ pub struct SidecarConfig {
     pub sync: SyncConfig,
     /// Threads and scheduler.
     pub runtime: RuntimeConfig,
+    /// Remote key sets of identity providers (see docs/identity.md).
+    pub identity: IdentityConfig,
     /// Set when the file was OPA's configuration format, mapped onto these settings.
     #[serde(skip)]
     pub opa_origin: Option<crate::opa_config::OpaOrigin>,
@@ -417,7 +420,18 @@ impl SidecarConfig {
         self.sync
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.identity
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// Where key sets are persisted: `identity.persist_dir`, else `sync.persist_dir`.
+    pub fn identity_persist_dir(&self) -> Option<&Path> {
+        self.identity
+            .persist_dir
+            .as_deref()
+            .or(self.sync.persist_dir.as_deref())
     }
 }
 
@@ -470,6 +484,12 @@ mod tests {
                 "runtime.worker_threads",
             ),
             ("runtime: {worker_threads: -1}", "worker_threads"),
+            (
+                "identity: {jwks: [{issuer: a, jwks_url: 'http://idp.example/k'}]}",
+                "identity.jwks[0].jwks_url",
+            ),
+            ("identity: {jwks: [{issuer: a}]}", "identity.jwks[0]"),
+            ("identity: {jwk: []}", "unknown field `jwk`"),
         ] {
             let err = SidecarConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml}: {err}");

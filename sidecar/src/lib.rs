@@ -5,13 +5,16 @@
 //! - [`policy`] holds the compiled policy in force; compiling and evaluating it, the input document,
 //!   the decision contract and the builtins are `regent-policy`'s.
 //! - [`sync`] downloads, verifies, activates and persists signed bundles.
+//! - [`identity`] keeps identity providers' key sets (JWKS) current for the JWT builtins.
 
 pub mod authorizer;
 pub mod cli;
 pub mod config;
 pub mod decision_log;
+pub mod durable;
 pub mod grpc_check;
 pub mod http_mode;
+pub mod identity;
 pub mod local_bundle;
 pub mod metrics;
 pub mod opa_config;

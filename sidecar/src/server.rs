@@ -38,6 +38,8 @@ pub struct Running {
     pub metrics: Metrics,
     /// Bundle sync, when configured.
     pub sync: Option<crate::sync::SyncHandle>,
+    /// Remote key set fetchers, when `identity.jwks` is configured.
+    pub identity: Option<Arc<crate::identity::IdentityHandle>>,
     shutdown: watch::Sender<bool>,
     /// Listener tasks: they finish in-flight requests after the shutdown signal.
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -57,6 +59,9 @@ impl Running {
         }
         if let Some(sync) = self.sync {
             sync.shutdown().await;
+        }
+        if let Some(identity) = &self.identity {
+            identity.shutdown().await;
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         for (name, mut t) in self.tasks {
@@ -80,6 +85,7 @@ struct SideState {
     store: Arc<PolicyStore>,
     metrics: Metrics,
     listening: Arc<AtomicBool>,
+    identity: Option<Arc<crate::identity::IdentityHandle>>,
 }
 
 /// Starts the sidecar. Listeners are bound before this returns (ports 0 are resolved), so callers can
@@ -227,6 +233,14 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     }
     listening.store(true, Ordering::Release);
 
+    // Remote key sets: persisted ones are published before the policy source starts; the
+    // first fetches run in the background.
+    let identity =
+        crate::identity::start(&cfg.identity, cfg.identity_persist_dir(), &metrics.registry)
+            .await
+            .context("identity.jwks")?
+            .map(Arc::new);
+
     // gRPC health follows the policy: SERVING once one is active.
     let mut generations = store.subscribe();
     background.push(tokio::spawn(async move {
@@ -255,6 +269,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         store: store.clone(),
         metrics: metrics.clone(),
         listening: listening.clone(),
+        identity: identity.clone(),
     };
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok\n" }))
@@ -310,6 +325,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         store,
         metrics,
         sync,
+        identity,
         shutdown,
         tasks,
         background,
@@ -338,13 +354,18 @@ async fn ready(State(s): State<SideState>) -> impl IntoResponse {
         .as_ref()
         .and_then(|p| p.missing_decision().map(str::to_string));
     let ready = listening && policy.is_some() && missing.is_none();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ready,
         "listening": listening,
         "policy_active": policy.is_some(),
         "missing_decision_rule": missing,
         "revisions": policy.as_ref().map(|p| (*p.revisions).clone()).unwrap_or_default(),
     });
+    // Key sets are shown, never made a readiness condition: a provider outage refuses only that
+    // issuer's tokens, and taking every replica out of service for it would refuse everything.
+    if let Some(identity) = &s.identity {
+        body["jwks"] = serde_json::to_value(identity.reports()).unwrap_or_default();
+    }
     let code = if ready {
         StatusCode::OK
     } else {

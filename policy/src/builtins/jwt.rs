@@ -12,6 +12,10 @@
 //!   a token with `aud` needs an `aud` constraint naming one of them, and an `aud` constraint
 //!   needs a token with `aud`.
 //! - Nested tokens (`cty: JWT`) are not unwrapped.
+//! - The keys come from exactly one of `cert` (PEM, JWK or JWKS), `secret` (HMAC) and Regent's
+//!   `jwks_issuer` (a remote key set the sidecar keeps current, see `keysets`). With
+//!   `jwks_issuer`, a token whose `kid` is not in the set is an error (undefined) that asks for a
+//!   refresh, and a missing `iss` constraint defaults to the issuer.
 //!
 //! Signatures are checked with ring (constant-time, see `jwt_keys`). Parsed key sets and
 //! signature outcomes are cached per thread on the exact token and key strings (see
@@ -24,6 +28,7 @@ use regorus::Value;
 
 use super::jwt_cache::{self, Check, KeySet, KeyUse, Outcome};
 use super::jwt_keys::Alg;
+use super::keysets;
 
 use super::{now_ns, string_arg, Builtin};
 
@@ -159,6 +164,8 @@ pub(crate) fn verify(token: &str, key: &str, alg: Alg) -> Result<bool, JwtError>
 
 struct Constraints {
     keys: Arc<KeySet>,
+    /// Set with `jwks_issuer`: the remote key set `keys` came from.
+    remote: Option<keysets::Current>,
     alg: Option<String>,
     iss: Option<String>,
     aud: Option<String>,
@@ -171,6 +178,7 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
     };
     let mut cert = None;
     let mut secret = None;
+    let mut jwks_issuer = None;
     let (mut alg, mut iss, mut aud) = (None, None, None);
     let mut time_ns = now_ns as f64;
     for (k, val) in obj.iter() {
@@ -185,6 +193,7 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
         match key {
             "cert" => cert = Some(as_str("cert")?),
             "secret" => secret = Some(as_str("secret")?),
+            "jwks_issuer" => jwks_issuer = Some(as_str("jwks_issuer")?),
             "alg" => alg = Some(as_str("alg")?),
             "iss" => iss = Some(as_str("iss")?),
             "aud" => aud = Some(as_str("aud")?),
@@ -205,18 +214,32 @@ fn constraints(v: &Value, now_ns: i128) -> Result<Constraints, JwtError> {
             }
         }
     }
-    let keys = match (cert, secret) {
-        (Some(_), Some(_)) => {
+    let (keys, remote) = match (cert, secret, jwks_issuer) {
+        (Some(cert), None, None) => (jwt_cache::key_set(KeyUse::Cert, &cert)?, None),
+        (None, Some(secret), None) => (jwt_cache::key_set(KeyUse::Secret, &secret)?, None),
+        (None, None, Some(issuer)) => {
+            let current = keysets::current(&issuer)?;
+            // A token verified with an issuer's keys claims that issuer unless the policy says
+            // which `iss` it wants (a provider whose tokens name several issuers).
+            if iss.is_none() {
+                iss = Some(issuer);
+            }
+            (current.keys.set.clone(), Some(current))
+        }
+        (None, None, None) => {
             return Err(JwtError::Constraints(
-                "give only one of cert and secret".into(),
+                "give one of cert, secret or jwks_issuer".into(),
             ))
         }
-        (None, None) => return Err(JwtError::Constraints("give one of cert or secret".into())),
-        (Some(cert), None) => jwt_cache::key_set(KeyUse::Cert, &cert)?,
-        (None, Some(secret)) => jwt_cache::key_set(KeyUse::Secret, &secret)?,
+        _ => {
+            return Err(JwtError::Constraints(
+                "give only one of cert, secret and jwks_issuer".into(),
+            ))
+        }
     };
     Ok(Constraints {
         keys,
+        remote,
         alg,
         iss,
         aud,
@@ -251,6 +274,16 @@ pub(crate) fn decode_verify(
             return Ok(Outcome::bare(false));
         };
         let kid = t.header["kid"].as_string().ok().map(|s| s.to_string());
+        if let (Some(remote), Some(kid)) = (&c.remote, &kid) {
+            if !keys.keys.has_kid(kid) {
+                // Perhaps a key the provider has just rotated in: ask for a refresh. An error,
+                // so not cached: the next call after the refresh checks again.
+                remote.want_refresh();
+                return Err(JwtError::Key(format!(
+                    "kid {kid:?} is not in the remote key set"
+                )));
+            }
+        }
         if !keys.keys.verify(&t, alg, kid.as_deref()) {
             return Ok(Outcome::bare(false));
         }

@@ -119,10 +119,24 @@ pub(crate) enum KeyUse {
 
 /// Parsed keys and the identity of the string they came from.
 pub(crate) struct KeySet {
-    /// Unique on this thread for the life of the thread: outcomes cached for one key set are
-    /// never found through another.
+    /// Unique in the process for its life: outcomes cached for one key set are never found
+    /// through another. Process-wide rather than per thread because the remote key sets of
+    /// `keysets` are shared by every thread.
     id: u64,
     pub(crate) keys: Keys,
+}
+
+/// Source of [`KeySet`] ids; relaxed is enough, only uniqueness matters.
+static NEXT_KEYSET_ID: AtomicU64 = AtomicU64::new(0);
+
+impl KeySet {
+    /// `keys` with a fresh id.
+    pub(crate) fn new(keys: Keys) -> KeySet {
+        KeySet {
+            id: NEXT_KEYSET_ID.fetch_add(1, Relaxed),
+            keys,
+        }
+    }
 }
 
 /// The keys in `source`, parsed on this thread's first call with that exact string.
@@ -144,14 +158,7 @@ pub(crate) fn key_set(usage: KeyUse, source: &str) -> Result<Arc<KeySet>, JwtErr
         KeyUse::Cert => Keys::parse(source)?,
         KeyUse::Secret => Keys::secret(source),
     };
-    let ks = Arc::new(KeySet {
-        id: NEXT_KEYSET_ID.with(|n| {
-            let id = n.get();
-            n.set(id + 1);
-            id
-        }),
-        keys,
-    });
+    let ks = Arc::new(KeySet::new(keys));
     KEYSETS.with(|c| {
         c.borrow_mut().insert(
             hash,
@@ -239,7 +246,6 @@ thread_local! {
         RefCell::new(Lru::new(KEYSET_CACHE_ENTRIES, KEYSET_CACHE_BYTES));
     static TOKENS: RefCell<Lru<TokenKey, Rc<Outcome>>> =
         RefCell::new(Lru::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_BYTES));
-    static NEXT_KEYSET_ID: Cell<u64> = const { Cell::new(0) };
     static THREAD_COUNTS: Cell<JwtCacheStats> = const {
         Cell::new(JwtCacheStats {
             token_hits: 0,

@@ -97,6 +97,63 @@ impl Keys {
         Ok(Keys(keys))
     }
 
+    /// The keys of a JWKS fetched from an identity provider (`keysets`), parsed leniently: an
+    /// unusable key is skipped (and described in `skipped`) instead of failing the whole set, so
+    /// one odd key a provider adds does not lock every token out. Stricter than a `cert` string
+    /// in what it takes: public signing keys only (no `oct`: a published HMAC secret would let
+    /// anyone sign), `use` absent or `sig`, `alg` absent or an asymmetric JWS algorithm, and
+    /// key sizes that can verify something (RSA 2048 to 8192 bits, exact EC and Ed25519
+    /// coordinate lengths). A set with no usable key is an error.
+    pub(crate) fn from_remote_jwks(
+        doc: &serde_json::Value,
+        max_keys: usize,
+    ) -> Result<RemoteParse, JwtError> {
+        let Some(serde_json::Value::Array(list)) = doc.get("keys") else {
+            return Err(JwtError::Key("not a JWKS: no \"keys\" array".into()));
+        };
+        if list.len() > max_keys {
+            return Err(JwtError::Key(format!(
+                "JWKS has {} keys, more than the {max_keys} accepted",
+                list.len()
+            )));
+        }
+        let mut parsed = RemoteParse::default();
+        for (i, jwk) in list.iter().enumerate() {
+            let kid = jwk.get("kid").and_then(|v| v.as_str()).unwrap_or("");
+            let outcome = match remote_jwk_problem(jwk) {
+                Some(problem) => Err(problem),
+                None => jwk_key(jwk),
+            };
+            match outcome {
+                Ok(key) => {
+                    parsed.keys.0.push(key);
+                    parsed.usable.push(jwk.clone());
+                }
+                Err(problem) => parsed
+                    .skipped
+                    .push(format!("key {i} (kid {kid:?}): {problem}")),
+            }
+        }
+        if parsed.keys.0.is_empty() {
+            return Err(JwtError::Key(format!(
+                "JWKS has no usable key ({} skipped: {})",
+                parsed.skipped.len(),
+                parsed.skipped.join("; ")
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether a key carries `kid`.
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.0.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// True when a key fitting `alg` verifies the token's signature. With a `kid`, keys carrying
     /// that kid are tried first and alone; when no key has it, every fitting key is tried.
     pub(crate) fn verify(&self, t: &Token<'_>, alg: Alg, kid: Option<&str>) -> bool {
@@ -107,6 +164,70 @@ impl Keys {
             .filter(|k| !any_by_kid || by_kid(k))
             .filter(|k| k.alg.as_deref().is_none_or(|a| a == alg.name()))
             .any(|k| verify_signature(t, alg, &k.material))
+    }
+}
+
+/// What [`Keys::from_remote_jwks`] kept and skipped.
+#[derive(Default)]
+pub(crate) struct RemoteParse {
+    pub(crate) keys: Keys,
+    /// The JWKs kept, as they came.
+    pub(crate) usable: Vec<serde_json::Value>,
+    /// One line per skipped key: its position, kid and why.
+    pub(crate) skipped: Vec<String>,
+}
+
+/// Why a JWK of a remote set cannot be used, beyond what [`jwk_key`] refuses; `None` if fine.
+fn remote_jwk_problem(jwk: &serde_json::Value) -> Option<JwtError> {
+    let problem = |m: String| Some(JwtError::Key(m));
+    let str_field = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+    // Missing or non-base64url fields return None here: jwk_key refuses them with its reason.
+    let len = |name: &str| {
+        str_field(name).and_then(|s| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+        })
+    };
+    if let Some(u) = str_field("use") {
+        if u != "sig" {
+            return problem(format!("use {u:?} is not \"sig\""));
+        }
+    }
+    if let Some(a) = str_field("alg") {
+        if Alg::from_name(a).is_none_or(|a| a.is_hmac()) {
+            return problem(format!("alg {a:?} is not an asymmetric JWS algorithm"));
+        }
+    }
+    match (str_field("kty"), str_field("crv")) {
+        (Some("RSA"), _) => {
+            let n = len("n")?;
+            let bits = 8 * n.iter().skip_while(|b| **b == 0).count();
+            if !(2048..=8192).contains(&bits) {
+                return problem(format!(
+                    "RSA modulus of {bits} bits (2048 to 8192 accepted)"
+                ));
+            }
+            None
+        }
+        (Some("EC"), Some(crv @ ("P-256" | "P-384" | "P-521"))) => {
+            let want = match crv {
+                "P-256" => 32,
+                "P-384" => 48,
+                _ => 66,
+            };
+            let (x, y) = (len("x")?, len("y")?);
+            if x.len() != want || y.len() != want {
+                return problem(format!("{crv} coordinates must be {want} bytes"));
+            }
+            None
+        }
+        (Some("OKP"), Some("Ed25519")) => match len("x") {
+            Some(x) if x.len() != 32 => problem("Ed25519 key must be 32 bytes".into()),
+            _ => None,
+        },
+        (Some("oct"), _) => problem("symmetric (oct) keys are not taken from a remote set".into()),
+        (kty, crv) => problem(format!("unsupported kty {kty:?} / crv {crv:?}")),
     }
 }
 

@@ -16,6 +16,7 @@ mod jwt;
 mod jwt_cache;
 mod jwt_keys;
 mod jwt_sign;
+pub mod keysets;
 mod x509;
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
         .chain(jwt_sign::BUILTINS.iter())
         .chain(crypto::BUILTINS.iter())
         .chain(x509::BUILTINS.iter())
+        .chain(keysets::BUILTINS.iter())
 }
 
 /// Names of every builtin Regent adds, for callers that pick an evaluator per policy.

@@ -5,7 +5,6 @@
 //! so a crash leaves either the old or the new bundle, never a torn one.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::config::is_safe_name;
@@ -115,20 +114,11 @@ impl PersistDir {
 }
 
 fn write_atomic(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), PersistError> {
-    let target = dir.join(file);
-    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-    f.write_all(bytes).map_err(io("writing", &tmp))?;
-    f.sync_all().map_err(io("fsyncing", &tmp))?;
-    drop(f);
-    if let Err(e) = fs::rename(&tmp, &target) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io("renaming into", &target)(e));
-    }
-    // The rename is only durable once the directory entry itself is on disk.
-    let d = fs::File::open(dir).map_err(io("opening", dir))?;
-    d.sync_all().map_err(io("fsyncing", dir))?;
-    Ok(())
+    crate::durable::replace_file(dir, file, bytes).map_err(|e| PersistError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -194,6 +194,10 @@ pub struct StatusReport {
     pub labels: BTreeMap<String, String>,
     /// Per-bundle status.
     pub bundles: BTreeMap<String, BundleStatus>,
+    /// Regent's addition: the age and state of each remote key set (`identity.jwks`), so the
+    /// fleet view can show stale keys. Omitted when none is configured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub jwks: BTreeMap<String, crate::identity::KeySetReport>,
 }
 
 /// Shared, observable status of every bundle.
@@ -330,6 +334,7 @@ pub async fn run_reporter(
         let report = StatusReport {
             labels: labels.clone(),
             bundles: board.snapshot(),
+            jwks: crate::identity::all_reports(),
         };
         if let Err(e) = sender.send(&report).await {
             tracing::warn!(url = %cfg.url, error = %e, "status report not delivered");
@@ -363,8 +368,10 @@ mod tests {
                 labels: BTreeMap::from([("region".into(), "eu".into())]),
             }),
             bundles: board.snapshot(),
+            jwks: BTreeMap::new(),
         };
         let v = serde_json::to_value(&report).unwrap();
+        assert!(v.get("jwks").is_none(), "omitted without key sets");
         assert_eq!(v["labels"]["region"], "eu");
         assert!(uuid::Uuid::parse_str(v["labels"]["id"].as_str().unwrap()).is_ok());
         assert_eq!(v["labels"]["version"], env!("CARGO_PKG_VERSION"));
