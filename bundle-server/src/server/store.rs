@@ -153,9 +153,14 @@ impl DataStore {
             };
             // Signature first, as a sidecar reads it: the data dir may have been written by
             // someone else since.
-            let checked =
-                Bundle::from_verified_tar_gz(&bytes, &UnpackLimits::default(), keyring, &opts, None)
-                    .map_err(|e| e.to_string());
+            let checked = Bundle::from_verified_tar_gz(
+                &bytes,
+                &UnpackLimits::default(),
+                keyring,
+                &opts,
+                None,
+            )
+            .map_err(|e| e.to_string());
             match checked {
                 Ok((b, sig)) if b.revision() == state.commit => bundles.push(BuiltBundle {
                     name: name.clone(),
