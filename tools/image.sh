@@ -6,7 +6,7 @@
 # With a working container builder (docker with a daemon, podman or buildah) both targets of
 # docker/Dockerfile are built and tagged locally. Without one (no daemon, no network for base
 # images) the release binaries are built with cargo and each is assembled into an OCI image
-# layout by tools/oci-layout.sh under target/images/<name>/; see README "Deploying" → "Images"
+# layout by tools/oci-layout.sh under target/images/<name>/; see docs/deploying.md → "Images"
 # for pushing either.
 #
 # Environment:

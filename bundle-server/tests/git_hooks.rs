@@ -1,5 +1,5 @@
-//! The git hooks of a repository `regent serve` publishes from, installed from `docs/` as the
-//! README says and driven by real `git push`es: pre-receive (`regent hook pre-receive`) refuses a
+//! The git hooks of a repository `regent serve` publishes from, installed from `docs/` as
+//! docs/server.md says and driven by real `git push`es: pre-receive (`regent hook pre-receive`) refuses a
 //! push of the tracked branch that the publish gate would refuse; post-receive prints the
 //! server's short answer (published, or refused with the failing test's file:line).
 

@@ -192,7 +192,7 @@ async fn post_receive_hook_publishes_a_plain_push() {
         ..
     } = setup("wait_seconds: 60").await;
 
-    // The hook script documented in the README, installed as it would be on a git host.
+    // The hook script documented in docs/server.md, installed as it would be on a git host.
     let hook_path = repo.origin.join("hooks/post-receive");
     let script = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/post-receive.sh"),

@@ -190,7 +190,7 @@ async fn grpc_methods_authorized_on_role_and_body_field() -> Result<()> {
 }
 
 /// The demo bundle `make run` serves (policies/envoy), pushed from the repository's own
-/// `policies/` tree and answered through Envoy as the README and `make run` say.
+/// `policies/` tree and answered through Envoy as docs/running-locally.md and `make run` say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_bundle_from_policies_answers_as_documented() -> Result<()> {
     let mut h = common::harness("demo_policy")?;

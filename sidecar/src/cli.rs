@@ -12,7 +12,7 @@ use crate::config::{ConfigError, LogFormat, SidecarConfig};
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "regent-sidecar", version, about)]
 pub struct Cli {
-    /// YAML configuration file (every key optional; see the README for keys and defaults).
+    /// YAML configuration file (every key optional; see docs/sidecar.md for keys and defaults).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A local `.tar.gz` bundle or policy directory, reloaded when it changes (`policy.bundle`).

@@ -1,5 +1,5 @@
 //! `regent serve` configuration: one YAML file, unknown keys refused by name, defaults documented
-//! in the README (`<!-- section:server -->`), common keys overridable by flags.
+//! in docs/server.md (tested by tests/docs_config_table.rs), common keys overridable by flags.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

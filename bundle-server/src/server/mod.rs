@@ -44,7 +44,7 @@ use store::DataStore;
 /// Arguments of `regent serve`. Flags override the matching keys of the config file.
 #[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
-    /// YAML configuration file (see the README for every key).
+    /// YAML configuration file (see docs/server.md for every key).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// `git.repo`: URL or path of the policy repository.
