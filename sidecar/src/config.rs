@@ -33,6 +33,8 @@ pub struct SidecarConfig {
     pub runtime: RuntimeConfig,
     /// Remote key sets of identity providers (see docs/identity.md).
     pub identity: IdentityConfig,
+    /// Re-reading key and certificate files when they change.
+    pub reload: ReloadConfig,
     /// Set when the file was OPA's configuration format, mapped onto these settings.
     #[serde(skip)]
     pub opa_origin: Option<crate::opa_config::OpaOrigin>,
@@ -251,6 +253,24 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// `reload:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the key files of `sync.keys[]` are checked for changes; 0 turns reloading off.
+    pub interval_seconds: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        // Kubernetes propagates a Secret update to the mount within about a minute; ten seconds
+        // adds little to that, and hashing a few small files that often costs nothing.
+        ReloadConfig {
+            interval_seconds: 10,
         }
     }
 }

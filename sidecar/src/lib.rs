@@ -19,6 +19,7 @@ pub mod local_bundle;
 pub mod metrics;
 pub mod opa_config;
 pub mod policy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod sync;

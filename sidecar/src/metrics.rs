@@ -18,6 +18,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.25, 1.0,
 ];
 
+/// Every `what` of `regent_reload_total`, exported at 0 from start (with `ok` and `error`).
+pub const RELOAD_WHATS: &[&str] = &["keyring"];
+
 /// Every `reason` of `regent_check_errors_total`: each is exported at 0 from start, so `increase()`
 /// sees the first error. The Check path must use only these (a unit test reads its source).
 pub const CHECK_ERROR_REASONS: &[&str] = &[
@@ -54,6 +57,8 @@ pub struct Metrics {
     pub logs_dropped: IntCounter,
     /// `regent_policy_activations_total`.
     pub activations: IntCounter,
+    /// `regent_reload_total{what,result}`: changed key or certificate files re-read.
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,12 +103,25 @@ impl Metrics {
         for reason in CHECK_ERROR_REASONS {
             errors.with_label_values(&[reason]);
         }
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "regent_reload_total",
+                "Changed key or certificate files re-read, by what (keyring) and result (ok, error).",
+            ),
+            &["what", "result"],
+        )?;
+        for what in RELOAD_WHATS {
+            for result in ["ok", "error"] {
+                reloads.with_label_values(&[what, result]);
+            }
+        }
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(eval_duration.clone()))?;
         registry.register(Box::new(logs_dropped.clone()))?;
         registry.register(Box::new(activations.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(JwtCacheCollector::new(
             regent_policy::builtins::jwt_cache_stats,
         )?))?;
@@ -118,6 +136,7 @@ impl Metrics {
             check_duration,
             logs_dropped,
             activations,
+            reloads,
         })
     }
 

@@ -309,7 +309,29 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             Duration::from_secs(1),
         ));
     } else if !cfg.sync.bundles.is_empty() {
-        let activator = crate::sync::regent_format::regent_activator(&cfg.sync, store.clone())?;
+        use crate::sync::regent_format::{keyring_watcher, rules_from_config, RegentFormat};
+        let format = RegentFormat::from_config(&cfg.sync)?;
+        let keyring = format.keyring_handle();
+        let has_key_files = !crate::sync::regent_format::key_files(&cfg.sync).is_empty();
+        if cfg.reload.interval_seconds > 0 && has_key_files {
+            // Fingerprinting reads the key files: off the runtime threads. Done right after the
+            // keyring was read, so a change from here on is seen by the first poll.
+            let sync_cfg = cfg.sync.clone();
+            let watcher = tokio::task::spawn_blocking(move || keyring_watcher(&sync_cfg, keyring))
+                .await
+                .context("key file fingerprint task failed")?;
+            background.push(crate::reload::spawn(
+                vec![watcher],
+                Duration::from_secs(cfg.reload.interval_seconds),
+                metrics.reloads.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        let activator = crate::sync::activate::SetActivator::new(
+            format,
+            store.clone(),
+            rules_from_config(&cfg.sync),
+        );
         sync =
             Some(crate::sync::start_with(&cfg.sync, Arc::new(activator), &metrics.registry).await?);
     } else {
