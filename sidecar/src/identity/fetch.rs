@@ -260,6 +260,10 @@ impl KeySetTask {
                     failures = 0;
                     let delay = max_age.map_or(refresh, |a| a.clamp(min_interval, refresh));
                     next = started + delay;
+                    // Wake-ups stored while this fetch was in flight came from Checks evaluated
+                    // against the previous set; the set just published answers them, and
+                    // fetching again for them would only delay the next genuinely new `kid`.
+                    let _ = futures::FutureExt::now_or_never(self.wake.notified());
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
