@@ -33,7 +33,7 @@ OUT=${OUT:-$ROOT/target/bench}
 WORK=$OUT/callgrind
 WARM=${CALLGRIND_WARMUP:-400}
 CHECKS=${CALLGRIND_CHECKS:-1000}
-POLICIES=${CALLGRIND_POLICIES:-"rbac:policies/rbac edge_jwt:bench/policies/edge_jwt bindings:bench/policies/bindings"}
+POLICIES=${CALLGRIND_POLICIES:-"rbac:policies/rbac edge_jwt:bench/policies/edge_jwt edge_jwt_remote:bench/policies/edge_jwt_remote bindings:bench/policies/bindings"}
 mkdir -p "$WORK"
 rm -f "$WORK"/*.cg.* "$OUT/callgrind.tsv"
 
@@ -53,6 +53,7 @@ fi
 
 CG_PID=
 cleanup() {
+    [ -n "${JWKS_PID:-}" ] && kill "$JWKS_PID" 2>/dev/null || true
     if [ -n "$CG_PID" ]; then
         kill "$CG_PID" 2>/dev/null || true
         wait "$CG_PID" 2>/dev/null || true
@@ -89,6 +90,25 @@ dump() {
 
 CONFIG=$WORK/sidecar.yaml
 printf 'policy:\n  eval_timeout_ms: 60000\n' >"$CONFIG"
+# edge_jwt_remote: the keys from a remote key set served by jwks_server (started on first use).
+JWKS_PID=
+JWKS_CONFIG=$WORK/sidecar.jwks.yaml
+config_for() { # NAME -> $config, the config file of that policy (not in a subshell: JWKS_PID)
+    if [ "$1" != edge_jwt_remote ]; then
+        config=$CONFIG
+        return
+    fi
+    if [ -z "$JWKS_PID" ]; then
+        "$BIN/jwks_server" --addr 127.0.0.1:0 >"$WORK/jwks_server.out" 2>&1 &
+        JWKS_PID=$!
+        for _ in $(seq 100); do grep -q '^listening ' "$WORK/jwks_server.out" 2>/dev/null && break; sleep 0.1; done
+        local addr
+        addr=$(awk '/^listening / { print $2; exit }' "$WORK/jwks_server.out")
+        printf 'policy:\n  eval_timeout_ms: 60000\nidentity:\n  jwks:\n    - issuer: "https://login.bench.example"\n      jwks_url: "http://%s/jwks"\n      min_refresh_interval_seconds: 1\n      timeout_seconds: 60\n' \
+            "$addr" >"$JWKS_CONFIG"
+    fi
+    config=$JWKS_CONFIG
+}
 
 echo "| policy | evaluator | instructions per Check | ratio to RBAC |"
 echo "|---|---|---|---|"
@@ -105,8 +125,9 @@ for entry in $POLICIES; do
     name=${entry%%:*}
     dir=${entry#*:}
     log=$WORK/$name.log
+    config_for "$name"
     "${SERVER_PIN[@]}" valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$WORK/$name.cg.%p" \
-        "$BIN/regent-sidecar" --config "$CONFIG" --bundle "$ROOT/$dir" \
+        "$BIN/regent-sidecar" --config "$config" --bundle "$ROOT/$dir" \
         --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --log-format json \
         >"$WORK/$name.stdout" 2>"$log" &
     CG_PID=$!
@@ -123,6 +144,13 @@ for entry in $POLICIES; do
         tail -20 "$log" >&2
         exit 1
     }
+    # A remote key set is fetched in the background (/ready does not wait for it): wait for it.
+    if [ "$config" = "$JWKS_CONFIG" ]; then
+        for _ in $(seq 3000); do
+            curl -fs "http://$http/ready" | grep -q '"unavailable":false' && break
+            sleep 0.1
+        done
+    fi
     evaluator=$(grep -m1 '"policy activated"' "$log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
     "${LOAD_PIN[@]}" "$BIN/load" --addr "http://$grpc" --expect "$name" --concurrency 1 \
         --requests "$WARM" --label "callgrind warm-up, $dir" >"$WORK/$name.warmup.row"

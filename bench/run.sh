@@ -50,7 +50,15 @@ fi
 # - bench/policies/edge_jwt: bearer tokens verified in Rego (io.jwt.decode_verify, RS256 and ES256,
 #   JWKS in data), then tenant and role claims (bench/src/edge_jwt.rs);
 # - bench/policies/bindings: a scan of 5,000 role bindings in data (bench/src/bindings.rs).
-POLICIES="rbac:policies/rbac edge_jwt:bench/policies/edge_jwt bindings:bench/policies/bindings"
+# - bench/policies/edge_jwt_remote: edge_jwt with the keys from the sidecar's remote key set
+#   (`jwks_issuer`; identity.jwks pointing at `jwks_server` on 127.0.0.1, the same keys).
+# POLICIES (knob): the names to measure, e.g. POLICIES="edge_jwt edge_jwt_remote" (default: all).
+ALL_POLICIES="rbac:policies/rbac edge_jwt:bench/policies/edge_jwt edge_jwt_remote:bench/policies/edge_jwt_remote bindings:bench/policies/bindings"
+WANTED=${POLICIES:-rbac edge_jwt edge_jwt_remote bindings}
+POLICIES=
+for entry in $ALL_POLICIES; do
+    for w in $WANTED; do [ "$w" = "${entry%%:*}" ] && POLICIES="$POLICIES $entry"; done
+done
 POLICY=$ROOT/policies/rbac
 declare -A EVALUATOR
 FAILED=()
@@ -95,9 +103,28 @@ start_nop() { # [--current-thread]
     NOP_ADDR=$(wait_for_line "$OUT/nop.out" '^listening ' | awk '{print $2}')
 }
 
-start_sidecar() { # BUNDLE_DIR
-    "${SERVER_PIN[@]}" "$BIN/regent-sidecar" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-        --bundle "$1" --log-format json >"$OUT/sidecar.stdout" 2>"$OUT/sidecar.log" &
+# The JWKS endpoint of edge_jwt_remote (bench/src/bin/jwks_server.rs), started on first use; the
+# sidecar's config for it sets min_refresh_interval_seconds to 1 (see cold_kid below).
+JWKS_URL=
+sidecar_config() { # NAME -> SIDECAR_ARGS, the --config arguments for that policy (not in a
+    # subshell: the JWKS server's pid must reach PIDS)
+    SIDECAR_ARGS=()
+    [ "$1" = edge_jwt_remote ] || return 0
+    if [ -z "$JWKS_URL" ]; then
+        "$BIN/jwks_server" --addr 127.0.0.1:0 >"$OUT/jwks_server.out" 2>&1 &
+        PIDS+=("$!")
+        JWKS_URL="http://$(wait_for_line "$OUT/jwks_server.out" '^listening ' | awk '{print $2}')/jwks"
+        printf 'identity:\n  jwks:\n    - issuer: "https://login.bench.example"\n      jwks_url: "%s"\n      min_refresh_interval_seconds: 1\n' \
+            "$JWKS_URL" >"$OUT/sidecar.jwks.yaml"
+    fi
+    SIDECAR_ARGS=(--config "$OUT/sidecar.jwks.yaml")
+}
+
+start_sidecar() { # BUNDLE_DIR [CONFIG ARGS]
+    local dir=$1
+    shift
+    "${SERVER_PIN[@]}" "$BIN/regent-sidecar" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "$@" \
+        --bundle "$dir" --log-format json >"$OUT/sidecar.stdout" 2>"$OUT/sidecar.log" &
     SIDECAR_PID=$!
     PIDS+=("$SIDECAR_PID")
     LISTENING=$(wait_for_line "$OUT/sidecar.log" 'regent-sidecar listening')
@@ -108,6 +135,13 @@ start_sidecar() { # BUNDLE_DIR
         sleep 0.1
     done
     curl -fs "http://$HTTP_ADDR/ready" >/dev/null || { echo "sidecar never became ready" >&2; exit 1; }
+    # A remote key set is fetched in the background (/ready does not wait for it): wait for it.
+    if [ "$#" -gt 0 ]; then
+        for _ in $(seq 300); do
+            curl -fs "http://$HTTP_ADDR/ready" | grep -q '"unavailable":false' && break
+            sleep 0.1
+        done
+    fi
 }
 
 # 1 and 2, in turn: the NOP floor (tonic on tokio's default multi-thread runtime, what
@@ -124,7 +158,8 @@ for round in $(seq "$ROUNDS"); do
     for entry in $POLICIES; do
         mix=${entry%%:*}
         dir=${entry#*:}
-        start_sidecar "$ROOT/$dir"
+        sidecar_config "$mix"
+        start_sidecar "$ROOT/$dir" "${SIDECAR_ARGS[@]}"
         EVALUATOR[$mix]=$(grep -m1 '"policy activated"' "$OUT/sidecar.log" | sed -E 's/.*"evaluator":"([^"]+)".*/\1/')
         SCHEDULER=$(grep -m1 '"async runtime"' "$OUT/sidecar.log" | sed -E 's/.*"scheduler":"([^"]+)".*/\1/')
         if ! load_rows "$GRPC_ADDR" "$SIDECAR_PID" "$mix" "regent-sidecar, $dir, round $round"; then
@@ -172,6 +207,18 @@ for entry in $POLICIES; do
         ' "$RESULTS" | tee -a "$RESULTS"
     done
 done
+
+# The cost of a cold `kid` with a remote key set (bench/src/bin/cold_kid.rs).
+if [[ " $POLICIES " == *" edge_jwt_remote:"* ]]; then
+    say ""
+    say "## Cold kid (edge_jwt_remote: a key rotated in at the JWKS server, min_refresh_interval_seconds 1)"
+    say ""
+    if ! "$BIN/cold_kid" --sidecar "$BIN/regent-sidecar" --bundle "$ROOT/bench/policies/edge_jwt_remote" \
+        --work "$OUT/cold_kid" --gap-ms 2500 | tee -a "$RESULTS"; then
+        say "cold_kid: FAILED (see the error above)"
+        FAILED+=("cold_kid")
+    fi
+fi
 
 # Instructions per Check under callgrind (bench/callgrind.sh).
 if [ "${CALLGRIND:-1}" != 0 ]; then

@@ -6,6 +6,10 @@
 //! seed, so the JWKS in `bench/policies/edge_jwt/data.json` (written by the `fixtures` binary) is
 //! the same every run and `load` signs tokens that verify against it without sharing files.
 //!
+//! `bench/policies/edge_jwt_remote` is the same policy verifying with the sidecar's remote key set
+//! of [`ISSUER`] instead (`{"jwks_issuer": ...}`); `jwks_server` serves it the same [`Keys::jwks`],
+//! and `cold_kid` rotates [`RotatedKey`]s into it.
+//!
 //! Request mix ([`mix`]): [`TOKENS`] distinct valid tokens (even numbers RS256, odd ES256; `exp` in
 //! 2100), each with its own request, cycled the way clients reuse their tokens; and one request in
 //! [`FRESH_EVERY`] carries a token never seen before: the claims of a fixed token with a unique
@@ -117,6 +121,80 @@ fn header(alg: Alg) -> serde_json::Value {
         Alg::RS256 => json!({"alg": "RS256", "typ": "JWT", "kid": RSA_KID}),
         Alg::ES256 => json!({"alg": "ES256", "typ": "JWT", "kid": EC_KID}),
     }
+}
+
+/// An ES256 key the identity provider rotates in after the start (bench/src/bin/cold_kid.rs),
+/// derived from the fixed seed and its serial, with a `kid` the sidecar has not seen.
+pub struct RotatedKey {
+    /// `kid` of the key (in its JWK and in the tokens it signs).
+    pub kid: String,
+    key: p256::ecdsa::SigningKey,
+}
+
+impl RotatedKey {
+    /// Rotated key number `n`.
+    pub fn derive(n: u64) -> RotatedKey {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED ^ (n + 1) << 16);
+        RotatedKey {
+            kid: format!("bench-es256-rotated-{n}"),
+            key: p256::ecdsa::SigningKey::random(&mut rng),
+        }
+    }
+
+    /// Its public JWK, to add to the served key set.
+    pub fn jwk(&self) -> serde_json::Value {
+        ec_jwk(&self.kid, &self.key)
+    }
+
+    /// A request the policy allows, with a token signed by this key.
+    pub fn allowed_request(&self) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+        let c = case(ALLOWED_ES256_CASE);
+        let token = sign_es256(&self.key, &self.kid, &c.claims);
+        request(c.method, &c.path, &token)
+    }
+}
+
+/// A token of the mix that is ES256 and allowed (tenant-01, reader and writer, GET).
+const ALLOWED_ES256_CASE: usize = 1;
+
+/// A request of the mix the policy allows, signed with the fixed keys (the warm path).
+pub fn allowed_request(keys: &Keys) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    let c = case(ALLOWED_ES256_CASE);
+    request(c.method, &c.path, &keys.sign(c.alg, &c.claims))
+}
+
+fn ec_jwk(kid: &str, key: &p256::ecdsa::SigningKey) -> serde_json::Value {
+    let point = key.verifying_key().to_encoded_point(false);
+    json!({
+        "kty": "EC",
+        "kid": kid,
+        "alg": "ES256",
+        "use": "sig",
+        "crv": "P-256",
+        "x": B64.encode(point.x().expect("uncompressed point")),
+        "y": B64.encode(point.y().expect("uncompressed point")),
+    })
+}
+
+fn sign_es256(key: &p256::ecdsa::SigningKey, kid: &str, claims: &serde_json::Value) -> String {
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+    let signing_input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let sig: p256::ecdsa::Signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(sig.to_bytes()))
+}
+
+/// `bench/policies/edge_jwt_remote/data.json`: the constraints only; the keys come from the
+/// sidecar's remote key set for [`ISSUER`] (`identity.jwks`), served by `jwks_server`.
+pub fn remote_data_json() -> String {
+    let data = json!({
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+    });
+    serde_json::to_string_pretty(&data).expect("JSON") + "\n"
 }
 
 /// `bench/policies/edge_jwt/data.json`.
@@ -248,6 +326,13 @@ mod tests {
         assert!(allowed > TOKENS / 3 && allowed < TOKENS, "{allowed}");
         let rs = (0..TOKENS).filter(|&i| case(i).alg == Alg::RS256).count();
         assert_eq!(rs, TOKENS / 2);
+    }
+
+    #[test]
+    fn the_rotated_case_is_an_allowed_es256_one() {
+        let c = case(ALLOWED_ES256_CASE);
+        assert!(c.allowed && c.alg == Alg::ES256);
+        assert_ne!(RotatedKey::derive(0).kid, RotatedKey::derive(1).kid);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod bindings;
 pub mod edge_jwt;
+pub mod jwks_server;
 pub mod mix;
 
 use std::collections::HashMap;

@@ -39,12 +39,15 @@ impl Mix {
     }
 
     /// The mix `load --expect NAME` sends: `rbac`, `allow` (the RBAC requests, all to be allowed: the
-    /// NOP floor), `edge_jwt`, `bindings`.
+    /// NOP floor), `edge_jwt`, `edge_jwt_remote`
+    /// (the same mix, against bench/policies/edge_jwt_remote), `bindings`.
     pub fn named(name: &str) -> anyhow::Result<Mix> {
         Ok(match name {
             "rbac" => Mix::fixed("rbac", rbac_mix().into_iter().zip(RBAC_EXPECTED).collect()),
             "allow" => Mix::fixed("allow", rbac_mix().into_iter().map(|r| (r, true)).collect()),
             "edge_jwt" => edge_jwt::mix(),
+            // Same requests and answers; the policy verifies with a remote key set.
+            "edge_jwt_remote" => edge_jwt::mix(),
             "bindings" => bindings::mix(),
             other => anyhow::bail!("no request mix named {other}"),
         })

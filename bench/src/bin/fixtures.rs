@@ -1,5 +1,6 @@
 //! Writes the generated data of the real-world benchmark policies:
-//! `DIR/edge_jwt/data.json` (the JWKS of the keys `load` signs with) and `DIR/bindings/data.json`
+//! `DIR/edge_jwt/data.json` (the JWKS of the keys `load` signs with), `DIR/edge_jwt_remote/data.json`
+//! (its issuer and audience only: the keys come from `jwks_server`) and `DIR/bindings/data.json`
 //! (5,000 role bindings). `bench/run.sh` runs it with `DIR = bench/policies` before measuring.
 //! Both are deterministic, so a file is rewritten only when its content differs (a changed
 //! generator, or a dependency that derives keys differently); `--check` fails instead.
@@ -28,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         (
             "edge_jwt/data.json",
             regent_bench::edge_jwt::data_json(&keys),
+        ),
+        (
+            "edge_jwt_remote/data.json",
+            regent_bench::edge_jwt::remote_data_json(),
         ),
         ("bindings/data.json", regent_bench::bindings::data_json()),
     ] {

@@ -1,7 +1,7 @@
 //! Closed-loop gRPC load generator for ext_authz Check.
 //!
 //! `load --addr http://127.0.0.1:9191 --concurrency 64 --connections 4 --secs 10 --warmup 2
-//!       [--server-pid PID] [--expect rbac|allow|edge_jwt|bindings] [--requests N] --label NAME`
+//!       [--server-pid PID] [--expect rbac|allow|edge_jwt|edge_jwt_remote|bindings] [--requests N] --label NAME`
 //!
 //! N tasks each keep one request in flight, spread over M HTTP/2 connections, cycling through the
 //! request mix (`--expect`, bench/src/mix.rs). Latencies completed inside the measurement window
@@ -31,6 +31,10 @@ enum Expect {
     /// The edge JWT mix (bench/policies/edge_jwt): bearer tokens, 5% never seen before.
     #[value(name = "edge_jwt")]
     EdgeJwt,
+    /// The edge JWT mix against bench/policies/edge_jwt_remote (keys from a remote key set): the
+    /// same requests and answers.
+    #[value(name = "edge_jwt_remote")]
+    EdgeJwtRemote,
     /// The 5,000-bindings mix (bench/policies/bindings).
     Bindings,
 }
@@ -41,6 +45,7 @@ impl Expect {
             Expect::Rbac => "rbac",
             Expect::Allow => "allow",
             Expect::EdgeJwt => "edge_jwt",
+            Expect::EdgeJwtRemote => "edge_jwt_remote",
             Expect::Bindings => "bindings",
         }
     }
