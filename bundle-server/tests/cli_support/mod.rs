@@ -91,6 +91,18 @@ pub fn regent_bin() -> PathBuf {
     }
 }
 
+/// The JOSE header of a signed bundle's (first) signature token: what `alg` and `kid` it names.
+pub fn token_header(bundle: &regent_bundle::Bundle) -> Value {
+    use base64::Engine as _;
+    let sigs: Value =
+        serde_json::from_slice(bundle.file(".signatures.json").expect("signed")).unwrap();
+    let token = sigs["signatures"][0].as_str().expect("one token");
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    serde_json::from_slice(&header).unwrap()
+}
+
 /// Runs `regent` with `args` in `cwd`, stdin closed.
 pub fn regent(cwd: &Path, args: &[&str]) -> Output {
     Command::new(regent_bin())

@@ -221,6 +221,72 @@ where
     }
 }
 
+/// A `regent serve` process started from the binary, killed when dropped, however the test ends.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// The address it logged at start-up.
+    pub addr: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    /// Spawns `cmd` (a `regent serve` command line) and waits (bounded) for the listening
+    /// address in its start-up log line.
+    pub async fn spawn(mut cmd: Command) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning regent serve");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let addr = tokio::task::spawn_blocking(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.ok()?;
+                if let Some(i) = line.find("addr=") {
+                    let rest = &line[i + 5..];
+                    let end = rest.find(' ').unwrap_or(rest.len());
+                    return Some(rest[..end].to_string());
+                }
+            }
+            None
+        });
+        // Kept in a ServeProcess from here on, so a failed wait still kills it.
+        let mut proc = ServeProcess {
+            child,
+            addr: String::new(),
+        };
+        proc.addr = tokio::time::timeout(Duration::from_secs(60), addr)
+            .await
+            .expect("server logs its address in time")
+            .expect("log reader")
+            .expect("address in the log");
+        proc
+    }
+
+    /// The bytes of bundle `name` once the server serves it (bounded wait).
+    pub async fn published(&self, name: &str) -> Vec<u8> {
+        let c = client();
+        let bundle_url = format!("http://{}/bundles/{name}", self.addr);
+        eventually(Duration::from_secs(60), || async {
+            let r = c.get(&bundle_url).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.bytes().await.ok().map(|b| b.to_vec())
+        })
+        .await
+        .expect("the bundle is published")
+    }
+}
+
 /// Waits until `bundle` is served at `revision`.
 pub async fn wait_published(r: &Running, bundle: &str, revision: &str) {
     let ok = eventually(Duration::from_secs(60), || async {
