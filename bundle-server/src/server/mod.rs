@@ -304,9 +304,16 @@ pub(crate) fn load_signing(cfg: &ServerConfig) -> anyhow::Result<(Keyring, Signe
 /// called inside a tokio runtime.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     cfg.validate()?;
-    let cfg = Arc::new(cfg);
+    let signing = load_signing(&cfg)?;
+    start_signed(cfg, signing).await
+}
 
-    let (keyring, signer) = load_signing(&cfg)?;
+/// [`start`] with the signing keys already read (and `cfg` validated).
+async fn start_signed(
+    cfg: ServerConfig,
+    (keyring, signer): (Keyring, Signer),
+) -> anyhow::Result<Running> {
+    let cfg = Arc::new(cfg);
     let signer = Arc::new(signer);
     let webhook_secret = match &cfg.webhook.secret_file {
         Some(p) => Some(read_secret(p)?),
@@ -471,18 +478,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
         }
     };
     // Keys that cannot be read, or that cannot sign with signing.algorithm, are configuration
-    // errors too; start() reads them again.
-    if let Err(e) = load_signing(&cfg) {
-        eprintln!("regent: error: {e:#}");
-        return Ok(EXIT_CONFIG);
-    }
+    // errors too.
+    let signing = match load_signing(&cfg) {
+        Ok(signing) => signing,
+        Err(e) => {
+            eprintln!("regent: error: {e:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
     init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let running = start(cfg).await?;
+        let running = start_signed(cfg, signing).await?;
         wait_for_signal().await;
         tracing::info!("shutting down");
         running.shutdown().await;
