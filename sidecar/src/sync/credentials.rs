@@ -35,49 +35,42 @@ pub enum TokenError {
     },
 }
 
-/// Where the token comes from.
-#[derive(Debug, Clone)]
-enum Source {
-    /// Re-read for every request.
-    File(PathBuf),
-    /// Checked once, at configuration time ([`check_inline`]).
-    Inline(HeaderValue),
-}
-
 /// The bearer credentials of `sync.http`, when it has any.
 #[derive(Debug, Clone)]
-pub struct Bearer {
-    source: Source,
-    scheme: String,
+pub enum Bearer {
+    /// A token file, re-read for every request and sent with `scheme`.
+    File {
+        /// The token file.
+        path: PathBuf,
+        /// The `Authorization` scheme.
+        scheme: String,
+    },
+    /// The whole header value, checked once at configuration time ([`check_inline`]).
+    Inline(HeaderValue),
 }
 
 impl Bearer {
     /// The credentials `http` configures: `bearer_token_file` or `bearer_token` (validation
     /// allows one of them), sent with `bearer_scheme`.
     pub fn from_config(http: &HttpConfig) -> Option<Bearer> {
-        let scheme = http.bearer_scheme.clone();
         if let Some(path) = &http.bearer_token_file {
-            return Some(Bearer {
-                source: Source::File(path.clone()),
-                scheme,
+            return Some(Bearer::File {
+                path: path.clone(),
+                scheme: http.bearer_scheme.clone(),
             });
         }
         let token = http.bearer_token.as_ref()?.expose();
         // validate() has refused a token that makes no header value.
-        let value = header_value(&scheme, token)?;
-        Some(Bearer {
-            source: Source::Inline(value),
-            scheme,
-        })
+        header_value(&http.bearer_scheme, token).map(Bearer::Inline)
     }
 
     /// The `Authorization` header value for the next request.
     pub async fn header(&self) -> Result<HeaderValue, TokenError> {
-        match &self.source {
-            Source::Inline(v) => Ok(v.clone()),
-            Source::File(path) => {
+        match self {
+            Bearer::Inline(v) => Ok(v.clone()),
+            Bearer::File { path, scheme } => {
                 let token = read_token_file(path).await?;
-                header_value(&self.scheme, &token).ok_or_else(|| TokenError::Invalid {
+                header_value(scheme, &token).ok_or_else(|| TokenError::Invalid {
                     path: path.clone(),
                     why: "holds characters not allowed in an HTTP header (a control character?)",
                 })
