@@ -65,7 +65,7 @@ fn check_agrees_with_the_sidecar_authorizer() {
         assert_eq!(c, want_code, "{name}: {cli}{err}");
 
         let proto = check_request_from_json(&req).unwrap();
-        let resp = authorizer.check(&proto).unwrap();
+        let resp = authorizer.check_now(&proto).unwrap();
         let mut sidecar = render_response(&resp);
 
         // Decision ids are random in the sidecar; everything else must match.

@@ -1,6 +1,5 @@
 //! The crypto, x509 and JWT-signing builtins evaluated through Rego, on the interpreter
-//! (`load::prepared_engine`) and on the bytecode VM (`ActivePolicy` with `engine: vm`), and the
-//! refusal of policies that call `http.send`.
+//! (`load::prepared_engine`) and on the bytecode VM (`ActivePolicy` with `engine: vm`).
 //!
 //! Expected values are known vectors: RFC 1321/3174/6234 digests, RFC 2202/4231 HMACs (test
 //! case 2) and the usual "quick brown fox" ones, RFC 7515 appendix A tokens as OPA's own test
@@ -12,8 +11,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use regent_bundle::Bundle;
-use regent_policy::load::{prepared_engine, LoadError};
-use regent_policy::{ActivationError, ActivePolicy, EngineChoice, PolicySettings};
+use regent_policy::load::prepared_engine;
+use regent_policy::{ActivePolicy, EngineChoice, PolicySettings};
 use regorus::Value;
 
 const ROOT: &str = include_str!("fixtures/root.pem");
@@ -592,66 +591,7 @@ fn builtins_on_the_vm() {
     });
 }
 
-// ----- http.send is refused at load time ---------------------------------------------------------
-
-const CALLS_HTTP_SEND: &str = r#"package envoy.authz
-
-import rego.v1
-
-default allow := false
-
-# http.send(...) in a comment is not a call, nor is "http.send(" in a string.
-note := "http.send("
-
-allow if {
-	resp := http.send({"method": "GET", "url": "http://opa-authz.local/check"})
-	resp.status_code == 200
-}
-"#;
-
-#[test]
-fn http_send_is_refused_with_bundle_file_and_line() {
-    let b = bundle(&[("policy.rego", CALLS_HTTP_SEND)]);
-    let err = prepared_engine(&[("authz", &b)], Duration::from_secs(1)).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            LoadError::Unsupported { bundle, file, line: 11, builtin: "http.send" }
-                if bundle == "authz" && file == "authz/policy.rego"
-        ),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "bundle \"authz\": authz/policy.rego:11: http.send is not supported by Regent yet \
-         (it would always be undefined)"
-    );
-}
-
-#[test]
-fn http_send_is_refused_at_activation_on_both_evaluators() {
-    let b = Arc::new(bundle(&[("policy.rego", CALLS_HTTP_SEND)]));
-    for engine in [
-        EngineChoice::Interpreter,
-        EngineChoice::Vm,
-        EngineChoice::Auto,
-    ] {
-        let settings = PolicySettings {
-            rule: "data.envoy.authz.allow".into(),
-            engine,
-            eval_timeout: Duration::from_secs(1),
-            ..PolicySettings::default()
-        };
-        let err = ActivePolicy::compile(&[("authz".into(), b.clone())], &settings).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ActivationError::Load(LoadError::Unsupported { line: 11, .. })
-            ),
-            "{engine:?}: {err:?}"
-        );
-    }
-}
+// ----- http.send is answered (remote.rs), so mentioning it never stops a load --------------
 
 #[test]
 fn a_policy_that_only_mentions_http_send_loads() {

@@ -1,18 +1,28 @@
 //! One Check, from request to answer: input document, evaluation on the policy in force, decision
 //! mapping, dry-run, fail mode, metrics and the decision log. Shared by the gRPC service and Envoy's
 //! HTTP-service mode, so both give the same answers.
+//!
+//! A Check reads top-down as [`Authorizer::begin`]: prepare the input, evaluate one round, record
+//! the outcome. A policy whose remote calls (`http.send`, `regent.introspect`) are not all cached
+//! leaves the first round [`Checked::Waiting`]; [`Authorizer::resume`] performs the calls without
+//! blocking a runtime thread and evaluates again (see `regent_policy::builtins::remote`). Every
+//! other Check is answered on its own thread, without a future or an allocation for waiting.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use regent_policy::builtins::remote::{Answer, Calls, Resolver};
+use regent_policy::builtins::scope;
 use regorus::Value;
 
 use crate::config::{FailMode, FailModeConfig};
 use crate::decision_log::{DecisionEvent, DecisionLogger};
 use crate::metrics::Metrics;
 use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
+use crate::remote::RemoteCalls;
 use regent_policy::decision::{dry_run_allow, parse_error_response, to_check_response};
 use regent_policy::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
 use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
@@ -32,6 +42,55 @@ pub struct CheckFailure {
     pub message: String,
 }
 
+/// What a Check comes to.
+pub type Outcome = Result<CheckResponse, CheckFailure>;
+
+/// The first round of a Check: answered, or waiting for remote calls.
+// The answer is moved once per Check; boxing it would allocate on every Check to save a copy.
+#[allow(clippy::large_enum_variant)]
+pub enum Checked {
+    /// The answer.
+    Done(Outcome),
+    /// The policy made remote calls that are not cached: [`Authorizer::resume`] finishes it.
+    Waiting(Box<Waiting>),
+}
+
+/// A Check between evaluation rounds.
+pub struct Waiting {
+    record: Record,
+    eval: Evaluation,
+}
+
+/// What the decision log and the metrics need of a Check, gathered as it goes.
+struct Record {
+    started: Instant,
+    timestamp: SystemTime,
+    decision_id: String,
+    policy: Option<Arc<ActivePolicy>>,
+    eval_ns: u64,
+    input: Option<Value>,
+    result: Option<Value>,
+    nd_builtin_cache: BTreeMap<&'static str, BTreeMap<String, Value>>,
+}
+
+/// The evaluation of one Check, across its rounds.
+struct Evaluation {
+    policy: Arc<ActivePolicy>,
+    input: Value,
+    calls: Calls,
+    check_id: u64,
+    rounds: u32,
+    /// Remote calls performed so far.
+    performed: u32,
+}
+
+/// How a round ended.
+#[allow(clippy::large_enum_variant)] // as for `Checked`
+enum Round {
+    Decided(Outcome),
+    Waiting,
+}
+
 /// Answers Checks.
 pub struct Authorizer {
     store: Arc<PolicyStore>,
@@ -41,10 +100,12 @@ pub struct Authorizer {
     dry_run: bool,
     fail: FailModeConfig,
     last_fail_open_warning: AtomicU64,
+    remote: Option<Arc<RemoteCalls>>,
 }
 
 impl Authorizer {
-    /// Builds an authorizer over a policy store.
+    /// Builds an authorizer over a policy store. Remote builtins are undefined until
+    /// [`Authorizer::with_remote_calls`].
     pub fn new(
         store: Arc<PolicyStore>,
         metrics: Metrics,
@@ -61,7 +122,14 @@ impl Authorizer {
             dry_run,
             fail,
             last_fail_open_warning: AtomicU64::new(0),
+            remote: None,
         }
+    }
+
+    /// Answers `http.send` and `regent.introspect` with `remote`.
+    pub fn with_remote_calls(mut self, remote: Arc<RemoteCalls>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// The policy store.
@@ -100,80 +168,193 @@ impl Authorizer {
         }
     }
 
-    /// Answers one Check on the policy in force.
-    pub fn check(&self, req: &CheckRequest) -> Result<CheckResponse, CheckFailure> {
-        self.check_on(req, self.store.current())
+    /// Answers one Check on the policy in force, waiting for its remote calls.
+    pub async fn check(self: &Arc<Self>, req: &CheckRequest) -> Outcome {
+        self.check_on(req, self.store.current()).await
     }
 
-    /// Answers one Check on `policy`, the policy that was in force when the request was decoded.
-    pub fn check_on(
-        &self,
+    /// Answers one Check on `policy`, the policy that was in force when the request was decoded,
+    /// waiting for its remote calls.
+    pub async fn check_on(
+        self: &Arc<Self>,
         req: &CheckRequest,
         policy: Option<Arc<ActivePolicy>>,
-    ) -> Result<CheckResponse, CheckFailure> {
-        let started = Instant::now();
-        let timestamp = SystemTime::now();
-        // A uuid4 from the thread-local userspace generator: no getrandom syscall per Check.
-        let decision_id = uuid::Builder::from_random_bytes(rand::random())
-            .into_uuid()
-            .to_string();
-        let mut eval_ns = 0u64;
-        let mut logged_input = None;
-        let mut logged_result = None;
+    ) -> Outcome {
+        match self.begin(req, policy) {
+            Checked::Done(outcome) => outcome,
+            Checked::Waiting(w) => self.clone().resume(w).await,
+        }
+    }
 
-        let outcome: Result<CheckResponse, CheckFailure> = match &policy {
-            None => self.no_decision(&decision_id, "no_policy", "no policy is active"),
-            Some(policy) if policy.missing_decision().is_some() => self.no_decision(
-                &decision_id,
-                "missing_decision",
-                &format!(
-                    "no active bundle defines the decision rule {}",
-                    policy.missing_decision().unwrap_or_default()
-                ),
-            ),
-            Some(policy) => match build_input_for(req, &self.input, self.input_needs(policy)) {
-                Err(e) => {
-                    self.metrics
-                        .errors
-                        .with_label_values(&["request_parse_error"])
-                        .inc();
-                    Ok(parse_error_response(&e, &decision_id))
+    /// Answers one Check on the policy in force without waiting: remote calls that are not cached
+    /// are undefined (benchmarks and tests of the evaluation alone).
+    pub fn check_now(&self, req: &CheckRequest) -> Outcome {
+        match self.begin(req, self.store.current()) {
+            Checked::Done(outcome) => outcome,
+            Checked::Waiting(w) => {
+                let Waiting {
+                    mut record,
+                    mut eval,
+                } = *w;
+                eval.calls.set_last_round();
+                match self.round(&mut record, &mut eval) {
+                    Round::Decided(outcome) => self.record(record, &eval.calls, outcome),
+                    Round::Waiting => self.record(record, &eval.calls, Err(stuck())),
                 }
-                Ok(input) => {
-                    if self.logger.enabled() {
-                        logged_input = Some(input.clone());
-                    }
-                    let t = Instant::now();
-                    let result = policy.evaluate(input);
-                    let elapsed = t.elapsed();
-                    eval_ns = elapsed.as_nanos() as u64;
-                    match policy.kind() {
-                        EvaluatorKind::Vm => &self.metrics.eval_vm,
-                        EvaluatorKind::Interpreter => &self.metrics.eval_interpreter,
-                    }
-                    .observe(elapsed.as_secs_f64());
-                    match result {
-                        Err(e) => Err(CheckFailure {
-                            reason: "eval_error",
-                            message: format!("policy evaluation failed: {}", e.message),
-                        }),
-                        Ok(value) => {
-                            let mapped =
-                                to_check_response(&value, &decision_id).map_err(|e| CheckFailure {
-                                    reason: e.reason(),
-                                    message: e.to_string(),
-                                });
-                            // OPA leaves `result` out of the event when the decision is undefined.
-                            if self.logger.enabled() && value != Value::Undefined {
-                                logged_result = Some(value);
-                            }
-                            mapped
-                        }
-                    }
-                }
-            },
+            }
+        }
+    }
+
+    /// The first round of a Check on `policy`: prepare the input, evaluate, record, unless the
+    /// policy waits for remote calls.
+    pub fn begin(&self, req: &CheckRequest, policy: Option<Arc<ActivePolicy>>) -> Checked {
+        let mut record = Record {
+            started: Instant::now(),
+            timestamp: SystemTime::now(),
+            // A uuid4 from the thread-local userspace generator: no getrandom syscall per Check.
+            decision_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
+            policy: policy.clone(),
+            eval_ns: 0,
+            input: None,
+            result: None,
+            nd_builtin_cache: BTreeMap::new(),
         };
+        let no_calls = Calls::default();
+        let policy = match self.ready_policy(&record.decision_id, policy) {
+            Ok(p) => p,
+            Err(outcome) => return Checked::Done(self.record(record, &no_calls, outcome)),
+        };
+        let input = match build_input_for(req, &self.input, self.input_needs(&policy)) {
+            Ok(input) => input,
+            Err(e) => {
+                self.metrics
+                    .errors
+                    .with_label_values(&["request_parse_error"])
+                    .inc();
+                let outcome = Ok(parse_error_response(&e, &record.decision_id));
+                return Checked::Done(self.record(record, &no_calls, outcome));
+            }
+        };
+        if self.logger.enabled() {
+            record.input = Some(input.clone());
+        }
+        let mut eval = Evaluation {
+            policy,
+            input,
+            calls: match &self.remote {
+                Some(r) => Calls::new(r.clone() as Arc<dyn Resolver>),
+                None => Calls::default(),
+            },
+            check_id: scope::new_check_id(),
+            rounds: 0,
+            performed: 0,
+        };
+        match self.round(&mut record, &mut eval) {
+            Round::Decided(outcome) => Checked::Done(self.record(record, &eval.calls, outcome)),
+            Round::Waiting => Checked::Waiting(Box::new(Waiting { record, eval })),
+        }
+    }
 
+    /// Performs a waiting Check's remote calls and evaluates again, until it decides or
+    /// `remote_calls.max_rounds` is reached (calls still unanswered then are undefined).
+    pub async fn resume(self: Arc<Self>, waiting: Box<Waiting>) -> Outcome {
+        let Waiting {
+            mut record,
+            mut eval,
+        } = *waiting;
+        let Some(remote) = self.remote.clone() else {
+            return self.record(record, &eval.calls, Err(stuck()));
+        };
+        remote.metrics().waited();
+        loop {
+            let mut deferred = eval.calls.take_deferred();
+            let budget = remote.max_calls().saturating_sub(eval.performed) as usize;
+            if deferred.len() > budget {
+                remote.metrics().over_budget();
+                for call in deferred.split_off(budget) {
+                    eval.calls.answer(call, Answer::Value(Value::Undefined));
+                }
+            }
+            eval.performed += deferred.len() as u32;
+            for (call, answer) in remote.perform(deferred).await {
+                eval.calls.answer(call, answer);
+            }
+            if eval.rounds + 1 >= remote.max_rounds() {
+                eval.calls.set_last_round();
+            }
+            if let Round::Decided(outcome) = self.round(&mut record, &mut eval) {
+                return self.record(record, &eval.calls, outcome);
+            }
+        }
+    }
+
+    /// The policy to evaluate, or the answer while there is none that can decide.
+    #[allow(clippy::result_large_err)] // as for `Checked`
+    fn ready_policy(
+        &self,
+        decision_id: &str,
+        policy: Option<Arc<ActivePolicy>>,
+    ) -> Result<Arc<ActivePolicy>, Outcome> {
+        match policy {
+            None => Err(self.no_decision(decision_id, "no_policy", "no policy is active")),
+            Some(p) => match p.missing_decision() {
+                Some(rule) => Err(self.no_decision(
+                    decision_id,
+                    "missing_decision",
+                    &format!("no active bundle defines the decision rule {rule}"),
+                )),
+                None => Ok(p),
+            },
+        }
+    }
+
+    /// One evaluation of the policy, with the answers the Check's remote calls have so far.
+    fn round(&self, record: &mut Record, eval: &mut Evaluation) -> Round {
+        let _scope = scope::enter(eval.check_id);
+        let (policy, input) = (&eval.policy, eval.input.clone());
+        let t = Instant::now();
+        let result = eval.calls.round(|| policy.evaluate(input));
+        let elapsed = t.elapsed();
+        eval.rounds += 1;
+        record.eval_ns += elapsed.as_nanos() as u64;
+        match policy.kind() {
+            EvaluatorKind::Vm => &self.metrics.eval_vm,
+            EvaluatorKind::Interpreter => &self.metrics.eval_interpreter,
+        }
+        .observe(elapsed.as_secs_f64());
+        if let Some(raised) = eval.calls.raised() {
+            return Round::Decided(Err(CheckFailure {
+                reason: "eval_error",
+                message: format!("policy evaluation failed: {raised}"),
+            }));
+        }
+        if !eval.calls.deferred().is_empty() {
+            return Round::Waiting;
+        }
+        Round::Decided(match result {
+            Err(e) => Err(CheckFailure {
+                reason: "eval_error",
+                message: format!("policy evaluation failed: {}", e.message),
+            }),
+            Ok(value) => {
+                let mapped =
+                    to_check_response(&value, &record.decision_id).map_err(|e| CheckFailure {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                // OPA leaves `result` out of the event when the decision is undefined.
+                if self.logger.enabled() && value != Value::Undefined {
+                    record.result = Some(value);
+                }
+                mapped
+            }
+        })
+    }
+
+    /// Counts the outcome, logs the decision, and applies dry-run.
+    fn record(&self, mut record: Record, calls: &Calls, outcome: Outcome) -> Outcome {
         let allowed =
             matches!(&outcome, Ok(r) if r.status.as_ref().map_or(GRPC_OK, |s| s.code) == GRPC_OK);
         match &outcome {
@@ -186,11 +367,14 @@ impl Authorizer {
         }
         let replaced = self.dry_run && !allowed;
         if self.logger.enabled() {
+            if !calls.is_empty() {
+                record.nd_builtin_cache = calls.nd_builtin_cache();
+            }
             self.logger.log(DecisionEvent {
-                decision_id: decision_id.clone(),
-                timestamp,
-                input: logged_input,
-                result: logged_result,
+                decision_id: record.decision_id.clone(),
+                timestamp: record.timestamp,
+                input: record.input,
+                result: record.result,
                 error: match &outcome {
                     Err(f) => Some(f.message.clone()),
                     Ok(r) if !allowed => r
@@ -200,20 +384,21 @@ impl Authorizer {
                         .filter(|m| !m.is_empty()),
                     Ok(_) => None,
                 },
-                revisions: policy.as_ref().map(|p| p.revisions.clone()),
-                eval_ns,
-                handler_ns: started.elapsed().as_nanos() as u64,
+                revisions: record.policy.as_ref().map(|p| p.revisions.clone()),
+                eval_ns: record.eval_ns,
+                handler_ns: record.started.elapsed().as_nanos() as u64,
                 dry_run: replaced,
+                nd_builtin_cache: record.nd_builtin_cache,
             });
         }
         self.metrics
             .check_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(record.started.elapsed().as_secs_f64());
         if replaced {
             // Dry-run allows everything, errors included; the real decision went to the log above.
             return Ok(match outcome {
                 Ok(denied) => dry_run_allow(denied),
-                Err(_) => self.allow_response(&decision_id),
+                Err(_) => self.allow_response(&record.decision_id),
             });
         }
         outcome
@@ -261,6 +446,14 @@ impl Authorizer {
                 })
             }
         }
+    }
+}
+
+/// The failure of a Check whose remote calls cannot be performed (no remote call machinery).
+fn stuck() -> CheckFailure {
+    CheckFailure {
+        reason: "eval_error",
+        message: "the policy's remote calls cannot be performed here".into(),
     }
 }
 
@@ -348,10 +541,13 @@ mod tests {
 
         store.activate(&bundle("x-b")).expect("activates");
         let allowed = |r: &CheckResponse| r.status.as_ref().map_or(GRPC_OK, |s| s.code) == GRPC_OK;
-        let on_its_policy = authorizer.check_on(&request, policy).expect("answers");
+        let on_its_policy = match authorizer.begin(&request, policy) {
+            Checked::Done(outcome) => outcome.expect("answers"),
+            Checked::Waiting(_) => panic!("the policy makes no remote calls"),
+        };
         assert!(allowed(&on_its_policy), "{on_its_policy:?}");
         // On the new policy this request lacks the header that policy reads: why it must not be.
-        let on_the_new_one = authorizer.check(&request).expect("answers");
+        let on_the_new_one = authorizer.check_now(&request).expect("answers");
         assert!(!allowed(&on_the_new_one), "{on_the_new_one:?}");
     }
 
@@ -385,7 +581,7 @@ mod tests {
             FailModeConfig::default(),
         );
         let request = CheckRequest::decode(request_bytes().as_slice()).expect("decodes");
-        let r = dry.check(&request).expect("answers");
+        let r = dry.check_now(&request).expect("answers");
         assert_eq!(r.status.as_ref().map(|s| s.code), Some(GRPC_OK));
         let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
             panic!("an OK response: {r:?}");

@@ -35,6 +35,8 @@ pub struct SidecarConfig {
     pub identity: IdentityConfig,
     /// Re-reading key and certificate files when they change.
     pub reload: ReloadConfig,
+    /// `http.send` and token introspection (see docs/remote-calls.md).
+    pub remote_calls: crate::remote::RemoteCallsConfig,
     /// Set when the file was OPA's configuration format, mapped onto these settings.
     #[serde(skip)]
     pub opa_origin: Option<crate::opa_config::OpaOrigin>,
@@ -441,6 +443,9 @@ impl SidecarConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.identity
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.remote_calls
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())

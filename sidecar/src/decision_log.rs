@@ -34,6 +34,9 @@ pub struct DecisionEvent {
     pub handler_ns: u64,
     /// Whether dry-run replaced the answer with an allow.
     pub dry_run: bool,
+    /// Answers of the remote calls the policy made (`http.send`, `regent.introspect`), as OPA's
+    /// `nd_builtin_cache`: builtin → arguments (a JSON array) → value. Empty: none made.
+    pub nd_builtin_cache: BTreeMap<&'static str, BTreeMap<String, regorus::Value>>,
 }
 
 /// Sends events to the writer thread.
@@ -166,6 +169,12 @@ impl Writer {
         );
         if e.dry_run {
             event.insert("dry_run".into(), true.into());
+        }
+        if !e.nd_builtin_cache.is_empty() {
+            event.insert(
+                "nd_builtin_cache".into(),
+                serde_json::to_value(&e.nd_builtin_cache).unwrap_or(Json::Null),
+            );
         }
         let mut event = Json::Object(event);
         let erased: Vec<Json> = self

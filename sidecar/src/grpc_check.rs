@@ -25,8 +25,9 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
 use tonic_prost::ProstEncoder;
 
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, Checked};
 use crate::policy::ActivePolicy;
+use futures::future::Either;
 use regent_policy::grpc_decode::decode_check_request;
 
 /// The full gRPC path of the Check method.
@@ -87,19 +88,32 @@ struct DecodedCheck {
     policy: Option<Arc<ActivePolicy>>,
 }
 
-/// One Check: evaluation never waits on I/O, so the answer is ready when the call returns.
+/// One Check. Most are answered while the call runs (a ready future, nothing allocated); one
+/// whose policy waits for remote calls gets a boxed future that performs them.
 struct CheckMethod(Arc<Authorizer>);
+
+type CheckResult = Result<tonic::Response<CheckResponse>, Status>;
+
+fn to_grpc(outcome: crate::authorizer::Outcome) -> CheckResult {
+    match outcome {
+        Ok(resp) => Ok(tonic::Response::new(resp)),
+        Err(f) => Err(Status::unknown(format!("{}: {}", f.reason, f.message))),
+    }
+}
 
 impl UnaryService<DecodedCheck> for CheckMethod {
     type Response = CheckResponse;
-    type Future = Ready<Result<tonic::Response<CheckResponse>, Status>>;
+    type Future = Either<Ready<CheckResult>, BoxFuture<tonic::Response<CheckResponse>, Status>>;
 
     fn call(&mut self, request: tonic::Request<DecodedCheck>) -> Self::Future {
         let DecodedCheck { request, policy } = request.into_inner();
-        ready(match self.0.check_on(&request, policy) {
-            Ok(resp) => Ok(tonic::Response::new(resp)),
-            Err(f) => Err(Status::unknown(format!("{}: {}", f.reason, f.message))),
-        })
+        match self.0.begin(&request, policy) {
+            Checked::Done(outcome) => Either::Left(ready(to_grpc(outcome))),
+            Checked::Waiting(w) => {
+                let authorizer = self.0.clone();
+                Either::Right(Box::pin(async move { to_grpc(authorizer.resume(w).await) }))
+            }
+        }
     }
 }
 

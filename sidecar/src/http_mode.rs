@@ -60,7 +60,7 @@ async fn authorize(State(s): State<ModeState>, req: Request) -> Response {
         peer: None,
         time,
     });
-    match s.authorizer.check(&check) {
+    match s.authorizer.check(&check).await {
         Ok(resp) => match to_http_response(&resp) {
             Ok(r) => r.map(Body::from),
             Err(e) => (

@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod opa_config;
 pub mod policy;
 pub mod reload;
+pub mod remote;
 pub mod runtime;
 pub mod server;
 pub mod sync;
+pub mod tls;

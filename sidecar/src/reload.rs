@@ -1,4 +1,6 @@
-//! Re-reads key and certificate files when they change, without a restart.
+//! Re-reads key and certificate files when they change, without a restart: the bundle keyring
+//! (`keyring`), the gRPC listener's TLS (`grpc_tls`), the CA files of the key set fetchers
+//! (`jwks_ca`) and the TLS files of bundle downloads (`sync_tls`); see [`crate::tls`].
 //!
 //! A [`Watcher`] polls a set of files and compares a SHA-256 of what each path resolves to *now*:
 //! Kubernetes updates a mounted Secret by swapping the `..data` symlink, which an mtime check on
@@ -42,6 +44,17 @@ impl Watcher {
     /// Fingerprints `paths` now (blocking): the material in force was read from them at start.
     pub fn new(what: &'static str, paths: Vec<PathBuf>, reload: ReloadFn) -> Self {
         let last = fingerprint(&paths);
+        Self::from_fingerprint(what, paths, reload, last)
+    }
+
+    /// A watcher of material read right after `last` was taken from `paths`: a change made
+    /// while it was being read is then seen by the first poll rather than missed.
+    pub fn from_fingerprint(
+        what: &'static str,
+        paths: Vec<PathBuf>,
+        reload: ReloadFn,
+        last: [u8; 32],
+    ) -> Self {
         Watcher {
             what,
             paths,
@@ -71,7 +84,7 @@ impl Watcher {
 
 /// SHA-256 over every path with its content, or the read error in its place: a file that
 /// disappears or becomes unreadable is a change too (its reload then fails and is reported).
-fn fingerprint(paths: &[PathBuf]) -> [u8; 32] {
+pub fn fingerprint(paths: &[PathBuf]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in paths {
         h.update(p.as_os_str().as_encoded_bytes());
@@ -99,6 +112,12 @@ pub fn spawn(
     total: IntCounterVec,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    // Exported at 0 from start, so `increase()` sees the first reload of each kind in use.
+    for w in &watchers {
+        for result in ["ok", "error"] {
+            total.with_label_values(&[w.what(), result]);
+        }
+    }
     tokio::spawn(async move {
         let mut watchers = watchers;
         loop {

@@ -14,7 +14,8 @@ use axum::response::IntoResponse;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::server::{Connected, Router};
+use tonic::transport::Server;
 
 use crate::authorizer::Authorizer;
 use crate::config::SidecarConfig;
@@ -123,14 +124,19 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         prune: cfg.policy.prune_input,
         descriptors,
     };
-    let authorizer = Arc::new(Authorizer::new(
-        store.clone(),
-        metrics.clone(),
-        logger,
-        input,
-        cfg.policy.dry_run,
-        cfg.fail_mode.clone(),
-    ));
+    let remote = crate::remote::RemoteCalls::new(&cfg.remote_calls, &metrics.registry)
+        .context("remote_calls")?;
+    let authorizer = Arc::new(
+        Authorizer::new(
+            store.clone(),
+            metrics.clone(),
+            logger,
+            input,
+            cfg.policy.dry_run,
+            cfg.fail_mode.clone(),
+        )
+        .with_remote_calls(Arc::new(remote)),
+    );
     if cfg.policy.dry_run {
         tracing::warn!(
             "dry-run is on: every request is allowed; decision logs show the real decisions"
@@ -149,15 +155,12 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     let tls = match &cfg.grpc.tls {
         None => None,
         Some(t) => {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).with_context(|| format!("grpc.tls: reading {}", p.display()))
-            };
-            let mut tls = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(&t.cert_file)?, read(&t.key_file)?));
-            if let Some(ca) = &t.client_ca_file {
-                tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-            }
-            Some(tls)
+            let t = t.clone();
+            Some(
+                tokio::task::spawn_blocking(move || crate::tls::ServerTls::load(&t))
+                    .await
+                    .context("grpc.tls read task failed")??,
+            )
         }
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -171,40 +174,23 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     } else {
         None
     };
-    let make_router =
-        |tls: &Option<ServerTlsConfig>| -> anyhow::Result<tonic::transport::server::Router> {
-            let mut builder = Server::builder();
-            if let Some(tls) = tls {
-                builder = builder.tls_config(tls.clone()).context("grpc.tls")?;
-            }
-            let svc =
-                AuthorizationService::new(authorizer.clone(), cfg.grpc.max_recv_message_bytes);
-            Ok(builder
-                .add_service(svc)
-                .add_service(health_service.clone())
-                .add_optional_service(reflection.clone()))
-        };
-    let router = make_router(&tls)?;
-    let mut rx = shutdown_rx.clone();
+    let make_router = || {
+        let svc = AuthorizationService::new(authorizer.clone(), cfg.grpc.max_recv_message_bytes);
+        Server::builder()
+            .add_service(svc)
+            .add_service(health_service.clone())
+            .add_optional_service(reflection.clone())
+    };
+    // Small gRPC frames must not wait for Nagle's algorithm.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     tasks.push((
         "grpc",
-        tokio::spawn(async move {
-            // Small gRPC frames must not wait for Nagle's algorithm.
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp).map(|s| {
-                if let Ok(s) = &s {
-                    let _ = s.set_nodelay(true);
-                }
-                s
-            });
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-            {
-                tracing::error!(error = %e, "gRPC server stopped");
-            }
-        }),
+        spawn_grpc(make_router(), incoming, tls.clone(), shutdown_rx.clone()),
     ));
     #[cfg(unix)]
     if let Some(path) = &cfg.grpc.unix_socket {
@@ -214,24 +200,24 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         }
         let uds = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("binding grpc.unix_socket {}", path.display()))?;
-        let router = make_router(&tls)?;
-        let mut rx = shutdown_rx.clone();
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
         tasks.push((
             "grpc-unix",
-            tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
-                {
-                    tracing::error!(error = %e, "gRPC Unix-socket server stopped");
-                }
-            }),
+            spawn_grpc(make_router(), incoming, tls.clone(), shutdown_rx.clone()),
         ));
     }
     listening.store(true, Ordering::Release);
+
+    // Files re-read while running. Fingerprinting reads them (off the runtime threads), before
+    // the outgoing clients below first read theirs, so no change in between is missed.
+    let reload_interval = Duration::from_secs(cfg.reload.interval_seconds);
+    let mut watchers = Vec::new();
+    if !reload_interval.is_zero() {
+        let (c, grpc_tls) = (cfg.clone(), tls.clone());
+        watchers = tokio::task::spawn_blocking(move || crate::tls::watchers(&c, grpc_tls.as_ref()))
+            .await
+            .context("TLS file fingerprint task failed")?;
+    }
 
     // Remote key sets: persisted ones are published before the policy source starts; the
     // first fetches run in the background.
@@ -313,19 +299,14 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         let format = RegentFormat::from_config(&cfg.sync)?;
         let keyring = format.keyring_handle();
         let has_key_files = !crate::sync::regent_format::key_files(&cfg.sync).is_empty();
-        if cfg.reload.interval_seconds > 0 && has_key_files {
-            // Fingerprinting reads the key files: off the runtime threads. Done right after the
-            // keyring was read, so a change from here on is seen by the first poll.
+        if !reload_interval.is_zero() && has_key_files {
+            // Done right after the keyring was read, so a change from here on is seen by the
+            // first poll.
             let sync_cfg = cfg.sync.clone();
             let watcher = tokio::task::spawn_blocking(move || keyring_watcher(&sync_cfg, keyring))
                 .await
                 .context("key file fingerprint task failed")?;
-            background.push(crate::reload::spawn(
-                vec![watcher],
-                Duration::from_secs(cfg.reload.interval_seconds),
-                metrics.reloads.clone(),
-                shutdown_rx.clone(),
-            ));
+            watchers.push(watcher);
         }
         let activator = crate::sync::activate::SetActivator::new(
             format,
@@ -339,6 +320,20 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             "no policy source configured (policy.bundle or sync.bundles): answering per fail_mode"
         );
     }
+    if let (Some(identity), false) = (identity.clone(), reload_interval.is_zero()) {
+        let watcher = tokio::task::spawn_blocking(move || identity.passport_watcher())
+            .await
+            .context("passport key fingerprint task failed")?;
+        watchers.extend(watcher);
+    }
+    if !watchers.is_empty() {
+        background.push(crate::reload::spawn(
+            watchers,
+            reload_interval,
+            metrics.reloads.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     tracing::info!(grpc = %grpc_addr, http = %http_addr, ext_authz_http = ?ext_authz_addr, "regent-sidecar listening");
     Ok(Running {
         grpc_addr,
@@ -351,6 +346,36 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
         background,
+    })
+}
+
+/// Serves `router` on `incoming` until the shutdown signal, over TLS when `tls` is set (each
+/// handshake with the certificate in force when its connection was accepted).
+fn spawn_grpc<S, IO>(
+    router: Router,
+    incoming: S,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    rx: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    S: futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = rx.clone();
+    let signal = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        let served = match tls {
+            None => router.serve_with_incoming_shutdown(incoming, signal).await,
+            Some(tls) => {
+                let incoming = crate::tls::incoming(incoming, tls, rx);
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
     })
 }
 

@@ -335,6 +335,11 @@ const SECTION_PAGES: &[(&str, &str, &str)] = &[
         "identity.md",
         "Configuration (`identity:` in the sidecar YAML)",
     ),
+    (
+        "remote_calls",
+        "remote-calls.md",
+        "Configuration (`remote_calls:` in the sidecar YAML)",
+    ),
 ];
 
 /// The key table of `docs/sidecar.md` and the tables of the section pages it points to
@@ -442,6 +447,15 @@ fn baseline_for(key: &str) -> Value {
         "identity: {jwks: [{issuer: 'https://idp', discovery_url: 'http://127.0.0.1/d'}]}"
     } else if key.starts_with("identity.jwks[].") {
         "identity: {jwks: [{issuer: 'https://idp', jwks_url: 'http://127.0.0.1/k'}]}"
+    } else if key == "remote_calls.introspection[].client_id"
+        || key == "remote_calls.introspection[].client_secret_file"
+    {
+        // An endpoint needs one client authentication: these get the other.
+        "remote_calls: {introspection: [{name: i, url: 'http://127.0.0.1/i', \
+         client_cert_file: /c.pem, client_key_file: /k.pem}]}"
+    } else if key.starts_with("remote_calls.introspection[].") {
+        "remote_calls: {introspection: [{name: i, url: 'http://127.0.0.1/i', \
+         client_id: c, client_secret_file: /s}]}"
     } else if key.starts_with("sync.status.") {
         "sync: {status: {url: 'http://127.0.0.1/s'}}"
     } else {

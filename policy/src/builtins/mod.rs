@@ -17,6 +17,9 @@ mod jwt_cache;
 mod jwt_keys;
 mod jwt_sign;
 pub mod keysets;
+pub mod passport;
+pub mod remote;
+pub mod scope;
 mod x509;
 
 use std::collections::HashMap;
@@ -49,6 +52,8 @@ pub fn all() -> impl Iterator<Item = &'static Builtin> {
         .chain(crypto::BUILTINS.iter())
         .chain(x509::BUILTINS.iter())
         .chain(keysets::BUILTINS.iter())
+        .chain(passport::BUILTINS.iter())
+        .chain(remote::BUILTINS.iter())
 }
 
 /// Names of every builtin Regent adds, for callers that pick an evaluator per policy.

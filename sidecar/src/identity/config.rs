@@ -1,9 +1,12 @@
-//! The `identity:` configuration section: remote key sets (JWKS) of identity providers.
+//! The `identity:` configuration section: remote key sets (JWKS) of identity providers, and
+//! passports (`passport`, see `super::passport`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::passport::PassportSettings;
 
 /// `identity:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -14,6 +17,8 @@ pub struct IdentityConfig {
     /// Where the last good key sets are kept (in `jwks/`) so a restart with a provider down still
     /// verifies. Default: `sync.persist_dir`; neither set disables persistence.
     pub persist_dir: Option<PathBuf>,
+    /// Passports: minting at the edge, verifying at a service. Off unless keys are configured.
+    pub passport: PassportSettings,
 }
 
 /// Default of `refresh_seconds`.
@@ -195,7 +200,7 @@ impl IdentityConfig {
                 ));
             }
         }
-        Ok(())
+        self.passport.validate()
     }
 }
 

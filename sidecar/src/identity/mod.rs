@@ -4,11 +4,15 @@
 //! [`start`] restores each issuer's persisted key set (if young enough), publishes it in
 //! regent-policy's registry (`regent_policy::builtins::keysets`) and starts one fetcher task
 //! per issuer ([`fetch`]). The Check path only reads the registry: it never waits on a fetch.
-//! See docs/identity.md.
+//!
+//! Passports ([`passport`]): [`start`] also reads the passport key files and publishes them
+//! for `regent.passport.mint` / `regent.passport.verify`;
+//! [`IdentityHandle::passport_watcher`] re-reads them when they change. See docs/identity.md.
 
 pub mod config;
 pub mod fetch;
 pub mod metrics;
+pub mod passport;
 pub mod persist;
 
 use std::collections::BTreeMap;
@@ -26,14 +30,17 @@ pub use config::{IdentityConfig, IdentityConfigError, JwksSource};
 
 use fetch::{KeySetTask, NotifyHook};
 use metrics::JwksMetrics;
+use passport::PassportHandle;
 
-/// Running key set fetchers.
+/// Running key set fetchers and the published passport keys.
 pub struct IdentityHandle {
     /// (issuer, registry installation) of each key set.
     installed: Vec<(String, u64)>,
     shutdown: watch::Sender<bool>,
     /// Taken by the first [`IdentityHandle::shutdown`].
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The passport keys, when `identity.passport` is configured.
+    passport: Option<PassportHandle>,
 }
 
 /// One key set's state, as `/ready` and the status report show it.
@@ -98,8 +105,17 @@ impl IdentityHandle {
             .collect()
     }
 
-    /// Stops the fetchers and withdraws the key sets from the registry.
+    /// A watcher that re-reads the passport key files when they change (for
+    /// `crate::reload::spawn`); `None` without passports. Blocking: it fingerprints the files.
+    pub fn passport_watcher(&self) -> Option<crate::reload::Watcher> {
+        self.passport.as_ref().map(PassportHandle::watcher)
+    }
+
+    /// Stops the fetchers and withdraws the key sets and passport keys from the registries.
     pub async fn shutdown(&self) {
+        if let Some(p) = &self.passport {
+            p.shutdown();
+        }
         let _ = self.shutdown.send(true);
         let tasks = std::mem::take(
             &mut *self
@@ -177,9 +193,10 @@ async fn restore(
     }
 }
 
-/// Starts the key set fetchers of `cfg` (none configured: `None`). `persist_dir` is the
-/// effective persistence directory (`identity.persist_dir`, else `sync.persist_dir`). Returns
-/// once persisted key sets are published; the first fetches run in the background.
+/// Publishes the passport keys and starts the key set fetchers of `cfg` (neither configured:
+/// `None`). `persist_dir` is the effective persistence directory (`identity.persist_dir`, else
+/// `sync.persist_dir`). Returns once the passport keys and persisted key sets are published; the
+/// first fetches run in the background.
 pub async fn start(
     cfg: &IdentityConfig,
     persist_dir: Option<&Path>,
@@ -187,7 +204,15 @@ pub async fn start(
 ) -> anyhow::Result<Option<IdentityHandle>> {
     cfg.validate()?;
     if cfg.jwks.is_empty() {
-        return Ok(None);
+        let Some(passport) = start_passport(cfg, registry).await? else {
+            return Ok(None);
+        };
+        return Ok(Some(IdentityHandle {
+            installed: Vec::new(),
+            shutdown: watch::channel(false).0,
+            tasks: std::sync::Mutex::new(Vec::new()),
+            passport: Some(passport),
+        }));
     }
     let issuers: Vec<String> = cfg.jwks.iter().map(|s| s.issuer.clone()).collect();
     let metrics =
@@ -197,6 +222,8 @@ pub async fn start(
         let client = client_for(src).with_context(|| format!("identity.jwks[{i}]"))?;
         prepared.push((src, client));
     }
+    // After the steps that can fail, so a refused key set configuration leaves nothing published.
+    let passport = start_passport(cfg, registry).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut installed = Vec::new();
     let mut tasks = Vec::new();
@@ -233,5 +260,21 @@ pub async fn start(
         installed,
         shutdown,
         tasks: std::sync::Mutex::new(tasks),
+        passport,
     }))
+}
+
+/// Reads the passport key files off the runtime threads and publishes them, if configured.
+async fn start_passport(
+    cfg: &IdentityConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Option<PassportHandle>> {
+    if !cfg.passport.enabled() {
+        return Ok(None);
+    }
+    let (settings, registry) = (cfg.passport.clone(), registry.clone());
+    let handle = tokio::task::spawn_blocking(move || PassportHandle::start(&settings, &registry))
+        .await
+        .context("passport key loading task failed")??;
+    Ok(Some(handle))
 }

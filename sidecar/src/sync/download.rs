@@ -1,7 +1,6 @@
 //! HTTP download of one bundle: conditional GET, long polling, size limit, auth, and the
 //! time bounds of a download: an overall deadline and a minimum transfer rate.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -173,47 +172,45 @@ pub struct Downloader {
     rate_window: Duration,
 }
 
-fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, DownloadError> {
-    std::fs::read(path)
-        .map_err(|e| DownloadError::Setup(format!("reading {what} {}: {e}", path.display())))
+/// The TLS files of `http` (`ca_file`, `client_cert_file` with `client_key_file`).
+pub fn client_files(http: &HttpConfig) -> crate::tls::ClientFiles {
+    crate::tls::ClientFiles {
+        ca_file: http.ca_file.clone(),
+        client_identity: http
+            .client_cert_file
+            .clone()
+            .zip(http.client_key_file.clone()),
+    }
 }
 
 /// The HTTP client of every request to the bundle server (bundles and status reports): rustls,
 /// the connect timeout, `read_timeout` between reads, the extra CA and the client certificate of
-/// `http`.
+/// `http`. The TLS files are read now, and re-read for new connections when a reload watcher
+/// of the same files sees them change ([`crate::tls::ClientTls`]).
 pub(crate) fn build_client(
     http: &HttpConfig,
     read_timeout: Duration,
 ) -> Result<reqwest::Client, DownloadError> {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
+    client_builder(http, read_timeout)?
+        .build()
+        .map_err(|e| DownloadError::Setup(format!("building HTTP client: {e}")))
+}
+
+/// [`build_client`]'s settings, for a caller that adds its own (a redirect policy).
+pub(crate) fn client_builder(
+    http: &HttpConfig,
+    read_timeout: Duration,
+) -> Result<reqwest::ClientBuilder, DownloadError> {
+    let b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(http.connect_timeout_seconds))
         .read_timeout(read_timeout)
         .user_agent(concat!("regent-sidecar/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &http.ca_file {
-        let pem = read_pem("ca_file", ca)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| DownloadError::Setup(format!("ca_file {}: {e}", ca.display())))?;
-        if certs.is_empty() {
-            return Err(DownloadError::Setup(format!(
-                "ca_file {} holds no certificate",
-                ca.display()
-            )));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+    let files = client_files(http);
+    if files.is_empty() {
+        return Ok(b.use_rustls_tls());
     }
-    if let (Some(cert), Some(key)) = (&http.client_cert_file, &http.client_key_file) {
-        let mut pem = read_pem("client_cert_file", cert)?;
-        pem.push(b'\n');
-        pem.extend(read_pem("client_key_file", key)?);
-        let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| DownloadError::Setup(format!("client certificate/key: {e}")))?;
-        b = b.identity(id);
-    }
-    b.build()
-        .map_err(|e| DownloadError::Setup(format!("building HTTP client: {e}")))
+    let tls = crate::tls::client_config(&files).map_err(|e| DownloadError::Setup(e.to_string()))?;
+    Ok(b.use_preconfigured_tls(tls))
 }
 
 impl Downloader {
