@@ -183,7 +183,8 @@ impl JwtCacheCollector {
     }
 }
 
-fn counter_family(desc: &Desc, samples: [(&str, u64); 2]) -> MetricFamily {
+/// A counter family of `desc` with one sample per `(value of label, count)`.
+pub(crate) fn counter_family(desc: &Desc, label: &str, samples: &[(&str, u64)]) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(desc.fq_name.clone());
     family.set_help(desc.help.clone());
@@ -191,13 +192,13 @@ fn counter_family(desc: &Desc, samples: [(&str, u64); 2]) -> MetricFamily {
     family.set_metric(
         samples
             .iter()
-            .map(|&(cache, value)| {
-                let mut label = LabelPair::default();
-                label.set_name("cache".to_string());
-                label.set_value(cache.to_string());
+            .map(|&(label_value, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(label.to_string());
+                pair.set_value(label_value.to_string());
                 let mut counter = Counter::default();
                 counter.set_value(value as f64);
-                let mut metric = Metric::from_label(vec![label]);
+                let mut metric = Metric::from_label(vec![pair]);
                 metric.set_counter(counter);
                 metric
             })
@@ -216,11 +217,13 @@ impl Collector for JwtCacheCollector {
         vec![
             counter_family(
                 &self.hits,
-                [("keyset", s.keyset_hits), ("token", s.token_hits)],
+                "cache",
+                &[("keyset", s.keyset_hits), ("token", s.token_hits)],
             ),
             counter_family(
                 &self.misses,
-                [("keyset", s.keyset_misses), ("token", s.token_misses)],
+                "cache",
+                &[("keyset", s.keyset_misses), ("token", s.token_misses)],
             ),
         ]
     }

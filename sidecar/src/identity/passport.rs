@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 use regent_policy::builtins::passport::{self, PassportConfig, Signer, TrustedKey};
 use serde::Deserialize;
 
@@ -262,30 +262,16 @@ impl Collector for PassportCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let s = passport::stats();
-        let mut family = MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(
-            [
+        let family = crate::metrics::counter_family(
+            &self.desc,
+            "result",
+            &[
                 ("minted", s.minted),
                 ("verified", s.verified),
                 ("refused", s.refused),
                 ("replay", s.replays),
                 ("replay_cache_full", s.replay_cache_full),
-            ]
-            .into_iter()
-            .map(|(result, value)| {
-                let mut label = LabelPair::default();
-                label.set_name("result".into());
-                label.set_value(result.into());
-                let mut counter = Counter::default();
-                counter.set_value(value as f64);
-                let mut metric = Metric::from_label(vec![label]);
-                metric.set_counter(counter);
-                metric
-            })
-            .collect(),
+            ],
         );
         vec![family]
     }

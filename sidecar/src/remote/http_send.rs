@@ -243,7 +243,7 @@ impl HttpSend {
                 true,
             ));
         };
-        let raise = !matches!(obj.get("raise_error"), Some(Json::Bool(false)));
+        let raise = raises(&obj);
         parse_request(&obj, &self.cfg)
             .and_then(|req| {
                 check_host(&self.rules, &req.url).map_err(|m| send_error("not_allowed", m))?;
@@ -521,10 +521,16 @@ fn parse_request(obj: &Map<String, Json>, cfg: &HttpSendConfig) -> Result<HttpRe
         body,
         enable_redirect: flag("enable_redirect")?,
         force_json_decode: flag("force_json_decode")?,
-        raise_error: !matches!(obj.get("raise_error"), Some(Json::Bool(false))),
+        raise_error: raises(obj),
         timeout,
         cache,
     })
+}
+
+/// `raise_error`, whose default is `true`: read before the rest, so a request that cannot be
+/// read still fails the way it asked.
+fn raises(obj: &Map<String, Json>) -> bool {
+    !matches!(obj.get("raise_error"), Some(Json::Bool(false)))
 }
 
 /// A Go duration string (`"1.5s"`, `"300ms"`, `"1m30s"`).

@@ -146,17 +146,18 @@ impl Introspection {
             Ok((answer, active)) => {
                 self.metrics
                     .introspection(name, if active { "active" } else { "inactive" });
-                if let Some(ttl) = cache_ttl(&asked.endpoint.cfg, &answer, active) {
-                    let value = Value::from(answer.clone());
+                let ttl = cache_ttl(&asked.endpoint.cfg, &answer, active);
+                let value = Value::from(answer);
+                if let Some(ttl) = ttl {
                     asked.endpoint.cache.insert(
                         asked.key,
                         Arc::new(Cached {
-                            value,
+                            value: value.clone(),
                             expires: Instant::now() + ttl,
                         }),
                     );
                 }
-                Answer::Value(Value::from(answer))
+                Answer::Value(value)
             }
             Err((result, message)) => {
                 self.metrics.introspection(name, result);
