@@ -203,6 +203,19 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<u8> {
     if reported == 0 {
         all = false;
     }
+    // Not part of the rollout's verdict, but a fleet refusing tokens is what its operator
+    // needs to see next to it.
+    for (issuer, k) in &view.jwks {
+        if k.unavailable > 0 || k.failing > 0 {
+            let oldest = k
+                .max_age_seconds
+                .map_or_else(|| "none yet".to_string(), |a| format!("{a} s"));
+            println!(
+                "key set {issuer}: {}/{} sidecars refuse its tokens, {} fail to refresh (oldest keys: {oldest})",
+                k.unavailable, k.sidecars, k.failing
+            );
+        }
+    }
     Ok(if all { 0 } else { EXIT_INCOMPLETE })
 }
 
@@ -226,6 +239,7 @@ mod tests {
                     ..Default::default()
                 },
             )]),
+            jwks: BTreeMap::new(),
         }
     }
 
@@ -241,6 +255,7 @@ mod tests {
                     ..Default::default()
                 },
             )]),
+            jwks: BTreeMap::new(),
         };
         let p = progress(&view, None, None);
         assert_eq!(p.len(), 1);

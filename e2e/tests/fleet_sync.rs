@@ -287,3 +287,108 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
     sync.shutdown().await;
     srv.shutdown().await;
 }
+
+/// A sidecar whose identity provider cannot be reached refuses that issuer's tokens; the fleet
+/// view and `regent rollout status` say so, so an operator sees it before users do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_sets_that_cannot_be_fetched_show_in_the_fleet_view() {
+    let repo = PolicyRepo::new();
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let srv = start(config(&repo.origin, data.path(), &keys.private, "")).await;
+    wait_published(&srv, "authz", &first).await;
+
+    // Port 1 on loopback: nothing listens, so every fetch fails at once.
+    let issuer = "https://idp-down.example";
+    let identity: regent_sidecar::identity::IdentityConfig = serde_yaml::from_str(&format!(
+        "jwks: [{{issuer: '{issuer}', jwks_url: 'http://127.0.0.1:1/keys', min_refresh_interval_seconds: 1}}]"
+    ))
+    .unwrap();
+    let registry = prometheus::Registry::new();
+    let handle = regent_sidecar::identity::start(&identity, None, &registry)
+        .await
+        .unwrap()
+        .expect("a key set is configured");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pub_file = dir.path().join("k1.pub.pem");
+    std::fs::write(&pub_file, &keys.public_pem).unwrap();
+    let sync_cfg = SyncConfig {
+        bundles: vec![BundleSource {
+            name: "authz".into(),
+            url: url(&srv, "/bundles/authz"),
+            roots: Some(vec!["envoy/authz".into()]),
+            long_poll_timeout_seconds: None,
+        }],
+        keys: vec![KeyConfig {
+            kid: "k1".into(),
+            public_key_file: Some(pub_file),
+            ..KeyConfig::default()
+        }],
+        status: Some(StatusConfig {
+            url: url(&srv, "/v1/status/report"),
+            interval_seconds: 1,
+            labels: BTreeMap::from([("id".to_string(), "keyless".to_string())]),
+        }),
+        ..SyncConfig::default()
+    };
+    let store = Arc::new(PolicyStore::new(
+        PolicySettings {
+            rule: "data.envoy.authz.allow".into(),
+            ..PolicySettings::default()
+        },
+        prometheus::IntCounter::new("activations", "test").unwrap(),
+    ));
+    let activator = Arc::new(regent_activator(&sync_cfg, Arc::clone(&store)).unwrap());
+    let sync = start_with(&sync_cfg, activator, &registry).await.unwrap();
+    assert!(
+        sync.wait_for(Duration::from_secs(30), |s| s["authz"].active_revision
+            == first)
+            .await,
+        "sidecar activated the bundle: {:?}",
+        sync.status()
+    );
+
+    let c = client();
+    let u = url(&srv, "/v1/fleet");
+    let view = eventually(Duration::from_secs(30), || {
+        let (c, u) = (c.clone(), u.clone());
+        async move {
+            let v: serde_json::Value = c.get(u).send().await.ok()?.json().await.ok()?;
+            let failing = v["jwks"][issuer]["failing"].as_u64()?;
+            (failing == 1).then_some(v)
+        }
+    })
+    .await
+    .expect("the fleet view shows the failing key set");
+    assert_eq!(view["jwks"][issuer]["sidecars"], 1, "{view}");
+    assert_eq!(view["jwks"][issuer]["unavailable"], 1, "{view}");
+    let me = view["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "keyless")
+        .expect("the sidecar is listed");
+    assert_eq!(me["jwks"][issuer]["keys"], 0, "{me}");
+    assert_eq!(me["jwks"][issuer]["unavailable"], true, "{me}");
+    assert!(
+        me["jwks"][issuer]["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{me}"
+    );
+
+    let (code, out) = rollout(&["--server", &format!("http://{}", srv.addr)]).await;
+    assert_eq!(code, 0, "the bundle rollout itself is complete: {out}");
+    assert!(
+        out.contains(&format!(
+            "key set {issuer}: 1/1 sidecars refuse its tokens, 1 fail to refresh (oldest keys: none yet)"
+        )),
+        "{out}"
+    );
+
+    sync.shutdown().await;
+    handle.shutdown().await;
+    srv.shutdown().await;
+}

@@ -17,6 +17,8 @@ use super::metrics::Metrics;
 
 /// Most bundles accepted in one report.
 const MAX_BUNDLES_PER_REPORT: usize = 256;
+/// Most remote key sets (`jwks`) accepted in one report.
+const MAX_KEY_SETS_PER_REPORT: usize = 64;
 /// Longest label key, label value, bundle name or revision accepted.
 const MAX_FIELD_CHARS: usize = 512;
 /// Revisions of each bundle the fleet view recognises: the last ones this server published.
@@ -59,6 +61,27 @@ pub struct ReportedBundle {
     pub errors: Vec<serde_json::Value>,
 }
 
+/// One remote key set in a regent-sidecar status report (`identity.jwks`): how old its keys
+/// are, so stale keys show in the fleet view before tokens are refused.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct ReportedKeySet {
+    /// Seconds since the keys were fetched or last confirmed (absent while there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
+    /// When the keys were fetched or last confirmed (as reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+    /// Usable keys in force.
+    #[serde(default)]
+    pub keys: usize,
+    /// True while the sidecar refuses this issuer's tokens (no keys, or too stale).
+    #[serde(default)]
+    pub unavailable: bool,
+    /// The last refresh failure, while refreshes fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// The part of an OPA status report the fleet view reads. Other fields (`discovery`, `plugins`,
 /// `metrics`, `decision_logs`) are accepted and ignored, as an OPA-compatible receiver must.
 #[derive(Debug, Deserialize)]
@@ -68,6 +91,9 @@ pub struct StatusReport {
     /// Per-bundle status.
     #[serde(default)]
     pub bundles: BTreeMap<String, ReportedBundle>,
+    /// Regent's addition: remote key sets by issuer (OPA sends none).
+    #[serde(default)]
+    pub jwks: BTreeMap<String, ReportedKeySet>,
     /// Size of the report body: what keeping the report is charged against
     /// `fleet.max_total_report_bytes`.
     #[serde(skip)]
@@ -125,6 +151,18 @@ impl StatusReport {
                 )));
             }
         }
+        if r.jwks.len() > MAX_KEY_SETS_PER_REPORT {
+            return Err(ReportError::Invalid(format!(
+                "{} key sets in jwks (at most {MAX_KEY_SETS_PER_REPORT})",
+                r.jwks.len()
+            )));
+        }
+        if let Some(issuer) = r.jwks.keys().find(|k| too_long(k)) {
+            return Err(ReportError::Invalid(format!(
+                "jwks issuer {:?} is longer than {MAX_FIELD_CHARS} characters",
+                issuer.chars().take(40).collect::<String>()
+            )));
+        }
         Ok(r)
     }
 }
@@ -133,6 +171,7 @@ struct Sidecar {
     size: usize,
     labels: BTreeMap<String, String>,
     bundles: BTreeMap<String, ReportedBundle>,
+    jwks: BTreeMap<String, ReportedKeySet>,
     received: Instant,
     received_at: SystemTime,
 }
@@ -150,6 +189,23 @@ pub struct SidecarView {
     pub age_seconds: u64,
     /// Its bundles.
     pub bundles: BTreeMap<String, ReportedBundle>,
+    /// Its remote key sets by issuer, as reported (absent when it has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jwks: BTreeMap<String, ReportedKeySet>,
+}
+
+/// Per-issuer summary of the sidecars' remote key sets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct KeySetSummary {
+    /// Sidecars reporting a key set for this issuer.
+    pub sidecars: usize,
+    /// Of those, how many refuse its tokens now (no keys, or past their maximum staleness).
+    pub unavailable: usize,
+    /// Of those, how many report a failing refresh.
+    pub failing: usize,
+    /// The oldest key set reported, in seconds (absent when none has keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
 }
 
 /// Per-bundle summary of the fleet view.
@@ -178,6 +234,9 @@ pub struct FleetView {
     pub sidecars: Vec<SidecarView>,
     /// Summary per bundle this server serves (other bundles show in `sidecars` only).
     pub bundles: BTreeMap<String, BundleRollout>,
+    /// Summary per issuer of the sidecars' remote key sets (absent when none reports any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jwks: BTreeMap<String, KeySetSummary>,
 }
 
 #[derive(Default)]
@@ -353,6 +412,7 @@ impl Fleet {
             size: report.size,
             labels: report.labels,
             bundles: report.bundles,
+            jwks: report.jwks,
             received: Instant::now(),
             received_at: SystemTime::now(),
         };
@@ -447,6 +507,7 @@ impl Fleet {
                         (name.clone(), b)
                     })
                     .collect(),
+                jwks: s.jwks.clone(),
             })
             .collect();
         let served: BTreeSet<String> = inner.history.keys().cloned().collect();
@@ -481,12 +542,27 @@ impl Fleet {
                 }
             }
         }
+        let jwks = key_set_summary(&sidecars);
         FleetView {
             ttl_seconds: self.ttl.as_secs(),
             sidecars,
             bundles,
+            jwks,
         }
     }
+}
+
+/// Summarises the reported key sets per issuer.
+fn key_set_summary(sidecars: &[SidecarView]) -> BTreeMap<String, KeySetSummary> {
+    let mut out: BTreeMap<String, KeySetSummary> = BTreeMap::new();
+    for (issuer, k) in sidecars.iter().flat_map(|s| &s.jwks) {
+        let e = out.entry(issuer.clone()).or_default();
+        e.sidecars += 1;
+        e.unavailable += usize::from(k.unavailable);
+        e.failing += usize::from(k.last_error.is_some());
+        e.max_age_seconds = e.max_age_seconds.max(k.age_seconds);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -675,5 +751,61 @@ mod tests {
         // Publishing a bundle the server does not serve changes nothing.
         f.published("made-up", "x");
         assert!(!m.render().contains("made-up"));
+    }
+
+    #[test]
+    fn key_sets_are_summarised_per_issuer() {
+        let f = Fleet::new(
+            BTreeSet::new(),
+            Duration::from_secs(300),
+            100,
+            usize::MAX,
+            Metrics::new().unwrap(),
+        );
+        let with_keys = |id: &str, jwks: &str| {
+            StatusReport::parse(format!(r#"{{"labels":{{"id":"{id}"}},"jwks":{jwks}}}"#).as_bytes())
+        };
+        f.record(
+            with_keys(
+                "fresh",
+                r#"{"https://idp":{"age_seconds":30,"keys":2,"unavailable":false}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        f.record(with_keys("stale", r#"{"https://idp":{"age_seconds":900,"keys":2,"unavailable":false,"last_error":"timeout"}}"#).unwrap())
+            .unwrap();
+        f.record(
+            with_keys(
+                "none",
+                r#"{"https://idp":{"keys":0,"unavailable":true,"last_error":"refused"}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let v = f.view(&BTreeMap::new());
+        assert_eq!(
+            v.jwks["https://idp"],
+            KeySetSummary {
+                sidecars: 3,
+                unavailable: 1,
+                failing: 2,
+                max_age_seconds: Some(900),
+            }
+        );
+        let stale = v.sidecars.iter().find(|s| s.id == "stale").unwrap();
+        assert_eq!(
+            stale.jwks["https://idp"].last_error.as_deref(),
+            Some("timeout")
+        );
+
+        let many: Vec<String> = (0..=MAX_KEY_SETS_PER_REPORT)
+            .map(|i| format!(r#""https://idp-{i}":{{"keys":1}}"#))
+            .collect();
+        assert!(matches!(
+            with_keys("greedy", &format!("{{{}}}", many.join(","))),
+            Err(ReportError::Invalid(m)) if m.contains("key sets")
+        ));
+        assert!(with_keys("typo", r#"{"https://idp":{"keys":"two"}}"#).is_err());
     }
 }
