@@ -367,7 +367,7 @@ impl Authorizer {
         }
         let replaced = self.dry_run && !allowed;
         if self.logger.enabled() {
-            if !calls.is_empty() {
+            if !calls.is_empty() && self.logger.records_nd_builtin_cache() {
                 record.nd_builtin_cache = calls.nd_builtin_cache();
             }
             self.logger.log(DecisionEvent {

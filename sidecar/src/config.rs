@@ -181,6 +181,9 @@ pub struct DecisionLogConfig {
     pub sample_rate: f64,
     /// Events buffered before new ones are dropped (and counted).
     pub queue_size: usize,
+    /// Record the answers of remote calls (`http.send`, `regent.introspect`) in each event as
+    /// OPA's `nd_builtin_cache`. Off by default, as in OPA: their arguments may hold tokens.
+    pub nd_builtin_cache: bool,
 }
 
 impl Default for DecisionLogConfig {
@@ -195,6 +198,7 @@ impl Default for DecisionLogConfig {
             ],
             sample_rate: 1.0,
             queue_size: 10_000,
+            nd_builtin_cache: false,
         }
     }
 }

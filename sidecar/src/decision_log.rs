@@ -44,6 +44,7 @@ pub struct DecisionEvent {
 pub struct DecisionLogger {
     tx: Option<SyncSender<DecisionEvent>>,
     sample_rate: f64,
+    nd_builtin_cache: bool,
     dropped: prometheus::IntCounter,
 }
 
@@ -59,6 +60,7 @@ impl DecisionLogger {
                 return Ok(DecisionLogger {
                     tx: None,
                     sample_rate: 0.0,
+                    nd_builtin_cache: false,
                     dropped,
                 })
             }
@@ -89,6 +91,7 @@ impl DecisionLogger {
         Ok(DecisionLogger {
             tx: Some(tx),
             sample_rate: cfg.sample_rate,
+            nd_builtin_cache: cfg.nd_builtin_cache,
             dropped,
         })
     }
@@ -96,6 +99,11 @@ impl DecisionLogger {
     /// Whether events are written at all (so callers can skip building them).
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Whether events carry the remote calls' answers (`decision_logs.nd_builtin_cache`).
+    pub fn records_nd_builtin_cache(&self) -> bool {
+        self.nd_builtin_cache && self.enabled()
     }
 
     /// Queues an event without blocking; a full queue drops it and counts the drop.

@@ -43,7 +43,6 @@ const OPA_DECISION_LOG_KEYS: &[&str] = &[
     "drop_decision",
     "plugin",
     "request_context",
-    "nd_builtin_cache",
 ];
 
 /// OPA's defaults that differ from Regent's.
@@ -252,7 +251,6 @@ impl<'t> Mapper<'t> {
             ("server", "Regent serves no OPA REST API to configure"),
             ("caching", "the inter-query builtin cache"),
             ("distributed_tracing", "OpenTelemetry tracing"),
-            ("nd_builtin_cache", "non-deterministic builtin caching"),
         ] {
             if let Some(v) = top.take(key) {
                 let mut path = key.to_string();
@@ -291,6 +289,10 @@ impl<'t> Mapper<'t> {
         };
         if let Some(v) = top.take("decision_logs") {
             self.decision_logs(v, &mut cfg)?;
+        }
+        // OPA's switch is top-level; Regent's lives with the log it fills.
+        if top.bool(self, "nd_builtin_cache")? == Some(true) {
+            cfg.decision_logs.nd_builtin_cache = true;
         }
         match top.take("plugins") {
             Some(v) => self.plugins(v, &mut cfg)?,
@@ -726,7 +728,6 @@ impl<'t> Mapper<'t> {
             ("drop_decision", "dropping by policy"),
             ("plugin", "decision log plugins"),
             ("request_context", "request context headers"),
-            ("nd_builtin_cache", "non-deterministic builtin caching"),
         ] {
             if d.take(k).is_some() {
                 return Err(self.unsupported(join("decision_logs", k), why));

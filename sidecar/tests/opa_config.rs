@@ -61,6 +61,27 @@ fn the_opa_envoy_readme_config_maps_onto_the_listener_and_decision() {
 }
 
 #[test]
+fn nd_builtin_cache_turns_on_recording_remote_call_answers() {
+    let plugin = "plugins:\n  envoy_ext_authz_grpc: {}\n";
+    let cfg = load(&format!("{plugin}decision_logs:\n  console: true\n")).expect("valid");
+    assert!(
+        !cfg.decision_logs.nd_builtin_cache,
+        "off unless asked, as in OPA"
+    );
+    let cfg = load(&format!(
+        "{plugin}decision_logs:\n  console: true\nnd_builtin_cache: true\n"
+    ))
+    .expect("valid");
+    assert!(cfg.decision_logs.nd_builtin_cache);
+    // Regent's own key: a Regent file, not OPA's.
+    let cfg = load("decision_logs:\n  output: stdout\n  nd_builtin_cache: true\n").expect("valid");
+    assert!(cfg.decision_logs.nd_builtin_cache);
+    assert!(cfg.opa_origin.is_none());
+    assert!(load_err(&format!("{plugin}nd_builtin_cache: yes please\n"))
+        .contains("nd_builtin_cache: must be true or false"));
+}
+
+#[test]
 fn every_envoy_plugin_option_maps() {
     let cfg = load(
         "plugins:\n  envoy_ext_authz_grpc:\n    addr: localhost:9292\n    path: /istio/authz/allow\n    dry-run: true\n    enable-reflection: true\n    skip-request-body-parse: true\n    proto-descriptor: /etc/opa/app.pb\n    grpc-max-recv-msg-size: 40194304\n    grpc-max-send-msg-size: 2147483647\n",

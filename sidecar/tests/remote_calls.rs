@@ -83,6 +83,29 @@ async fn metrics(s: &Sidecar) -> String {
         .expect("text")
 }
 
+/// Logs decisions to `decisions.log` in the sidecar's directory.
+fn log_to_file(cfg: &mut regent_sidecar::config::SidecarConfig, dir: &std::path::Path) {
+    cfg.decision_logs.output = regent_sidecar::config::LogOutput::File;
+    cfg.decision_logs.file = Some(dir.join("decisions.log"));
+}
+
+/// The decision log's events once it has at least `n` (bounded wait).
+async fn log_events(s: &Sidecar, n: usize) -> Vec<serde_json::Value> {
+    let path = s.dir.path().join("decisions.log");
+    let mut events = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+            .collect();
+        events.len() >= n
+    })
+    .await;
+    assert!(events.len() >= n, "{} events, wanted {n}", events.len());
+    events
+}
+
 /// Checks `path` (with a bearer token) until a policy is active, then returns the answer.
 async fn check(s: &Sidecar, path: &str, token: &str) -> Result<bool, String> {
     for _ in 0..250 {
@@ -108,8 +131,10 @@ async fn http_send_reaches_allowed_hosts_only() {
     let hits = Arc::new(AtomicUsize::new(0));
     let allowed_host = entitlements_server(hits.clone()).await;
     let other = entitlements_server(Arc::new(AtomicUsize::new(0))).await;
-    let s = Sidecar::start(POLICY, None, move |cfg, _| {
+    let s = Sidecar::start(POLICY, None, move |cfg, dir| {
         cfg.remote_calls.http_send.allowed_hosts = vec![allowed_host.to_string()];
+        log_to_file(cfg, dir);
+        cfg.decision_logs.nd_builtin_cache = true;
     })
     .await;
 
@@ -148,6 +173,26 @@ async fn http_send_reaches_allowed_hosts_only() {
         metric(&m, "regent_check_remote_waits_total").unwrap_or(0.0) >= 1.0,
         "{m}"
     );
+
+    // The answer the allowed Check used is in its event, as OPA records it.
+    let events = log_events(&s, 3).await;
+    let sent = events
+        .iter()
+        .find(|e| e["input"]["parsed_path"][0] == "send" && e["result"] == true)
+        .expect("the allowed /send event");
+    let calls = sent["nd_builtin_cache"]["http.send"]
+        .as_object()
+        .expect("http.send in nd_builtin_cache");
+    assert_eq!(calls.len(), 1, "{sent}");
+    let (args, answer) = calls.iter().next().expect("one call");
+    let args: serde_json::Value = serde_json::from_str(args).expect("arguments are a JSON array");
+    assert_eq!(
+        args[0]["url"],
+        format!("http://{allowed_host}/entitlements"),
+        "{args}"
+    );
+    assert_eq!(answer["status_code"], 200, "{answer}");
+    assert_eq!(answer["body"]["orders"], "read", "{answer}");
     s.stop().await;
 }
 
@@ -188,6 +233,7 @@ async fn idp_sidecar(delay: Duration) -> (Sidecar, Idp) {
     )
     .await;
     let s = Sidecar::start(POLICY, None, move |cfg, dir| {
+        log_to_file(cfg, dir);
         let secret = dir.join("client-secret");
         std::fs::write(&secret, "s3cret\n").expect("write secret");
         let yaml = format!(
@@ -212,6 +258,11 @@ async fn a_revoked_token_is_refused_once_the_cached_answer_lapses() {
         "the second Check used the cached answer"
     );
     assert_eq!(check(&s, "/opaque", "other-token").await, Ok(false));
+    // decision_logs.nd_builtin_cache is off: the token the policy introspected is in no event.
+    for e in log_events(&s, 3).await {
+        assert!(e.get("nd_builtin_cache").is_none(), "{e}");
+        assert!(!e.to_string().contains("good-token"), "{e}");
+    }
 
     idp.revoked.store(true, Ordering::SeqCst);
     let mut refused = false;
