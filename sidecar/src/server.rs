@@ -124,8 +124,10 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         prune: cfg.policy.prune_input,
         descriptors,
     };
-    let remote = crate::remote::RemoteCalls::new(&cfg.remote_calls, &metrics.registry)
-        .context("remote_calls")?;
+    let remote = Arc::new(
+        crate::remote::RemoteCalls::new(&cfg.remote_calls, &metrics.registry)
+            .context("remote_calls")?,
+    );
     let authorizer = Arc::new(
         Authorizer::new(
             store.clone(),
@@ -135,7 +137,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             cfg.policy.dry_run,
             cfg.fail_mode.clone(),
         )
-        .with_remote_calls(Arc::new(remote)),
+        .with_remote_calls(remote.clone()),
     );
     if cfg.policy.dry_run {
         tracing::warn!(
@@ -319,6 +321,9 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         tracing::warn!(
             "no policy source configured (policy.bundle or sync.bundles): answering per fail_mode"
         );
+    }
+    if !reload_interval.is_zero() {
+        watchers.extend(remote.take_watchers());
     }
     if let (Some(identity), false) = (identity.clone(), reload_interval.is_zero()) {
         let watcher = tokio::task::spawn_blocking(move || identity.passport_watcher())

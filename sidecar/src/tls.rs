@@ -379,6 +379,11 @@ impl ClientTls {
         Ok(())
     }
 
+    /// [`ClientTls::watcher`] of `files` unless there are none (only the built-in roots).
+    pub fn watcher_of(what: &'static str, section: &str, files: ClientFiles) -> Option<Watcher> {
+        (!files.is_empty()).then(|| ClientTls::watcher(what, section.to_string(), files))
+    }
+
     /// A watcher that reloads the clients of `files` when one of them changes; `what` is its
     /// `regent_reload_total` label and `section` the configuration section named in errors.
     pub fn watcher(what: &'static str, section: String, files: ClientFiles) -> Watcher {

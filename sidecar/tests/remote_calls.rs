@@ -201,6 +201,8 @@ struct Idp {
     revoked: Arc<AtomicBool>,
     asked: Arc<AtomicUsize>,
     delay: Duration,
+    /// The client secret it accepts for client id `regent`.
+    secret: Arc<std::sync::Mutex<String>>,
 }
 
 async fn introspect(
@@ -210,11 +212,18 @@ async fn introspect(
 ) -> axum::Json<serde_json::Value> {
     idp.asked.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(idp.delay).await;
-    // Basic "regent:s3cret"
+    let want = {
+        use base64::Engine as _;
+        let secret = idp.secret.lock().expect("secret").clone();
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("regent:{secret}"))
+        )
+    };
     let authed = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "Basic cmVnZW50OnMzY3JldA==");
+        .is_some_and(|v| v == want);
     let good = body.contains("token=good-token") && body.contains("token_type_hint=access_token");
     let active = authed && good && !idp.revoked.load(Ordering::SeqCst);
     axum::Json(serde_json::json!({"active": active, "sub": "alice", "exp": 4_000_000_000u64}))
@@ -225,6 +234,7 @@ async fn idp_sidecar(delay: Duration) -> (Sidecar, Idp) {
         revoked: Arc::new(AtomicBool::new(false)),
         asked: Arc::new(AtomicUsize::new(0)),
         delay,
+        secret: Arc::new(std::sync::Mutex::new("s3cret".into())),
     };
     let addr = serve(
         axum::Router::new()
@@ -234,6 +244,7 @@ async fn idp_sidecar(delay: Duration) -> (Sidecar, Idp) {
     .await;
     let s = Sidecar::start(POLICY, None, move |cfg, dir| {
         log_to_file(cfg, dir);
+        cfg.reload.interval_seconds = 1;
         let secret = dir.join("client-secret");
         std::fs::write(&secret, "s3cret\n").expect("write secret");
         let yaml = format!(
@@ -328,5 +339,59 @@ async fn a_slow_endpoint_holds_up_only_the_checks_that_wait_for_it() {
     );
     assert!(slow.await.expect("joins").expect("answers"));
     assert_eq!(idp.asked.load(Ordering::SeqCst), 1);
+    s.stop().await;
+}
+
+/// Writes `text` to `path` as Kubernetes updates a Secret: beside it, then renamed over it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Waits (bounded) until `/metrics` shows `sample` at `value`.
+async fn until_metric(s: &Sidecar, sample: &str, value: f64) -> bool {
+    for _ in 0..100 {
+        if metric(&metrics(s).await, sample) == Some(value) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Once the cached answer has lapsed, the endpoint is asked again: does it allow the token?
+async fn asked_again_allows(s: &Sidecar, idp: &Idp) -> bool {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let asked = idp.asked.load(Ordering::SeqCst);
+    let allowed = check(s, "/opaque", "good-token").await == Ok(true);
+    assert!(idp.asked.load(Ordering::SeqCst) > asked, "asked again");
+    allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_secret_is_used_without_a_restart() {
+    let (s, idp) = idp_sidecar(Duration::ZERO).await;
+    assert_eq!(check(&s, "/opaque", "good-token").await, Ok(true));
+    let file = s.dir.path().join("client-secret");
+
+    // The provider rotates the secret and the Secret mount follows.
+    *idp.secret.lock().expect("secret") = "n3w-s3cret".into();
+    replace_file(&file, "n3w-s3cret\n");
+    let reloaded = "regent_reload_total{result=\"ok\",what=\"introspection_secret\"}";
+    assert!(
+        until_metric(&s, reloaded, 1.0).await,
+        "the new secret is read"
+    );
+    assert!(asked_again_allows(&s, &idp).await, "the new secret is sent");
+
+    // An empty file is refused: the secret in force stays, and so does the answer.
+    replace_file(&file, "");
+    let refused = "regent_reload_total{result=\"error\",what=\"introspection_secret\"}";
+    assert!(
+        until_metric(&s, refused, 1.0).await,
+        "the empty file is refused"
+    );
+    assert!(asked_again_allows(&s, &idp).await, "the old secret is kept");
     s.stop().await;
 }

@@ -1,7 +1,7 @@
 //! TLS files re-read without a restart, on 127.0.0.1: a real sidecar whose gRPC certificate,
 //! client CA and JWKS CA file are rotated on disk the way Kubernetes updates a mounted Secret
 //! (a `..data` symlink swapped to a new directory), and a bundle download whose CA and client
-//! certificate rotate. Certificates are issued here by throw-away CAs. Every wait is a bounded
+//! certificate rotate, and an `http.send` whose CA file does. Certificates are issued here by throw-away CAs. Every wait is a bounded
 //! poll.
 
 mod server_support;
@@ -551,4 +551,64 @@ async fn a_bundle_download_follows_its_rotated_ca_and_client_certificate() {
         "a mismatched key must be refused naming it"
     );
     assert!(d.fetch().await.is_ok(), "the old pair stays in force");
+}
+
+/// Checks `/x` over plain gRPC until the answer is `want` (bounded).
+async fn until_answer(addr: SocketAddr, want: bool) -> bool {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects");
+    let mut client = AuthorizationClient::new(channel);
+    for _ in 0..100 {
+        if allowed(&mut client).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_send_follows_its_rotated_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca1, ca2) = (Ca::new("api ca 1"), Ca::new("api ca 2"));
+    let api = Https::start(&ca1.issue("api", false), None, "{}".to_string()).await;
+    let mut secret = Secret::new(&dir.path().join("api-ca"), &[("ca.crt", &ca1.pem())]);
+    // Allowed while the API answers over TLS the sidecar trusts.
+    let policy = dir.path().join("send-policy");
+    let rego = format!(
+        "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if http.send({{\"method\": \"GET\", \"url\": \"https://{}/\", \"raise_error\": false}}).status_code == 200\n",
+        api.addr
+    );
+    write_policy_dir(&policy, &rego, None);
+    let ca_file = secret.path("ca.crt");
+    let s = start(dir.path(), |cfg| {
+        cfg.policy.bundle = Some(policy);
+        cfg.remote_calls.http_send.allowed_hosts = vec![api.addr.to_string()];
+        cfg.remote_calls.http_send.ca_file = Some(ca_file);
+    })
+    .await;
+    assert!(until_answer(s.grpc_addr, true).await, "trusted API allows");
+
+    // Re-issued by a CA the sidecar does not trust yet: the handshake fails, the policy denies.
+    api.set(&ca2.issue("api", false), None);
+    assert!(
+        until_answer(s.grpc_addr, false).await,
+        "untrusted API denies"
+    );
+
+    secret.update(&[("ca.crt", &ca2.pem())]);
+    assert!(until_reloads(&s, "remote_tls", "ok", 1.0).await);
+    assert!(
+        until_answer(s.grpc_addr, true).await,
+        "the new CA is trusted"
+    );
+
+    // A CA file that is not PEM is refused; http.send keeps trusting CA 2.
+    secret.update(&[("ca.crt", "garbage")]);
+    assert!(until_reloads(&s, "remote_tls", "error", 1.0).await);
+    assert!(until_answer(s.grpc_addr, true).await);
+    s.shutdown().await;
 }

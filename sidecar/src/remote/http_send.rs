@@ -118,8 +118,13 @@ impl quick_cache::Weighter<String, Arc<Cached>> for CachedWeight {
 }
 
 impl HttpSend {
-    /// Builds the clients (reading `ca_file`) for a validated configuration.
-    pub fn new(cfg: &HttpSendConfig, metrics: RemoteMetrics) -> anyhow::Result<HttpSend> {
+    /// Builds the clients (reading `ca_file`, blocking) for a validated configuration;
+    /// `watchers` gains one for `ca_file`.
+    pub fn new(
+        cfg: &HttpSendConfig,
+        metrics: RemoteMetrics,
+        watchers: &mut Vec<crate::reload::Watcher>,
+    ) -> anyhow::Result<HttpSend> {
         let rules = cfg
             .allowed_hosts
             .iter()
@@ -131,6 +136,11 @@ impl HttpSend {
             ca_file: cfg.ca_file.clone(),
             ..Default::default()
         };
+        watchers.extend(crate::tls::ClientTls::watcher_of(
+            "remote_tls",
+            "remote_calls.http_send",
+            crate::sync::download::client_files(&http),
+        ));
         let read = Duration::from_secs(cfg.max_timeout_seconds);
         let client = crate::sync::download::client_builder(&http, read)?
             .redirect(reqwest::redirect::Policy::none())

@@ -17,9 +17,11 @@
 //! the latest. Failures are not cached.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use regent_policy::builtins::remote::{Answer, Call, INTROSPECT};
 use regorus::Value;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::IntrospectionEndpoint;
 use super::metrics::RemoteMetrics;
+use crate::reload::Watcher;
 
 /// Label of calls naming an endpoint that is not configured.
 const UNKNOWN_ENDPOINT: &str = "(unknown)";
@@ -40,8 +43,9 @@ struct Cached {
 struct Endpoint {
     cfg: IntrospectionEndpoint,
     client: reqwest::Client,
-    /// Form-urlencoded client id and secret, for HTTP Basic.
-    basic: Option<(String, String)>,
+    /// Form-urlencoded client id and secret, for HTTP Basic; swapped when the secret file
+    /// changes (a rotated Secret is used without a restart).
+    basic: Option<Arc<ArcSwap<(String, String)>>>,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<Cached>>,
 }
 
@@ -59,25 +63,34 @@ struct Asked<'a> {
 }
 
 impl Introspection {
-    /// Builds each endpoint's client and reads its secret and certificate files.
-    pub fn new(cfgs: &[IntrospectionEndpoint], metrics: RemoteMetrics) -> anyhow::Result<Self> {
+    /// Builds each endpoint's client and reads its secret and certificate files (blocking).
+    /// `watchers` gains one per file set read, to re-read it when it changes.
+    pub fn new(
+        cfgs: &[IntrospectionEndpoint],
+        metrics: RemoteMetrics,
+        watchers: &mut Vec<Watcher>,
+    ) -> anyhow::Result<Self> {
         let mut endpoints = HashMap::new();
         for (i, cfg) in cfgs.iter().enumerate() {
-            let at = |k: &str| format!("remote_calls.introspection[{i}].{k}");
+            let section = format!("remote_calls.introspection[{i}]");
             let basic = match (&cfg.client_id, &cfg.client_secret_file) {
                 (Some(id), Some(file)) => {
-                    let secret = std::fs::read_to_string(file).map_err(|e| {
-                        anyhow::anyhow!(
-                            "{}: reading {}: {e}",
-                            at("client_secret_file"),
-                            file.display()
-                        )
-                    })?;
-                    let secret = secret.trim_end_matches(['\r', '\n']);
-                    if secret.is_empty() {
-                        anyhow::bail!("{}: {} is empty", at("client_secret_file"), file.display());
-                    }
-                    Some((form_encode(id), form_encode(secret)))
+                    let paths = vec![file.clone()];
+                    // Taken before the read, so a change made meanwhile is seen by the first poll.
+                    let print = crate::reload::fingerprint(&paths);
+                    let at = format!("{section}.client_secret_file");
+                    let basic = Arc::new(ArcSwap::from_pointee(read_basic(id, file, &at)?));
+                    let (swap, id, file) = (basic.clone(), id.clone(), file.clone());
+                    watchers.push(Watcher::from_fingerprint(
+                        "introspection_secret",
+                        paths,
+                        Box::new(move || {
+                            swap.store(Arc::new(read_basic(&id, &file, &at)?));
+                            Ok(())
+                        }),
+                        print,
+                    ));
+                    Some(basic)
                 }
                 _ => None,
             };
@@ -89,11 +102,16 @@ impl Introspection {
                 client_key_file: cfg.client_key_file.clone(),
                 ..Default::default()
             };
+            watchers.extend(crate::tls::ClientTls::watcher_of(
+                "remote_tls",
+                &section,
+                crate::sync::download::client_files(&http),
+            ));
             let client = crate::sync::download::client_builder(
                 &http,
                 Duration::from_secs(cfg.timeout_seconds),
             )
-            .map_err(|e| anyhow::anyhow!("remote_calls.introspection[{i}]: {e}"))?
+            .map_err(|e| anyhow::anyhow!("{section}: {e}"))?
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
             let entries = usize::try_from(cfg.cache_entries).unwrap_or(usize::MAX);
@@ -231,8 +249,9 @@ async fn ask(e: &Endpoint, token: &str) -> Result<(Json, bool), (&'static str, S
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json")
         .body(body);
-    if let Some((id, secret)) = &e.basic {
-        req = req.basic_auth(id, Some(secret));
+    if let Some(basic) = &e.basic {
+        let basic = basic.load();
+        req = req.basic_auth(&basic.0, Some(&basic.1));
     }
     let work = async {
         let mut resp = req.send().await.map_err(transport)?;
@@ -274,6 +293,17 @@ async fn ask(e: &Endpoint, token: &str) -> Result<(Json, bool), (&'static str, S
         }
     };
     Ok((answer, active))
+}
+
+/// The form-urlencoded client id and the secret read from `file` (`at` names its key).
+fn read_basic(id: &str, file: &Path, at: &str) -> anyhow::Result<(String, String)> {
+    let secret = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("{at}: reading {}: {e}", file.display()))?;
+    let secret = secret.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        anyhow::bail!("{at}: {} is empty", file.display());
+    }
+    Ok((form_encode(id), form_encode(secret)))
 }
 
 fn form_encode(s: &str) -> String {

@@ -22,6 +22,8 @@ use http_send::HttpSend;
 use introspect::Introspection;
 use metrics::RemoteMetrics;
 
+use crate::reload::Watcher;
+
 type InFlight = Shared<BoxFuture<'static, Answer>>;
 
 /// The sidecar's remote call machinery, shared by every Check.
@@ -33,21 +35,37 @@ pub struct RemoteCalls {
     max_calls: u32,
     /// Calls being performed, by builtin and key. Only misses touch it.
     in_flight: Mutex<HashMap<(&'static str, String), InFlight>>,
+    /// Watchers of the files read at start, until the server takes them.
+    watchers: Mutex<Vec<Watcher>>,
 }
 
 impl RemoteCalls {
-    /// Builds clients and caches for a validated `remote_calls:` section and registers metrics.
+    /// Builds clients and caches for a validated `remote_calls:` section (reading its files,
+    /// blocking) and registers metrics.
     pub fn new(cfg: &RemoteCallsConfig, registry: &prometheus::Registry) -> anyhow::Result<Self> {
         let names: Vec<String> = cfg.introspection.iter().map(|e| e.name.clone()).collect();
         let metrics = RemoteMetrics::register(registry, &names)?;
+        let mut watchers = Vec::new();
         Ok(RemoteCalls {
-            http_send: HttpSend::new(&cfg.http_send, metrics.clone())?,
-            introspection: Introspection::new(&cfg.introspection, metrics.clone())?,
+            http_send: HttpSend::new(&cfg.http_send, metrics.clone(), &mut watchers)?,
+            introspection: Introspection::new(&cfg.introspection, metrics.clone(), &mut watchers)?,
             metrics,
             max_rounds: cfg.max_rounds,
             max_calls: cfg.max_calls_per_check,
             in_flight: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(watchers),
         })
+    }
+
+    /// Watchers that re-read the CA, client certificate and client secret files when they
+    /// change (`remote_tls`, `introspection_secret`); empty after the first call.
+    pub fn take_watchers(&self) -> Vec<Watcher> {
+        std::mem::take(
+            &mut *self
+                .watchers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Most evaluations of one Check.
