@@ -319,6 +319,65 @@ async fn a_key_rotated_in_mid_test_is_accepted_after_one_refresh() {
     s.stop().await;
 }
 
+/// Checks that waited for a remote answer (here: a key set refresh), as `/metrics` says.
+fn waits(s: &Sidecar) -> f64 {
+    metric(
+        &s.running.metrics.render(),
+        "regent_check_remote_waits_total",
+    )
+    .unwrap_or(0.0)
+}
+
+/// A sidecar whose k1 token is accepted, with k2 published at the provider since more than
+/// `min_refresh_interval_seconds`: a refresh for k2 may start at once.
+async fn rotated_while_idle(refresh_wait_ms: u64) -> (Sidecar, Arc<Provider>, Key, String) {
+    let (k1, k2) = (Key::new("k1"), Key::new("k2"));
+    let (p, issuer, _server) = provider(&[&k1]).await;
+    let src = source(&issuer, |s| {
+        s.refresh_seconds = 300;
+        s.min_refresh_interval_seconds = 1;
+        s.refresh_wait_ms = refresh_wait_ms;
+    });
+    let s = start(&issuer, src, None).await;
+    assert!(until(&s, "/api", &k1.token(&issuer), true, T).await);
+    p.set_keys(&[&k1, &k2]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    (s, p, k2, issuer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_check_with_a_rotated_in_key_waits_for_the_refresh_and_passes() {
+    // Generous for a loaded CI machine; a loopback fetch takes milliseconds.
+    let (s, p, k2, issuer) = rotated_while_idle(5000).await;
+    let before = waits(&s);
+    assert!(
+        allows(&s, "/api", &k2.token(&issuer)).await,
+        "the first k2 Check waited for the refresh its kid caused"
+    );
+    assert_eq!(waits(&s), before + 1.0);
+    assert_eq!(p.requests(), 2);
+
+    // Right after that refresh the rate limit holds the next one back: a forged kid is refused
+    // without waiting and without a fetch.
+    let forged = Key::new("forger").token_with_kid(&issuer, "forged");
+    assert!(!allows(&s, "/api", &forged).await);
+    assert_eq!(waits(&s), before + 1.0, "the forged kid did not wait");
+    assert_eq!(p.requests(), 2);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_refresh_wait_ms_0_the_first_check_with_a_new_key_is_refused() {
+    let (s, _p, k2, issuer) = rotated_while_idle(0).await;
+    assert!(!allows(&s, "/api", &k2.token(&issuer)).await);
+    assert_eq!(waits(&s), 0.0);
+    assert!(
+        until(&s, "/api", &k2.token(&issuer), true, T).await,
+        "accepted once the refresh it caused landed"
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_goes_down_is_stale_if_error_then_refused_after_max_stale() {
     let k1 = Key::new("k1");

@@ -8,7 +8,9 @@
 //!   current keys, parsed once per fetch (never per call), choosing the key by the token's `kid`.
 //!   An unknown issuer, no current key set, or a `kid` that is not in the set makes the call
 //!   undefined; the last two ask the sidecar for a refresh ([`RefreshHook`]), so a token signed
-//!   with a key the provider has just rotated in passes once that refresh lands. Without an `iss`
+//!   with a key the provider has just rotated in passes once that refresh lands. In a Check, if
+//!   that refresh can start at once, the Check waits for it (a deferred call, see
+//!   [`super::remote`]) and evaluates again, so the first such token passes too. Without an `iss`
 //!   constraint the token's `iss` must equal the issuer.
 //! - `regent.jwks(issuer)`: the issuer's current key set as a JWKS JSON string (the usable keys
 //!   only), for OPA's `{"cert": jwks}` pattern and for policies that inspect the keys.
@@ -21,6 +23,8 @@
 //! set refuses tokens even if the fetcher is stuck.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -167,6 +171,27 @@ fn json_depth(text: &str) -> usize {
 pub trait RefreshHook: Send + Sync {
     /// A refresh of the issuer's key set is wanted.
     fn refresh_wanted(&self);
+
+    /// Asks for a refresh a Check can wait for: a future that completes when it has ended (or
+    /// the publisher's wait limit passed), or `None` when no refresh would start soon (held
+    /// back by the publisher's rate limit), so the Check decides without waiting. Called on
+    /// the evaluating thread; must not block.
+    fn wait_for_refresh(&self) -> Option<RefreshWait> {
+        None
+    }
+}
+
+/// See [`RefreshHook::wait_for_refresh`].
+pub type RefreshWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// [`RefreshHook::wait_for_refresh`] of `issuer`'s publisher (`None` for an unknown issuer).
+pub fn wait_for_refresh(issuer: &str) -> Option<RefreshWait> {
+    registry()
+        .load()
+        .get(issuer)?
+        .hook
+        .as_ref()?
+        .wait_for_refresh()
 }
 
 /// What the registry holds for one issuer.
@@ -218,6 +243,7 @@ impl KeySetState {
 }
 
 struct Entry {
+    issuer: Arc<str>,
     state: KeySetState,
     hook: Option<Arc<dyn RefreshHook>>,
     /// Which [`install`] made the entry, so an owner removes only its own.
@@ -253,6 +279,7 @@ pub fn install(issuer: &str, hook: Option<Arc<dyn RefreshHook>>, state: KeySetSt
         m.insert(
             issuer.into(),
             Arc::new(Entry {
+                issuer: issuer.into(),
                 state,
                 hook,
                 installation: *installs,
@@ -281,6 +308,7 @@ pub fn update(issuer: &str, f: impl FnOnce(&mut KeySetState)) {
             let mut state = e.state.clone();
             f(&mut state);
             *e = Arc::new(Entry {
+                issuer: e.issuer.clone(),
                 state,
                 hook: e.hook.clone(),
                 installation: e.installation,
@@ -315,6 +343,7 @@ pub fn all_states() -> Vec<(String, KeySetState)> {
 /// A key set a verification can use now.
 pub(crate) struct Current {
     pub(crate) keys: Arc<RemoteKeySet>,
+    issuer: Arc<str>,
     hook: Option<Arc<dyn RefreshHook>>,
     jwks: Arc<str>,
 }
@@ -322,9 +351,15 @@ pub(crate) struct Current {
 impl Current {
     /// Asks the publisher for a refresh (a token's `kid` is not in the set).
     pub(crate) fn want_refresh(&self) {
-        if let Some(h) = &self.hook {
-            h.refresh_wanted();
-        }
+        want_refresh(&self.issuer, self.hook.as_ref());
+    }
+}
+
+/// Asks `issuer`'s publisher for a refresh and, in a Check, to wait for it.
+fn want_refresh(issuer: &str, hook: Option<&Arc<dyn RefreshHook>>) {
+    if let Some(h) = hook {
+        h.refresh_wanted();
+        super::remote::defer_key_refresh(issuer);
     }
 }
 
@@ -340,13 +375,12 @@ pub(crate) fn current(issuer: &str) -> Result<Current, JwtError> {
     match entry.state.usable(SystemTime::now()) {
         Some(keys) => Ok(Current {
             keys: keys.clone(),
+            issuer: entry.issuer.clone(),
             hook: entry.hook.clone(),
             jwks: keys.jwks.clone(),
         }),
         None => {
-            if let Some(h) = &entry.hook {
-                h.refresh_wanted();
-            }
+            want_refresh(issuer, entry.hook.as_ref());
             Err(JwtError::Key(format!(
                 "the key set of issuer {issuer:?} is not available (not fetched yet, or past its maximum age)"
             )))
@@ -608,6 +642,65 @@ jwks := regent.jwks(input.issuer)
             for p in policies() {
                 let out = eval(&p, &token(&k2, "k2", issuer), issuer);
                 assert_eq!(out["verified"][0], true, "{out}");
+            }
+            remove(issuer);
+        }
+
+        /// A publisher a Check can wait for (its wait is over at once).
+        struct Waitable;
+        impl RefreshHook for Waitable {
+            fn refresh_wanted(&self) {}
+            fn wait_for_refresh(&self) -> Option<RefreshWait> {
+                Some(Box::pin(async {}))
+            }
+        }
+
+        /// Defers every key refresh: the sidecar's answer when one can start at once.
+        struct Defers;
+        impl crate::builtins::remote::Resolver for Defers {
+            fn cached(
+                &self,
+                _: &crate::builtins::remote::Call,
+            ) -> Option<crate::builtins::remote::Answer> {
+                None
+            }
+        }
+
+        #[test]
+        fn in_a_check_an_unknown_kid_defers_one_wait_then_verifies_with_the_refreshed_keys() {
+            use crate::builtins::remote::{Answer, Calls, KEY_REFRESH};
+            let (k1, k2) = (key(), key());
+            let issuer = "https://unit.test/wait";
+            install(
+                issuer,
+                Some(Arc::new(Waitable)),
+                KeySetState::empty(Duration::from_secs(60)),
+            );
+            let publish = |keys: serde_json::Value| {
+                let (set, _) = RemoteKeySet::parse(&jwks(keys)).expect("parses");
+                update(issuer, |s| {
+                    s.keys = Some(Arc::new(set));
+                    s.fetched_at = Some(SystemTime::now());
+                });
+            };
+            for p in policies() {
+                publish(serde_json::json!([jwk(&k1, "k1")]));
+                let mut calls = Calls::new(Arc::new(Defers));
+                let first = calls.round(|| eval(&p, &token(&k2, "k2", issuer), issuer));
+                assert!(first.get("verified").is_none(), "{first}");
+                let deferred = calls.take_deferred();
+                assert_eq!(deferred.len(), 1, "{deferred:?}");
+                assert_eq!(deferred[0].builtin, KEY_REFRESH);
+                // The refresh the Check waited for brought k2.
+                publish(serde_json::json!([jwk(&k1, "k1"), jwk(&k2, "k2")]));
+                calls.answer(deferred[0].clone(), Answer::Value(Value::Null));
+                let second = calls.round(|| eval(&p, &token(&k2, "k2", issuer), issuer));
+                assert_eq!(second["verified"][0], true, "{second}");
+                // Still unknown after the wait: refused, and not deferred again.
+                let third = calls.round(|| eval(&p, &token(&k2, "k3", issuer), issuer));
+                assert!(third.get("verified").is_none(), "{third}");
+                assert!(calls.deferred().is_empty());
+                assert!(calls.nd_builtin_cache().is_empty(), "not a logged call");
             }
             remove(issuer);
         }

@@ -35,6 +35,10 @@ use super::Builtin;
 pub const HTTP_SEND: &str = "http.send";
 /// See [`HTTP_SEND`].
 pub const INTROSPECT: &str = "regent.introspect";
+/// Not a Rego builtin: a verification that found no key for a token asks to wait for the
+/// refresh of its issuer's key set (argument: the issuer). Its answer is `null`, once the
+/// refresh ended; the next round verifies with what it fetched. Not in decision logs.
+pub const KEY_REFRESH: &str = "regent.key_refresh";
 
 /// `http.send(request)` and `regent.introspect(endpoint, token)`.
 pub(crate) static BUILTINS: [Builtin; 2] = [
@@ -167,6 +171,9 @@ impl Calls {
     pub fn nd_builtin_cache(&self) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
         let mut out: BTreeMap<&'static str, BTreeMap<String, Value>> = BTreeMap::new();
         for (call, answer) in self.answers.values() {
+            if call.builtin == KEY_REFRESH {
+                continue;
+            }
             if let Answer::Value(v) = answer {
                 if *v != Value::Undefined {
                     out.entry(call.builtin)
@@ -187,6 +194,12 @@ impl Call {
             .unwrap_or_else(|_| format!("{args:?}"));
         Call { builtin, args, key }
     }
+}
+
+/// In a Check, defers a wait for `issuer`'s key set refresh unless this Check has waited for
+/// it already (see [`KEY_REFRESH`]); elsewhere does nothing.
+pub(crate) fn defer_key_refresh(issuer: &str) {
+    answer(KEY_REFRESH, &[Value::from(issuer)]);
 }
 
 /// The value of a remote builtin's call, per the module docs.

@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_STALE_SECONDS: u64 = 86_400;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 5;
 /// Default of `max_bytes`.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 20;
+/// Default of `refresh_wait_ms`: within the 0.5 s ext_authz timeout the deployment guide sets.
+pub const DEFAULT_REFRESH_WAIT_MS: u64 = 250;
+/// Largest `refresh_wait_ms` accepted.
+pub const MAX_REFRESH_WAIT_MS: u64 = 30_000;
 /// Largest `max_bytes` accepted: a key set is a few kilobytes.
 pub const MAX_MAX_BYTES: u64 = 16 << 20;
 
@@ -67,6 +71,10 @@ pub struct JwksSource {
     /// Largest JWKS (and discovery document) accepted, enforced while reading.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// How long a Check whose token names a `kid` not in the set (or that finds no usable set)
+    /// waits for the refresh it causes, when that refresh can start at once; 0: never waits.
+    #[serde(default = "default_refresh_wait")]
+    pub refresh_wait_ms: u64,
 }
 
 fn default_refresh() -> u64 {
@@ -83,6 +91,9 @@ fn default_timeout() -> u64 {
 }
 fn default_max_bytes() -> u64 {
     DEFAULT_MAX_BYTES
+}
+fn default_refresh_wait() -> u64 {
+    DEFAULT_REFRESH_WAIT_MS
 }
 
 /// A value of the `identity:` section that cannot work, with the key it concerns.
@@ -193,6 +204,12 @@ impl IdentityConfig {
                     ),
                 ));
             }
+            if s.refresh_wait_ms > MAX_REFRESH_WAIT_MS {
+                return Err(err(
+                    key("refresh_wait_ms"),
+                    format!("at most {MAX_REFRESH_WAIT_MS}, got {}", s.refresh_wait_ms),
+                ));
+            }
             if s.max_bytes > MAX_MAX_BYTES {
                 return Err(err(
                     key("max_bytes"),
@@ -265,6 +282,10 @@ mod tests {
             (
                 "jwks: [{issuer: a, jwks_url: 'https://x', max_bytes: 999999999}]",
                 "identity.jwks[0].max_bytes",
+            ),
+            (
+                "jwks: [{issuer: a, jwks_url: 'https://x', refresh_wait_ms: 60000}]",
+                "identity.jwks[0].refresh_wait_ms: at most 30000",
             ),
         ] {
             let e = parse(yaml).unwrap_err();

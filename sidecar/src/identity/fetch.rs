@@ -17,6 +17,7 @@
 //!   keys are skipped with a log line; a set with no usable key is refused and the old one kept.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -194,12 +195,79 @@ fn max_age(cache_control: &str) -> Option<Duration> {
     })
 }
 
-/// Wakes a fetcher when a verification wants a refresh; never blocks.
-pub(crate) struct NotifyHook(pub(crate) Arc<Notify>);
+/// What a key set's fetcher shares with the Checks that want it to refresh.
+pub(crate) struct RefreshSignal {
+    /// Wakes the fetcher; any number of wake-ups coalesce into one.
+    wake: Notify,
+    /// Refresh attempts ended so far: a waiting Check waits for it to change.
+    ended: watch::Sender<u64>,
+    /// Whether an attempt is running.
+    running: AtomicBool,
+    /// When the last attempt began, in milliseconds since `epoch` (`u64::MAX`: none yet).
+    last_start_ms: AtomicU64,
+    epoch: Instant,
+    min_interval: Duration,
+    wait: Duration,
+}
+
+impl RefreshSignal {
+    pub(crate) fn new(src: &JwksSource) -> RefreshSignal {
+        RefreshSignal {
+            wake: Notify::new(),
+            ended: watch::channel(0).0,
+            running: AtomicBool::new(false),
+            last_start_ms: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            min_interval: Duration::from_secs(src.min_refresh_interval_seconds),
+            wait: Duration::from_millis(src.refresh_wait_ms),
+        }
+    }
+
+    fn started(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_start_ms.store(ms, Ordering::Release);
+        self.running.store(true, Ordering::Release);
+    }
+
+    fn ended(&self) {
+        self.running.store(false, Ordering::Release);
+        self.ended.send_modify(|n| *n += 1);
+    }
+
+    /// Whether a refresh asked for now runs without waiting for `min_refresh_interval_seconds`
+    /// (or is running already).
+    fn imminent(&self) -> bool {
+        if self.running.load(Ordering::Acquire) {
+            return true;
+        }
+        match self.last_start_ms.load(Ordering::Acquire) {
+            u64::MAX => true,
+            ms => self.epoch.elapsed() >= Duration::from_millis(ms) + self.min_interval,
+        }
+    }
+}
+
+/// Wakes a fetcher when a verification wants a refresh, and lets a Check wait for one that
+/// starts at once; never blocks.
+pub(crate) struct NotifyHook(pub(crate) Arc<RefreshSignal>);
 
 impl keysets::RefreshHook for NotifyHook {
     fn refresh_wanted(&self) {
-        self.0.notify_one();
+        self.0.wake.notify_one();
+    }
+
+    fn wait_for_refresh(&self) -> Option<keysets::RefreshWait> {
+        // A refresh held back by the rate limit would keep the Check past any sensible
+        // ext_authz timeout; a flood of forged `kid`s then costs no waiting either.
+        if self.0.wait.is_zero() || !self.0.imminent() {
+            return None;
+        }
+        let mut ended = self.0.ended.subscribe();
+        self.0.wake.notify_one();
+        let wait = self.0.wait;
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(wait, ended.changed()).await;
+        }))
     }
 }
 
@@ -210,7 +278,7 @@ pub(crate) struct KeySetTask {
     pub(crate) metrics: JwksMetrics,
     /// File the last good set is persisted to, when persistence is on.
     pub(crate) persist: Option<PathBuf>,
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) signal: Arc<RefreshSignal>,
     /// The raw JWKS in force and its ETag (what a 304 confirms).
     pub(crate) raw: Option<(String, Option<String>)>,
     /// `jwks_uri` read from the discovery document.
@@ -234,7 +302,7 @@ impl KeySetTask {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep_until(next) => {}
-                _ = self.wake.notified() => {
+                _ = self.signal.wake.notified() => {
                     if let Some(earliest) = last_start.map(|t| t + min_interval) {
                         if Instant::now() < earliest {
                             tracing::debug!(issuer = %self.src.issuer, "refresh wanted; waiting for min_refresh_interval_seconds");
@@ -255,7 +323,10 @@ impl KeySetTask {
             }
             let started = Instant::now();
             last_start = Some(started);
-            match self.refresh_once().await {
+            self.signal.started();
+            let outcome = self.refresh_once().await;
+            self.signal.ended();
+            match outcome {
                 Ok(max_age) => {
                     failures = 0;
                     let delay = max_age.map_or(refresh, |a| a.clamp(min_interval, refresh));
@@ -263,7 +334,7 @@ impl KeySetTask {
                     // Wake-ups stored while this fetch was in flight came from Checks evaluated
                     // against the previous set; the set just published answers them, and
                     // fetching again for them would only delay the next genuinely new `kid`.
-                    let _ = futures::FutureExt::now_or_never(self.wake.notified());
+                    let _ = futures::FutureExt::now_or_never(self.signal.wake.notified());
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);

@@ -23,12 +23,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use regent_policy::builtins::keysets::{self, KeySetState, RemoteKeySet};
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{IdentityConfig, IdentityConfigError, JwksSource};
 
-use fetch::{KeySetTask, NotifyHook};
+use fetch::{KeySetTask, NotifyHook, RefreshSignal};
 use metrics::JwksMetrics;
 use passport::PassportHandle;
 
@@ -240,16 +240,19 @@ pub async fn start(
             state.fetched_at = Some(fetched_at);
             raw = Some((jwks, etag));
         }
-        let wake = Arc::new(Notify::new());
-        let installation =
-            keysets::install(&src.issuer, Some(Arc::new(NotifyHook(wake.clone()))), state);
+        let signal = Arc::new(RefreshSignal::new(src));
+        let installation = keysets::install(
+            &src.issuer,
+            Some(Arc::new(NotifyHook(signal.clone()))),
+            state,
+        );
         installed.push((src.issuer.clone(), installation));
         let task = KeySetTask {
             src: src.clone(),
             client,
             metrics: metrics.clone(),
             persist,
-            wake,
+            signal,
             raw,
             discovered: None,
         };

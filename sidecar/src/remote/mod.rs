@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use regent_policy::builtins::remote::{Answer, Call, Resolver, HTTP_SEND, INTROSPECT};
+use regent_policy::builtins::keysets;
+use regent_policy::builtins::remote::{Answer, Call, Resolver, HTTP_SEND, INTROSPECT, KEY_REFRESH};
+use regorus::Value;
 
 pub use config::RemoteCallsConfig;
 use http_send::HttpSend;
@@ -129,6 +131,12 @@ impl RemoteCalls {
         match call.builtin {
             HTTP_SEND => self.http_send.perform(call).await,
             INTROSPECT => self.introspection.perform(call).await,
+            KEY_REFRESH => {
+                if let Some(wait) = issuer(call).and_then(keysets::wait_for_refresh) {
+                    wait.await;
+                }
+                Answer::Value(Value::Null)
+            }
             other => Answer::Raise(format!("{other}: not a remote builtin")),
         }
     }
@@ -139,7 +147,17 @@ impl Resolver for RemoteCalls {
         match call.builtin {
             HTTP_SEND => self.http_send.cached(call),
             INTROSPECT => self.introspection.cached(call),
+            // Waited for only when the refresh starts at once (see `identity::fetch`).
+            KEY_REFRESH => match issuer(call).and_then(keysets::wait_for_refresh) {
+                Some(_) => None,
+                None => Some(Answer::Value(Value::Null)),
+            },
             _ => None,
         }
     }
+}
+
+/// The issuer a [`KEY_REFRESH`] call names.
+fn issuer(call: &Call) -> Option<&str> {
+    call.args.first()?.as_string().ok().map(|s| s.as_ref())
 }
