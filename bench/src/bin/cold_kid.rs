@@ -1,7 +1,7 @@
 //! The cost of a cold `kid` with a remote key set (bench/policies/edge_jwt_remote): how long after
 //! an identity provider rotates a key in until the sidecar accepts tokens signed with it.
 //!
-//! `cold_kid [--sidecar PATH] [--bundle DIR] [--rotations 20] [--gap-ms 1500]`
+//! `cold_kid [--sidecar PATH] [--bundle DIR] [--rotations 20] [--gap-ms 1500] [--refresh-wait-ms 250]`
 //!
 //! Starts a JWKS server in process (bench/src/jwks_server.rs, the edge JWT keys) and the release
 //! sidecar on the edge_jwt_remote bundle, configured with `identity.jwks: [{issuer, jwks_url}]`
@@ -12,8 +12,9 @@
 //! 2. adds a new ES256 key (a `kid` never seen) to the served set;
 //! 3. sends Checks with a token signed by it, one at a time, back to back, until one is allowed.
 //!
-//! The first of those Checks meets the unknown `kid`: it is refused at once (the sidecar asks its
-//! key-set task for a refresh and does not wait). Reported per rotation: the time from sending the
+//! The first of those Checks meets the unknown `kid`. With `refresh_wait_ms` above 0 (the
+//! sidecar's default, 250) it waits for the refresh it causes and is allowed; with 0 it is
+//! refused at once and a later Check passes. Reported per rotation: the time from sending the
 //! first Check to the answer of the first allowed one (refresh wake-up, HTTP fetch, parse, swap,
 //! and at most one Check round trip of granularity), the Checks refused meanwhile, the key-set
 //! requests the server saw, and the latency of the first (cold) Check; plus, for comparison, warm
@@ -46,6 +47,9 @@ struct Args {
     /// Pause before each rotation, ms (above the 1 s `min_refresh_interval_seconds`).
     #[arg(long, default_value_t = 1500)]
     gap_ms: u64,
+    /// The sidecar's `identity.jwks[].refresh_wait_ms` (0: the cold Check is refused at once).
+    #[arg(long, default_value_t = 250)]
+    refresh_wait_ms: u64,
     /// Give up on a rotation after this many seconds without an allowed Check.
     #[arg(long, default_value_t = 30)]
     give_up_secs: u64,
@@ -90,9 +94,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "identity:\n  jwks:\n    - issuer: {issuer:?}\n      jwks_url: {url:?}\n      min_refresh_interval_seconds: 1\n",
+            "identity:\n  jwks:\n    - issuer: {issuer:?}\n      jwks_url: {url:?}\n      min_refresh_interval_seconds: 1\n      refresh_wait_ms: {wait}\n",
             issuer = edge_jwt::ISSUER,
-            url = server.url()
+            url = server.url(),
+            wait = args.refresh_wait_ms
         ),
     )?;
     let log = work.join("sidecar.log");
@@ -191,9 +196,10 @@ async fn main() -> anyhow::Result<()> {
     let mut warm_ms: Vec<f64> = warm_latencies.iter().map(|d| ms(*d)).collect();
     let fetches: u64 = rotations.iter().map(|r| r.fetches).sum();
     println!(
-        "| measure ({} rotations, gap {} ms, min_refresh_interval_seconds 1) | median | min | max |",
+        "| measure ({} rotations, gap {} ms, min_refresh_interval_seconds 1, refresh_wait_ms {}) | median | min | max |",
         rotations.len(),
-        args.gap_ms
+        args.gap_ms,
+        args.refresh_wait_ms
     );
     println!("|---|---|---|---|");
     row("rotation to first allowed Check, ms", &mut until, 2);
