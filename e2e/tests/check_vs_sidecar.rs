@@ -40,7 +40,7 @@ fn check_agrees_with_the_sidecar_authorizer() {
     let logger = DecisionLogger::start(
         &DecisionLogConfig::default(),
         "envoy/authz/allow",
-        prometheus::IntCounter::new("dropped", "test").unwrap(),
+        regent_sidecar::decision_log::DecisionLogMetrics::new().unwrap(),
     )
     .unwrap();
     let authorizer = Authorizer::new(

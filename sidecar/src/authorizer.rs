@@ -517,7 +517,7 @@ mod tests {
         let logger = DecisionLogger::start(
             &DecisionLogConfig::default(),
             "envoy/authz/allow",
-            metrics.logs_dropped.clone(),
+            metrics.decision_logs.clone(),
         )
         .expect("logger");
         let input = InputOptions {
@@ -569,7 +569,7 @@ mod tests {
         let logger = DecisionLogger::start(
             &DecisionLogConfig::default(),
             "envoy/authz/allow",
-            metrics.logs_dropped.clone(),
+            metrics.decision_logs.clone(),
         )
         .expect("logger");
         let dry = Authorizer::new(

@@ -184,6 +184,8 @@ pub struct DecisionLogConfig {
     /// Record the answers of remote calls (`http.send`, `regent.introspect`) in each event as
     /// OPA's `nd_builtin_cache`. Off by default, as in OPA: their arguments may hold tokens.
     pub nd_builtin_cache: bool,
+    /// Upload to an OPA decision log receiver, in addition to `output`.
+    pub upload: Option<crate::decision_log::upload::UploadConfig>,
 }
 
 impl Default for DecisionLogConfig {
@@ -199,6 +201,7 @@ impl Default for DecisionLogConfig {
             sample_rate: 1.0,
             queue_size: 10_000,
             nd_builtin_cache: false,
+            upload: None,
         }
     }
 }
@@ -415,6 +418,10 @@ impl SidecarConfig {
                 ));
             }
         }
+        if let Some(u) = &self.decision_logs.upload {
+            u.validate()
+                .or_else(|(key, m)| bad(format!("decision_logs.upload.{key}: {m}")))?;
+        }
         if !(100..=599).contains(&self.fail_mode.status) {
             return bad(format!(
                 "fail_mode.status must be an HTTP status (100-599), got {}",
@@ -498,6 +505,10 @@ mod tests {
         for (yaml, needle) in [
             ("decision_logs: {sample_rate: 2}", "sample_rate"),
             ("decision_logs: {output: file}", "decision_logs.file"),
+            (
+                "decision_logs: {upload: {url: 'https://l/logs', max_delay_seconds: 1}}",
+                "decision_logs.upload.max_delay_seconds",
+            ),
             ("fail_mode: {status: 42}", "fail_mode.status"),
             ("policy: {path: 'a//b'}", "policy.path"),
             ("policy: {engine: turbo}", "engine"),

@@ -1,18 +1,96 @@
-//! Decision logs in OPA's EventV1 shape, one JSON line per decision.
+//! Decision logs in OPA's EventV1 shape: one JSON line per decision on stdout or in a file,
+//! and/or uploaded to an OPA decision log receiver ([`upload`]).
 //!
 //! The Check path only does a non-blocking `try_send` into a bounded queue; a writer thread serialises,
 //! masks and writes. A full queue drops the event and counts it; a logging failure never changes a
 //! decision (OPA-Envoy turns it into a deny).
 
+pub mod upload;
+
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde_json::{json, Map, Value as Json};
 
 use crate::config::{DecisionLogConfig, LogOutput};
+use upload::{Buffer, UploadHandle, Uploader};
+
+/// Every `reason` of `regent_decision_logs_dropped_total`, exported at 0 from start.
+pub const DROP_REASONS: &[&str] = &[
+    "queue_full",
+    "buffer_full",
+    "too_large",
+    "encoding",
+    "shutdown",
+];
+
+/// The decision log's metrics.
+#[derive(Clone)]
+pub struct DecisionLogMetrics {
+    dropped: IntCounterVec,
+    uploads: IntCounterVec,
+    buffer_bytes: IntGauge,
+}
+
+impl DecisionLogMetrics {
+    /// The metrics, not registered yet.
+    pub fn new() -> prometheus::Result<Self> {
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "regent_decision_logs_dropped_total",
+                "Decision log events dropped, by reason: queue_full (the writer could not keep up), buffer_full (the upload buffer was full; the oldest go), too_large (one event above upload_size_limit_bytes), encoding, shutdown (not uploaded in shutdown_flush_seconds).",
+            ),
+            &["reason"],
+        )?;
+        for r in DROP_REASONS {
+            dropped.with_label_values(&[r]);
+        }
+        let uploads = IntCounterVec::new(
+            Opts::new(
+                "regent_decision_log_uploads_total",
+                "Decision log chunks POSTed to decision_logs.upload.url, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        let buffer_bytes = IntGauge::new(
+            "regent_decision_log_buffer_bytes",
+            "Bytes of decision log events waiting for upload.",
+        )?;
+        Ok(DecisionLogMetrics {
+            dropped,
+            uploads,
+            buffer_bytes,
+        })
+    }
+
+    /// Registers the drop counter (every sidecar has it).
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.dropped.clone()))
+    }
+
+    /// Registers the upload series, when uploads are configured.
+    pub fn register_uploads(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        for r in ["ok", "error"] {
+            self.uploads.with_label_values(&[r]);
+        }
+        registry.register(Box::new(self.uploads.clone()))?;
+        registry.register(Box::new(self.buffer_bytes.clone()))
+    }
+
+    /// `regent_decision_logs_dropped_total{reason}`.
+    pub fn dropped(&self, reason: &str) -> IntCounter {
+        self.dropped.with_label_values(&[reason])
+    }
+
+    fn upload(&self, result: &str) {
+        self.uploads.with_label_values(&[result]).inc();
+    }
+}
 
 /// One decision, as handed to the writer.
 pub struct DecisionEvent {
@@ -45,42 +123,56 @@ pub struct DecisionLogger {
     tx: Option<SyncSender<DecisionEvent>>,
     sample_rate: f64,
     nd_builtin_cache: bool,
-    dropped: prometheus::IntCounter,
+    dropped: IntCounter,
+    /// The upload buffer, whose in-transit count shutdown waits on.
+    buffer: Option<Arc<Buffer>>,
+    upload: Option<Arc<UploadHandle>>,
 }
 
 impl DecisionLogger {
-    /// Starts the writer thread for the configured output (none: a logger that discards).
+    /// Starts the writer thread for the configured output and, with `upload`, the upload task
+    /// (on the current runtime). Neither: a logger that discards.
     pub fn start(
         cfg: &DecisionLogConfig,
         path: &str,
-        dropped: prometheus::IntCounter,
-    ) -> std::io::Result<DecisionLogger> {
-        let sink: Box<dyn Write + Send> = match cfg.output {
-            LogOutput::None => {
-                return Ok(DecisionLogger {
-                    tx: None,
-                    sample_rate: 0.0,
-                    nd_builtin_cache: false,
-                    dropped,
-                })
-            }
-            LogOutput::Stdout => Box::new(std::io::stdout()),
+        metrics: DecisionLogMetrics,
+    ) -> anyhow::Result<DecisionLogger> {
+        let dropped = metrics.dropped("queue_full");
+        let sink: Option<Box<dyn Write + Send>> = match cfg.output {
+            LogOutput::None => None,
+            LogOutput::Stdout => Some(Box::new(std::io::stdout())),
             LogOutput::File => {
                 let file = cfg
                     .file
                     .as_ref()
-                    .ok_or_else(|| std::io::Error::other("decision_logs.file not set"))?;
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(file)?,
-                )
+                    .ok_or_else(|| anyhow::anyhow!("decision_logs.file not set"))?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .map_err(|e| anyhow::anyhow!("decision_logs.file {}: {e}", file.display()))?;
+                Some(Box::new(f))
             }
         };
+        let uploader = match &cfg.upload {
+            Some(u) => Some(Uploader::new(u, metrics)?),
+            None => None,
+        };
+        if sink.is_none() && uploader.is_none() {
+            return Ok(DecisionLogger {
+                tx: None,
+                sample_rate: 0.0,
+                nd_builtin_cache: false,
+                dropped,
+                buffer: None,
+                upload: None,
+            });
+        }
+        let buffer = uploader.as_ref().map(|u| u.buffer.clone());
         let (tx, rx) = sync_channel(cfg.queue_size);
         let writer = Writer {
-            sink: std::io::BufWriter::new(sink),
+            sink: sink.map(std::io::BufWriter::new),
+            buffer: buffer.clone(),
             masks: cfg.mask.clone(),
             path: path.trim_matches('/').to_string(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -93,6 +185,8 @@ impl DecisionLogger {
             sample_rate: cfg.sample_rate,
             nd_builtin_cache: cfg.nd_builtin_cache,
             dropped,
+            buffer,
+            upload: uploader.map(|u| Arc::new(u.spawn())),
         })
     }
 
@@ -106,21 +200,35 @@ impl DecisionLogger {
         self.nd_builtin_cache && self.enabled()
     }
 
+    /// The upload task, for a final flush at shutdown.
+    pub fn upload(&self) -> Option<Arc<UploadHandle>> {
+        self.upload.clone()
+    }
+
     /// Queues an event without blocking; a full queue drops it and counts the drop.
     pub fn log(&self, event: DecisionEvent) {
         let Some(tx) = &self.tx else { return };
         if self.sample_rate < 1.0 && rand::random::<f64>() >= self.sample_rate {
             return;
         }
+        if let Some(b) = &self.buffer {
+            b.in_transit.fetch_add(1, Ordering::AcqRel);
+        }
         match tx.try_send(event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                if let Some(b) = &self.buffer {
+                    b.in_transit.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.dropped.inc()
+            }
         }
     }
 }
 
 struct Writer {
-    sink: std::io::BufWriter<Box<dyn Write + Send>>,
+    sink: Option<std::io::BufWriter<Box<dyn Write + Send>>>,
+    buffer: Option<Arc<Buffer>>,
     masks: Vec<String>,
     path: String,
     id: String,
@@ -129,19 +237,33 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<DecisionEvent>) {
         while let Ok(event) = rx.recv() {
-            let line = self.render(event);
-            let mut ok = writeln!(self.sink, "{line}").is_ok();
+            let mut ok = self.write(event);
             // Flush when the queue is drained, so lines appear promptly without a syscall per event.
             let mut pending = rx.try_iter();
             for e in pending.by_ref().take(256) {
-                let line = self.render(e);
-                ok &= writeln!(self.sink, "{line}").is_ok();
+                ok &= self.write(e);
             }
-            ok &= self.sink.flush().is_ok();
+            if let Some(sink) = &mut self.sink {
+                ok &= sink.flush().is_ok();
+            }
             if !ok {
                 tracing::warn!("writing decision logs failed");
             }
         }
+    }
+
+    /// Renders one event to each output; false if writing the line failed.
+    fn write(&mut self, event: DecisionEvent) -> bool {
+        let json = self.render(event);
+        let mut ok = true;
+        if let Some(sink) = &mut self.sink {
+            ok = writeln!(sink, "{json}").is_ok();
+        }
+        if let Some(buffer) = &self.buffer {
+            buffer.push(json.to_string().into_bytes());
+            buffer.in_transit.fetch_sub(1, Ordering::AcqRel);
+        }
+        ok
     }
 
     fn render(&self, e: DecisionEvent) -> Json {

@@ -53,8 +53,8 @@ pub struct Metrics {
     pub eval_vm: Histogram,
     /// `regent_policy_eval_duration_seconds{evaluator="interpreter"}`.
     pub eval_interpreter: Histogram,
-    /// `regent_decision_logs_dropped_total`.
-    pub logs_dropped: IntCounter,
+    /// `regent_decision_logs_dropped_total{reason}` and the upload metrics.
+    pub decision_logs: crate::decision_log::DecisionLogMetrics,
     /// `regent_policy_activations_total`.
     pub activations: IntCounter,
     /// `regent_reload_total{what,result}`: changed key or certificate files re-read.
@@ -94,10 +94,7 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["evaluator"],
         )?;
-        let logs_dropped = IntCounter::new(
-            "regent_decision_logs_dropped_total",
-            "Decision log events dropped because the queue was full.",
-        )?;
+        let decision_logs = crate::decision_log::DecisionLogMetrics::new()?;
         let activations =
             IntCounter::new("regent_policy_activations_total", "Policies activated.")?;
         for reason in CHECK_ERROR_REASONS {
@@ -119,7 +116,7 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(eval_duration.clone()))?;
-        registry.register(Box::new(logs_dropped.clone()))?;
+        decision_logs.register(&registry)?;
         registry.register(Box::new(activations.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(JwtCacheCollector::new(
@@ -134,7 +131,7 @@ impl Metrics {
             registry,
             errors,
             check_duration,
-            logs_dropped,
+            decision_logs,
             activations,
             reloads,
         })

@@ -48,6 +48,9 @@ const OPA_DECISION_LOG_KEYS: &[&str] = &[
 /// OPA's defaults that differ from Regent's.
 const OPA_MIN_DELAY_SECONDS: u64 = 60;
 const OPA_MAX_DELAY_SECONDS: u64 = 120;
+/// OPA's decision log upload delays (`decision_logs.reporting.*_delay_seconds`).
+const OPA_LOG_MIN_DELAY_SECONDS: u64 = 300;
+const OPA_LOG_MAX_DELAY_SECONDS: u64 = 600;
 const OPA_KEY_ALGORITHM: &str = "RS256";
 const OPA_PERSISTENCE_DIRECTORY: &str = ".opa";
 const OPA_ENVOY_ADDR: &str = ":9191";
@@ -288,7 +291,7 @@ impl<'t> Mapper<'t> {
             None => None,
         };
         if let Some(v) = top.take("decision_logs") {
-            self.decision_logs(v, &mut cfg)?;
+            self.decision_logs(v, &mut cfg, &services)?;
         }
         // OPA's switch is top-level; Regent's lives with the log it fills.
         if top.bool(self, "nd_builtin_cache")? == Some(true) {
@@ -710,15 +713,63 @@ impl<'t> Mapper<'t> {
         Ok(Some((url, service)))
     }
 
-    fn decision_logs(&self, v: &Value, cfg: &mut SidecarConfig) -> Result<(), OpaConfigError> {
+    fn decision_logs(
+        &self,
+        v: &Value,
+        cfg: &mut SidecarConfig,
+        services: &BTreeMap<String, Service>,
+    ) -> Result<(), OpaConfigError> {
         let mut d = self.obj("decision_logs", v)?;
-        for k in ["service", "reporting", "resource", "partition_name"] {
-            if d.take(k).is_some() {
-                return Err(self.err(
-                    join("decision_logs", k),
-                    "remote decision logs are not supported yet (use console: true)",
-                ));
+        let service = d.string(self, "service")?;
+        let resource = d.string(self, "resource")?;
+        let partition = d.string(self, "partition_name")?;
+        let reporting = d.take("reporting");
+        if let Some(service) = service {
+            let svc = services.get(&service).ok_or_else(|| {
+                self.err(
+                    "decision_logs.service",
+                    format!("names service {service:?}, which is not in `services`"),
+                )
+            })?;
+            // OPA: `resource` (default `/logs`), or the deprecated `/logs/<partition_name>`.
+            let resource = match (resource, partition) {
+                (Some(r), _) => r,
+                (None, Some(p)) => format!("/logs/{}", p.trim_matches('/')),
+                (None, None) => "/logs".into(),
+            };
+            let url = format!(
+                "{}/{}",
+                svc.url.trim_end_matches('/'),
+                resource.trim_start_matches('/')
+            );
+            let mut up = crate::decision_log::upload::UploadConfig::for_url(url);
+            up.min_delay_seconds = OPA_LOG_MIN_DELAY_SECONDS;
+            up.max_delay_seconds = OPA_LOG_MAX_DELAY_SECONDS;
+            let t = &svc.transport;
+            up.bearer_token_file = t.bearer_token_file.clone();
+            up.bearer_token = t.bearer_token.clone();
+            if let Some(scheme) = &t.bearer_scheme {
+                up.bearer_scheme = scheme.clone();
             }
+            up.ca_file = t.ca_file.clone();
+            up.client_cert_file = t.client_cert_file.clone();
+            up.client_key_file = t.client_key_file.clone();
+            if let Some(r) = reporting {
+                self.reporting(r, &mut up)?;
+            }
+            cfg.decision_logs.upload = Some(up);
+        } else if let Some(k) = [
+            ("resource", resource.is_some()),
+            ("partition_name", partition.is_some()),
+            ("reporting", reporting.is_some()),
+        ]
+        .iter()
+        .find_map(|(k, set)| set.then_some(*k))
+        {
+            return Err(self.err(
+                join("decision_logs", k),
+                "needs decision_logs.service (the service logs are uploaded to)",
+            ));
         }
         for (k, why) in [
             (
@@ -737,6 +788,60 @@ impl<'t> Mapper<'t> {
             cfg.decision_logs.output = LogOutput::Stdout;
         }
         d.finish(self)
+    }
+
+    /// `decision_logs.reporting`: the upload pacing and sizes Regent has; the others refused.
+    fn reporting(
+        &self,
+        v: &Value,
+        up: &mut crate::decision_log::upload::UploadConfig,
+    ) -> Result<(), OpaConfigError> {
+        let path = "decision_logs.reporting";
+        let mut r = self.obj(path, v)?;
+        if let Some(n) = r.u64(self, "min_delay_seconds")? {
+            up.min_delay_seconds = n;
+        }
+        if let Some(n) = r.u64(self, "max_delay_seconds")? {
+            up.max_delay_seconds = n;
+        }
+        if let Some(n) = r.u64(self, "upload_size_limit_bytes")? {
+            up.upload_size_limit_bytes = n;
+        }
+        if let Some(n) = r.u64(self, "buffer_size_limit_bytes")? {
+            up.buffer_size_limit_bytes = n;
+        }
+        match r.string(self, "buffer_type")?.as_deref() {
+            None | Some("size") => {}
+            Some(other) => {
+                return Err(self.unsupported(
+                    join(path, "buffer_type"),
+                    &format!(
+                        "buffer_type {other:?}; Regent buffers by size (buffer_size_limit_bytes)"
+                    ),
+                ))
+            }
+        }
+        match r.string(self, "trigger")?.as_deref() {
+            None | Some("periodic") => {}
+            Some(other) => {
+                return Err(self.unsupported(
+                    join(path, "trigger"),
+                    &format!("trigger {other:?}; Regent uploads periodically"),
+                ))
+            }
+        }
+        for (k, why) in [
+            (
+                "buffer_size_limit_events",
+                "an event-count buffer limit; Regent bounds bytes",
+            ),
+            ("max_decisions_per_second", "rate-limiting decision logs"),
+        ] {
+            if r.take(k).is_some() {
+                return Err(self.unsupported(join(path, k), why));
+            }
+        }
+        r.finish(self)
     }
 
     fn plugins(&self, v: &Value, cfg: &mut SidecarConfig) -> Result<(), OpaConfigError> {

@@ -1,7 +1,7 @@
 //! Re-reads key and certificate files when they change, without a restart: the bundle keyring
 //! (`keyring`), the gRPC listener's TLS (`grpc_tls`), the CA files of the key set fetchers
 //! (`jwks_ca`), the TLS files of bundle downloads (`sync_tls`) and of remote calls
-//! (`remote_tls`), the introspection client secrets (`introspection_secret`) and the passport
+//! (`remote_tls`) and of decision log uploads (`decision_log_tls`), the introspection client secrets (`introspection_secret`) and the passport
 //! keys (`passport_keys`); see [`crate::tls`].
 //!
 //! A [`Watcher`] polls a set of files and compares a SHA-256 of what each path resolves to *now*:

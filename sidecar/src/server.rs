@@ -46,6 +46,8 @@ pub struct Running {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     /// Tasks that run until aborted (health reporting, local bundle watch).
     background: Vec<JoinHandle<()>>,
+    /// The decision log upload, flushed once the listeners have drained.
+    decision_upload: Option<Arc<crate::decision_log::upload::UploadHandle>>,
 }
 
 /// How long in-flight requests get to finish at shutdown.
@@ -77,6 +79,9 @@ impl Running {
         for t in self.background {
             let _ = t.await;
         }
+        if let Some(upload) = &self.decision_upload {
+            upload.shutdown().await;
+        }
         tracing::info!("stopped");
     }
 }
@@ -107,12 +112,19 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         },
         metrics.activations.clone(),
     ));
+    if cfg.decision_logs.upload.is_some() {
+        metrics
+            .decision_logs
+            .register_uploads(&metrics.registry)
+            .context("registering the decision log upload metrics")?;
+    }
     let logger = DecisionLogger::start(
         &cfg.decision_logs,
         &cfg.policy.path,
-        metrics.logs_dropped.clone(),
+        metrics.decision_logs.clone(),
     )
     .context("starting the decision logger")?;
+    let decision_upload = logger.upload();
     let descriptors = match &cfg.policy.proto_descriptor {
         Some(p) => Some(Arc::new(
             load_descriptor_set(p).context("policy.proto_descriptor")?,
@@ -351,6 +363,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
         background,
+        decision_upload,
     })
 }
 

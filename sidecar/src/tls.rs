@@ -496,6 +496,13 @@ pub fn watchers(cfg: &crate::config::SidecarConfig, grpc: Option<&Arc<ServerTls>
             ));
         }
     }
+    if let Some(up) = &cfg.decision_logs.upload {
+        watchers.extend(ClientTls::watcher_of(
+            "decision_log_tls",
+            "decision_logs.upload",
+            up.client_files(),
+        ));
+    }
     let sync_files = crate::sync::download::client_files(&cfg.sync.http);
     if !cfg.sync.bundles.is_empty() && !sync_files.is_empty() {
         watchers.push(ClientTls::watcher(

@@ -105,7 +105,11 @@ async fn a_fresh_sidecar_exports_every_known_counter_at_zero() {
             r#"regent_jwt_cache_misses_total{{cache="{cache}"}}"#
         ));
     }
-    expected.push("regent_decision_logs_dropped_total".into());
+    for reason in regent_sidecar::decision_log::DROP_REASONS {
+        expected.push(format!(
+            r#"regent_decision_logs_dropped_total{{reason="{reason}"}}"#
+        ));
+    }
     expected.push("regent_policy_activations_total".into());
     let missing: Vec<&String> = expected
         .iter()

@@ -82,6 +82,34 @@ fn nd_builtin_cache_turns_on_recording_remote_call_answers() {
 }
 
 #[test]
+fn decision_logs_to_a_service_map_onto_the_upload() {
+    let cfg = load(
+        "services:\n  logs:\n    url: https://logs.example.com/api/\n    credentials:\n      bearer:\n        token_path: /var/run/logs-token\ndecision_logs:\n  service: logs\n  reporting:\n    min_delay_seconds: 10\n    upload_size_limit_bytes: 65536\n    buffer_size_limit_bytes: 1048576\n",
+    )
+    .expect("valid");
+    let up = cfg.decision_logs.upload.expect("an upload");
+    assert_eq!(up.url, "https://logs.example.com/api/logs");
+    assert_eq!(
+        up.bearer_token_file.as_deref(),
+        Some(Path::new("/var/run/logs-token"))
+    );
+    assert_eq!(up.min_delay_seconds, 10);
+    assert_eq!(up.max_delay_seconds, 600, "OPA's default");
+    assert_eq!(up.upload_size_limit_bytes, 65536);
+    assert_eq!(up.buffer_size_limit_bytes, 1048576);
+    assert_eq!(cfg.decision_logs.output, LogOutput::None, "no console");
+
+    let cfg = load(
+        "services:\n  logs:\n    url: https://logs.example.com\ndecision_logs:\n  service: logs\n  partition_name: edge\n  console: true\n",
+    )
+    .expect("valid");
+    let up = cfg.decision_logs.upload.expect("an upload");
+    assert_eq!(up.url, "https://logs.example.com/logs/edge");
+    assert_eq!(up.min_delay_seconds, 300, "OPA's default");
+    assert_eq!(cfg.decision_logs.output, LogOutput::Stdout);
+}
+
+#[test]
 fn every_envoy_plugin_option_maps() {
     let cfg = load(
         "plugins:\n  envoy_ext_authz_grpc:\n    addr: localhost:9292\n    path: /istio/authz/allow\n    dry-run: true\n    enable-reflection: true\n    skip-request-body-parse: true\n    proto-descriptor: /etc/opa/app.pb\n    grpc-max-recv-msg-size: 40194304\n    grpc-max-send-msg-size: 2147483647\n",
@@ -281,13 +309,18 @@ fn each_unsupported_key_is_named_with_its_path_and_line() {
         ),
         (
             "decision_logs:\n  service: s\n  reporting:\n    min_delay_seconds: 5\n".into(),
-            "decision_logs.service: remote decision logs are not supported yet",
+            "decision_logs.service: names service \"s\", which is not in `services`",
             Some(2),
         ),
         (
             "decision_logs:\n  console: true\n  reporting:\n    min_delay_seconds: 5\n".into(),
-            "decision_logs.reporting: remote decision logs are not supported yet",
+            "decision_logs.reporting: needs decision_logs.service",
             Some(3),
+        ),
+        (
+            format!("{svc}decision_logs:\n  service: s\n  reporting:\n    max_decisions_per_second: 5\n"),
+            "decision_logs.reporting.max_decisions_per_second: not supported by Regent",
+            Some(7),
         ),
         (
             "decision_logs:\n  console: true\n  mask_decision: /system/log/mask\n".into(),

@@ -584,6 +584,10 @@ async fn a_failing_decision_log_never_changes_decisions() {
         metric(&m, "regent_checks_total{decision=\"deny\"}"),
         Some(100.0)
     );
-    assert!(metric(&m, "regent_decision_logs_dropped_total").is_some());
+    assert!(metric(
+        &m,
+        "regent_decision_logs_dropped_total{reason=\"queue_full\"}"
+    )
+    .is_some());
     s.stop().await;
 }
