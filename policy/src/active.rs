@@ -424,6 +424,12 @@ impl ActivePolicy {
         self.generation
     }
 
+    /// A copy of the policy's interpreter (modules, data and builtins), for rules other than
+    /// the decision (see [`crate::log_rules`]).
+    pub(crate) fn interpreter(&self) -> regorus::Engine {
+        self.engine.clone()
+    }
+
     /// Whether the VM calls Regent's builtins through host-await (suspendable execution).
     pub fn calls_host_builtins(&self) -> bool {
         self.suspendable

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod grpc_decode;
 pub mod input;
 pub mod load;
+pub mod log_rules;
 pub mod path;
 pub mod retire;
 pub mod settings;

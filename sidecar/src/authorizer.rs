@@ -385,6 +385,7 @@ impl Authorizer {
                     Ok(_) => None,
                 },
                 revisions: record.policy.as_ref().map(|p| p.revisions.clone()),
+                policy: record.policy.clone(),
                 eval_ns: record.eval_ns,
                 handler_ns: record.started.elapsed().as_nanos() as u64,
                 dry_run: replaced,

@@ -18,6 +18,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde_json::{json, Map, Value as Json};
 
 use crate::config::{DecisionLogConfig, LogOutput};
+use regent_policy::log_rules::{LogRules, MaskOp};
 use upload::{Buffer, UploadHandle, Uploader};
 
 /// Every `reason` of `regent_decision_logs_dropped_total`, exported at 0 from start.
@@ -27,12 +28,15 @@ pub const DROP_REASONS: &[&str] = &[
     "too_large",
     "encoding",
     "shutdown",
+    "mask_error",
 ];
 
 /// The decision log's metrics.
 #[derive(Clone)]
 pub struct DecisionLogMetrics {
     dropped: IntCounterVec,
+    /// Events the policy's `system.log.drop` kept out: wanted, not lost.
+    policy_dropped: IntCounter,
     uploads: IntCounterVec,
     buffer_bytes: IntGauge,
 }
@@ -43,13 +47,17 @@ impl DecisionLogMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "regent_decision_logs_dropped_total",
-                "Decision log events dropped, by reason: queue_full (the writer could not keep up), buffer_full (the upload buffer was full; the oldest go), too_large (one event above upload_size_limit_bytes), encoding, shutdown (not uploaded in shutdown_flush_seconds).",
+                "Decision log events dropped, by reason: queue_full (the writer could not keep up), buffer_full (the upload buffer was full; the oldest go), too_large (one event above upload_size_limit_bytes), encoding, shutdown (not uploaded in shutdown_flush_seconds), mask_error (the policy's system.log rules failed).",
             ),
             &["reason"],
         )?;
         for r in DROP_REASONS {
             dropped.with_label_values(&[r]);
         }
+        let policy_dropped = IntCounter::new(
+            "regent_decision_logs_policy_dropped_total",
+            "Decision log events not logged because the policy's data.system.log.drop is true.",
+        )?;
         let uploads = IntCounterVec::new(
             Opts::new(
                 "regent_decision_log_uploads_total",
@@ -63,6 +71,7 @@ impl DecisionLogMetrics {
         )?;
         Ok(DecisionLogMetrics {
             dropped,
+            policy_dropped,
             uploads,
             buffer_bytes,
         })
@@ -70,7 +79,8 @@ impl DecisionLogMetrics {
 
     /// Registers the drop counter (every sidecar has it).
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.dropped.clone()))
+        registry.register(Box::new(self.dropped.clone()))?;
+        registry.register(Box::new(self.policy_dropped.clone()))
     }
 
     /// Registers the upload series, when uploads are configured.
@@ -106,6 +116,8 @@ pub struct DecisionEvent {
     pub error: Option<String>,
     /// Bundle revisions of the policy used.
     pub revisions: Option<Arc<BTreeMap<String, String>>>,
+    /// The policy that decided: its `system.log` rules mask or drop the event.
+    pub policy: Option<Arc<regent_policy::ActivePolicy>>,
     /// Nanoseconds spent evaluating.
     pub eval_ns: u64,
     /// Nanoseconds spent in the whole handler.
@@ -155,7 +167,7 @@ impl DecisionLogger {
             }
         };
         let uploader = match &cfg.upload {
-            Some(u) => Some(Uploader::new(u, metrics)?),
+            Some(u) => Some(Uploader::new(u, metrics.clone())?),
             None => None,
         };
         if sink.is_none() && uploader.is_none() {
@@ -176,6 +188,8 @@ impl DecisionLogger {
             masks: cfg.mask.clone(),
             path: path.trim_matches('/').to_string(),
             id: uuid::Uuid::new_v4().to_string(),
+            log_rules: None,
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("decision-log".into())
@@ -232,6 +246,9 @@ struct Writer {
     masks: Vec<String>,
     path: String,
     id: String,
+    /// The `system.log` rules of the last policy seen, by its generation.
+    log_rules: Option<(u64, Option<LogRules>)>,
+    metrics: DecisionLogMetrics,
 }
 
 impl Writer {
@@ -254,7 +271,13 @@ impl Writer {
 
     /// Renders one event to each output; false if writing the line failed.
     fn write(&mut self, event: DecisionEvent) -> bool {
-        let json = self.render(event);
+        let policy = event.policy.clone();
+        let Some(json) = self.render(event, policy.as_deref()) else {
+            if let Some(buffer) = &self.buffer {
+                buffer.in_transit.fetch_sub(1, Ordering::AcqRel);
+            }
+            return true;
+        };
         let mut ok = true;
         if let Some(sink) = &mut self.sink {
             ok = writeln!(sink, "{json}").is_ok();
@@ -266,7 +289,58 @@ impl Writer {
         ok
     }
 
-    fn render(&self, e: DecisionEvent) -> Json {
+    /// The `system.log` rules of `policy`, compiled once per policy generation.
+    fn rules_of(&mut self, policy: &regent_policy::ActivePolicy) -> Option<&mut LogRules> {
+        let generation = policy.generation();
+        if self.log_rules.as_ref().map(|(g, _)| *g) != Some(generation) {
+            self.log_rules = Some((generation, policy.log_rules()));
+        }
+        self.log_rules.as_mut().and_then(|(_, r)| r.as_mut())
+    }
+
+    /// The event as logged, or `None` when the policy's `system.log.drop` drops it (or its mask
+    /// fails: what it wanted hidden is not written).
+    fn render(
+        &mut self,
+        e: DecisionEvent,
+        policy: Option<&regent_policy::ActivePolicy>,
+    ) -> Option<Json> {
+        let mut event = self.event_json(e);
+        let mut erased: Vec<Json> = Vec::new();
+        let mut masked: Vec<Json> = Vec::new();
+        if let Some(rules) = policy.and_then(|p| self.rules_of(p)) {
+            let asked = rules
+                .drops(&event)
+                .and_then(|d| Ok((d, if d { Vec::new() } else { rules.mask(&event)? })));
+            match asked {
+                Ok((true, _)) => {
+                    self.metrics.policy_dropped.inc();
+                    return None;
+                }
+                Ok((false, ops)) => apply_mask(&mut event, ops, &mut erased, &mut masked),
+                Err(err) => {
+                    tracing::warn!(error = %err.message, "the policy's system.log rules failed; the decision log event is dropped");
+                    self.metrics.dropped("mask_error").inc();
+                    return None;
+                }
+            }
+        }
+        for p in &self.masks {
+            if remove_pointer(&mut event, p) && !erased.iter().any(|e| e == p.as_str()) {
+                erased.push(Json::String(p.clone()));
+            }
+        }
+        if !erased.is_empty() {
+            event["erased"] = Json::Array(erased);
+        }
+        if !masked.is_empty() {
+            event["masked"] = Json::Array(masked);
+        }
+        Some(event)
+    }
+
+    /// The event in OPA's EventV1 shape, before masking.
+    fn event_json(&self, e: DecisionEvent) -> Json {
         let timestamp = chrono::DateTime::<chrono::Utc>::from(e.timestamp)
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut event = Map::new();
@@ -306,17 +380,30 @@ impl Writer {
                 serde_json::to_value(&e.nd_builtin_cache).unwrap_or(Json::Null),
             );
         }
-        let mut event = Json::Object(event);
-        let erased: Vec<Json> = self
-            .masks
-            .iter()
-            .filter(|p| remove_pointer(&mut event, p))
-            .map(|p| Json::String(p.clone()))
-            .collect();
-        if !erased.is_empty() {
-            event["erased"] = Json::Array(erased);
+        Json::Object(event)
+    }
+}
+
+/// Applies a mask rule's answer, listing what changed as OPA does (`erased`, `masked`).
+fn apply_mask(event: &mut Json, ops: Vec<MaskOp>, erased: &mut Vec<Json>, masked: &mut Vec<Json>) {
+    for op in ops {
+        match op {
+            MaskOp::Erase(p) => {
+                if remove_pointer(event, &p) {
+                    erased.push(p.into());
+                }
+            }
+            MaskOp::Remove(p) => {
+                if remove_pointer(event, &p) {
+                    masked.push(p.into());
+                }
+            }
+            MaskOp::Upsert { path, value } => {
+                if upsert_pointer(event, &path, value) {
+                    masked.push(path.into());
+                }
+            }
         }
-        event
     }
 }
 
@@ -325,6 +412,46 @@ fn to_json(v: &regorus::Value) -> Json {
         return Json::Null;
     }
     serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// Sets the value at a JSON pointer, creating missing parent objects; returns whether it was set
+/// (not when a parent is a scalar, or an array index is out of range).
+pub fn upsert_pointer(doc: &mut Json, pointer: &str, value: Json) -> bool {
+    let parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    let mut at = doc;
+    for part in parents {
+        at = match at {
+            Json::Object(m) => m
+                .entry(part.clone())
+                .or_insert_with(|| Json::Object(Map::new())),
+            Json::Array(a) => match part.parse::<usize>() {
+                Ok(i) if i < a.len() => &mut a[i],
+                _ => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Json::Object(m) => {
+            m.insert(last.clone(), value);
+            true
+        }
+        Json::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a[i] = value;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Removes the value at a JSON pointer; returns whether something was removed.
@@ -354,6 +481,23 @@ pub fn remove_pointer(doc: &mut Json, pointer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upserts_set_fields_and_create_parents() {
+        let mut doc = json!({"input": {"l": [1, 2], "s": "x"}});
+        assert!(upsert_pointer(
+            &mut doc,
+            "/input/user/name",
+            json!("redacted")
+        ));
+        assert!(upsert_pointer(&mut doc, "/input/l/1", json!(0)));
+        assert!(!upsert_pointer(&mut doc, "/input/l/5", json!(0)));
+        assert!(!upsert_pointer(&mut doc, "/input/s/deeper", json!(0)));
+        assert_eq!(
+            doc,
+            json!({"input": {"l": [1, 0], "s": "x", "user": {"name": "redacted"}}})
+        );
+    }
 
     #[test]
     fn pointers_remove_fields() {

@@ -771,12 +771,24 @@ impl<'t> Mapper<'t> {
                 "needs decision_logs.service (the service logs are uploaded to)",
             ));
         }
+        // Regent evaluates OPA's default rules; other paths would silently not mask.
+        for (k, default) in [
+            ("mask_decision", "system/log/mask"),
+            ("drop_decision", "system/log/drop"),
+        ] {
+            if let Some(path) = d.string(self, k)? {
+                if path.trim_matches('/') != default {
+                    return Err(self.unsupported(
+                        join("decision_logs", k),
+                        &format!(
+                            "a rule other than /{default}; Regent evaluates data.{} only",
+                            default.replace('/', ".")
+                        ),
+                    ));
+                }
+            }
+        }
         for (k, why) in [
-            (
-                "mask_decision",
-                "masking by policy; Regent erases the JSON pointers of its decision_logs.mask",
-            ),
-            ("drop_decision", "dropping by policy"),
             ("plugin", "decision log plugins"),
             ("request_context", "request context headers"),
         ] {

@@ -110,6 +110,7 @@ async fn a_fresh_sidecar_exports_every_known_counter_at_zero() {
             r#"regent_decision_logs_dropped_total{{reason="{reason}"}}"#
         ));
     }
+    expected.push("regent_decision_logs_policy_dropped_total".into());
     expected.push("regent_policy_activations_total".into());
     let missing: Vec<&String> = expected
         .iter()

@@ -323,7 +323,7 @@ fn each_unsupported_key_is_named_with_its_path_and_line() {
             Some(7),
         ),
         (
-            "decision_logs:\n  console: true\n  mask_decision: /system/log/mask\n".into(),
+            "decision_logs:\n  console: true\n  mask_decision: /acme/log/mask\n".into(),
             "decision_logs.mask_decision: not supported by Regent",
             Some(3),
         ),

@@ -7,11 +7,9 @@
 # form body (and then the raw body too, which repeats them), and secrets in the query string
 # (then the whole path, which repeats the query).
 #
-# regent-sidecar does not evaluate this rule: it erases the JSON pointers listed in its
-# `decision_logs.mask` configuration (by default the Authorization, Cookie and
-# Proxy-Authorization headers). `static_mask` below is the request-independent part of `mask`,
-# ready to paste into that list; the request-dependent pointers (body fields, query secrets) need
-# OPA or a later sidecar that evaluates `data.system.log.mask` per event.
+# regent-sidecar evaluates this rule on every decision log event, as OPA does, and also erases the
+# JSON pointers of its `decision_logs.mask` setting. `static_mask` below is the
+# request-independent part of `mask`, for setups that prefer a static list.
 package system.log
 
 static_mask := sort(data.system.log.always)
