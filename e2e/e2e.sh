@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CARGO="${CARGO:-cargo}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # The post-receive hook signs its webhook call with curl and openssl; repositories need git.
-tools/debian-deps.sh git curl openssl
+tools/debian-deps.sh git curl openssl prometheus
 ENVOY="$(e2e/envoy.sh)"
 
 "$CARGO" build -p regent-bundle-server -p regent-sidecar --bins

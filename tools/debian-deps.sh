@@ -11,8 +11,8 @@ set -euo pipefail
 present() {
 	case "$1" in
 	python3-venv) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ;;
-	# Debian's prometheus package is wanted for its promtool (rule checks), not the server.
-	prometheus) command -v promtool >/dev/null 2>&1 ;;
+	# Debian's prometheus package: promtool (rule checks) and the server (e2e dashboard queries).
+	prometheus) command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 ;;
 	*) command -v "$1" >/dev/null 2>&1 ;;
 	esac
 }

@@ -399,7 +399,8 @@ EMBEDDED = ("server.yaml", "sidecar.yaml", "inject.yaml")
 
 
 def extract(path, outdir):
-    """Writes the config files embedded in the release's ConfigMaps to outdir (one copy each)."""
+    """Writes the config files embedded in the release's ConfigMaps to outdir (one copy each),
+    and the release's alert rules, if it has them, as alerts.yaml."""
     import os
     os.makedirs(outdir, exist_ok=True)
     with open(path) as f:
@@ -412,6 +413,12 @@ def extract(path, outdir):
             if key in EMBEDDED and not os.path.exists(target):
                 with open(target, "w") as out:
                     out.write(text)
+    # The alert rules as a Prometheus rules file: e2e/tests/dashboard_queries.rs evaluates each
+    # expression against a real Prometheus, so a renamed metric fails there.
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    if len(rules) == 1:
+        with open(os.path.join(outdir, "alerts.yaml"), "w") as out:
+            yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, out, sort_keys=False)
 
 
 def main():

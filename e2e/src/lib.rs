@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod orders;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod server;
 pub mod sidecar;
 pub mod static_bundle;
