@@ -37,10 +37,11 @@ image:
 fuzz:
 	tools/fuzz.sh
 
-## lint: formatting and clippy with warnings as errors
+## lint: formatting, clippy and rustdoc (broken links, bare URLs) with warnings as errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 fmt:
 	$(CARGO) fmt --all

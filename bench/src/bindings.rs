@@ -91,7 +91,7 @@ fn allowed(bindings: &[Binding], user: &str, method: &str, path: &str) -> bool {
     })
 }
 
-/// The bindings request mix: [`REQUESTS`] requests by users that have bindings (reads, writes and
+/// The bindings request mix: `REQUESTS` requests by users that have bindings (reads, writes and
 /// deletes on their projects, reads on a project of nobody's) and by an unknown user; the expected
 /// decisions come from the same bindings.
 pub fn mix() -> Mix {

@@ -28,7 +28,7 @@ enum RolloutCommand {
 /// Arguments of `regent rollout status`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
-    /// Bundle server base URL, e.g. https://regent.example:8181.
+    /// Bundle server base URL, e.g. `https://regent.example:8181`.
     #[arg(long)]
     pub server: String,
     /// Only this bundle (default: every bundle the server publishes).

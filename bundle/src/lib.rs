@@ -7,7 +7,9 @@
 //! - [`signing`]: `.signatures.json` signed with Ed25519, RSA or ECDSA (JWS `EdDSA`, `RS*`, `PS*`, `ES*`), a [`signing::Keyring`] selected by `kid`,
 //!   and the rollback check.
 //! - [`canonical`]: OPA's canonical JSON used for hashing structured files.
-//! - [`engine`]: loading bundles into the pinned regorus engine with OPA's activation checks.
+//! - [`archive`]: safe `.tar.gz` reading and writing; [`manifest`]: the `.manifest` file.
+//!
+//! Loading bundles into regorus (OPA's activation checks) is `regent_policy::load`.
 
 pub mod archive;
 mod bundle;

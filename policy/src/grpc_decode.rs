@@ -35,7 +35,7 @@ use crate::input::{InputNeeds, BODY_HEADERS};
 pub enum HeaderFilter {
     /// Every header (the policy reads the whole map).
     All,
-    /// These names, [`BODY_HEADERS`] included (a policy names a few headers: a scan beats a map).
+    /// These names, `BODY_HEADERS` included (a policy names a few headers: a scan beats a map).
     Named(Vec<String>),
 }
 

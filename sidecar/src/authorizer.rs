@@ -150,7 +150,7 @@ impl Authorizer {
     }
 
     /// What of the input document a Check on `policy` builds: what the policy can read, or all of
-    /// it (see [`Authorizer::prunes`]).
+    /// it (see `Authorizer::prunes`).
     pub fn input_needs<'p>(&self, policy: &'p ActivePolicy) -> &'p InputNeeds {
         if self.prunes() {
             policy.input_needs()

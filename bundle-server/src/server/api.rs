@@ -58,7 +58,7 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 /// All routes. Inside a tokio runtime this also starts feeding every publication to the fleet
-/// view ([`watch_publications`]).
+/// view (`watch_publications`).
 pub fn router(shared: Arc<Shared>) -> Router {
     watch_publications(&shared);
     Router::new()

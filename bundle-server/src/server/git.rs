@@ -150,7 +150,7 @@ impl GitSource {
         }
     }
 
-    /// Removes the lock files in the mirror (`refs/**/*.lock`, and [`TOP_LEVEL_LOCKS`]) that no
+    /// Removes the lock files in the mirror (`refs/**/*.lock`, and `TOP_LEVEL_LOCKS`) that no
     /// live git holds; each is logged and counted. `trigger` says why it runs (`start`,
     /// `timeout`, `lock_error`). Only call it while none of the server's own git commands runs
     /// in the mirror: at start before the first one, or after one ended. Returns how many were

@@ -1,7 +1,7 @@
 //! `crypto.md5`, `crypto.sha1`, `crypto.sha256`, `crypto.hmac.*` with OPA's semantics.
 //!
 //! - The digests hash the UTF-8 bytes of their string operand and return lowercase hex.
-//! - `crypto.hmac.<hash>(x, key)` is HMAC-<hash> keyed with the UTF-8 bytes of `key` over the
+//! - `crypto.hmac.<hash>(x, key)` is HMAC-`<hash>` keyed with the UTF-8 bytes of `key` over the
 //!   bytes of `x`, as lowercase hex.
 //! - `crypto.hmac.equal(mac1, mac2)` compares the two strings' bytes in constant time (strings
 //!   of different lengths are unequal); it does not decode hex, as OPA does not.

@@ -2,7 +2,7 @@
 //! receivers work: `POST <url>` of a gzipped JSON array of events (`Content-Encoding: gzip`,
 //! `Content-Type: application/json`), each chunk at most `upload_size_limit_bytes` gzipped.
 //!
-//! The writer thread renders and masks each event and hands its JSON to the [`Buffer`], which
+//! The writer thread renders and masks each event and hands its JSON to the `Buffer`, which
 //! holds at most `buffer_size_limit_bytes` of events and drops the oldest beyond that (counted).
 //! An upload task takes chunks from the front every `min_delay_seconds`-`max_delay_seconds`
 //! (uniformly random, as OPA does, so a fleet does not upload in step), and on a failure puts
