@@ -136,10 +136,7 @@ async fn the_policys_log_rules_mask_and_drop_events() {
 
     let m = s.running.metrics.render();
     assert_eq!(
-        metric(
-            &m,
-            "regent_decision_logs_policy_dropped_total"
-        ),
+        metric(&m, "regent_decision_logs_policy_dropped_total"),
         Some(1.0),
         "{m}"
     );
