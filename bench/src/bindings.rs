@@ -30,8 +30,11 @@ const ROLES: [(&str, &[&str]); 3] = [
 
 /// One binding.
 pub struct Binding {
+    /// Who.
     pub user: String,
+    /// With which role.
     pub role: &'static str,
+    /// On what.
     pub resource: String,
 }
 

@@ -55,13 +55,17 @@ pub struct Keys {
     ec: p256::ecdsa::SigningKey,
 }
 
+/// The signing algorithm of a benchmark token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Alg {
+    /// RSA-2048 with SHA-256.
     RS256,
+    /// P-256 with SHA-256.
     ES256,
 }
 
 impl Keys {
+    /// The fixed keys, derived from the seed (every run signs with the same ones).
     pub fn derive() -> Keys {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
         let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA-2048 key generation");

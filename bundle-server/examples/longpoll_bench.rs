@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
+#[allow(unsafe_code)] // getrlimit/setrlimit, see SAFETY below
 fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
     unsafe {

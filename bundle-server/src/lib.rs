@@ -7,6 +7,8 @@
 //! - [`hook`]: `regent hook pre-receive`, the publish gate as a git hook, and the hooks' summaries.
 //! - [`inject`]: the mutating admission webhook that injects `regent-sidecar` into pods.
 
+#![forbid(unsafe_code)]
+
 pub mod authoring;
 pub mod hook;
 pub mod inject;

@@ -13,11 +13,15 @@ use std::collections::BTreeMap;
 /// A JSON document as OPA's hasher sees it: numbers are their source text, objects are sorted bytewise.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CanonicalValue {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// The number exactly as written in the source.
     Number(String),
+    /// A string.
     String(String),
+    /// An array, in order.
     Array(Vec<CanonicalValue>),
     /// Bytewise key order (Rust `String` ordering is bytewise, like Go's). Duplicate keys: last one wins, as in Go.
     Object(BTreeMap<String, CanonicalValue>),

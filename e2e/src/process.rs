@@ -1,6 +1,9 @@
 //! Child processes that are always stopped: [`Proc`] sends SIGTERM, waits a bounded time, then
 //! SIGKILLs, when it is stopped explicitly or dropped (also while a failing test unwinds).
 
+// prctl and kill on our own children, each call with its SAFETY note.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;

@@ -359,6 +359,7 @@ impl Rootfs {
 
     /// As root (and where chroot(2) is allowed): the entrypoint chrooted into the rootfs, as uid
     /// and gid 65532, with nothing of this machine visible. `None` when that cannot be done here.
+    #[allow(unsafe_code)] // geteuid, see SAFETY below
     fn chrooted(&self, args: &[&str]) -> Result<Option<Output>> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {

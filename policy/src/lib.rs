@@ -8,6 +8,8 @@
 //! - [`input`] builds OPA-Envoy's input document; [`grpc_decode`] decodes only what a policy reads;
 //!   [`decision`] maps a decision to Envoy's CheckResponse.
 
+#![forbid(unsafe_code)]
+
 pub mod active;
 pub mod builtins;
 pub mod decision;

@@ -9,6 +9,8 @@ use clap::Parser;
 use crate::config::{ConfigError, LogFormat, SidecarConfig};
 
 /// `regent-sidecar`: answers Envoy ext_authz Check calls with Rego policies evaluated in-process.
+// Flags whose help is computed (to show the default) have no doc comment: clap would print both.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "regent-sidecar", version, about)]
 pub struct Cli {

@@ -7,6 +7,8 @@
 //! - [`sync`] downloads, verifies, activates and persists signed bundles.
 //! - [`identity`] keeps identity providers' key sets (JWKS) current for the JWT builtins.
 
+#![forbid(unsafe_code)]
+
 pub mod authorizer;
 pub mod cli;
 pub mod config;

@@ -42,6 +42,8 @@ use state::{BuildBook, Shared};
 use store::DataStore;
 
 /// Arguments of `regent serve`. Flags override the matching keys of the config file.
+// Flags whose help is computed (to show the default) have no doc comment: clap would print both.
+#[allow(missing_docs)]
 #[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
     /// YAML configuration file (see docs/server.md for every key).

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 /// A decision policy in OPA-Envoy's object form, its data, and its tests (all passing).
-pub const POLICY: &str = r#"package envoy.authz
+pub(crate) const POLICY: &str = r#"package envoy.authz
 
 import rego.v1
 
@@ -25,9 +25,9 @@ allow := {
 }
 "#;
 
-pub const DATA: &str = r#"{"users": ["alice"]}"#;
+pub(crate) const DATA: &str = r#"{"users": ["alice"]}"#;
 
-pub const TESTS: &str = r#"package envoy.authz_test
+pub(crate) const TESTS: &str = r#"package envoy.authz_test
 
 import rego.v1
 import data.envoy.authz
@@ -46,7 +46,7 @@ test_bob_is_denied if {
 "#;
 
 /// A test that fails and prints before failing.
-pub const FAILING_TEST: &str = r#"package envoy.extra_test
+pub(crate) const FAILING_TEST: &str = r#"package envoy.extra_test
 
 import rego.v1
 import data.envoy.authz
@@ -58,7 +58,7 @@ test_post_allowed if {
 "#;
 
 /// Writes `files` (relative path → contents) under `dir`.
-pub fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+pub(crate) fn write_tree(dir: &Path, files: &[(&str, &str)]) {
     for (rel, contents) in files {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -67,7 +67,7 @@ pub fn write_tree(dir: &Path, files: &[(&str, &str)]) {
 }
 
 /// A policy directory with the policy, its data and passing tests.
-pub fn policy_dir(root: &Path) -> PathBuf {
+pub(crate) fn policy_dir(root: &Path) -> PathBuf {
     let dir = root.join("policies");
     write_tree(
         &dir,
@@ -82,7 +82,7 @@ pub fn policy_dir(root: &Path) -> PathBuf {
 
 /// The `regent` binary: cargo's when these helpers are built into the server's own tests,
 /// `REGENT_BIN` (set by `e2e/e2e.sh`) when the end-to-end tests include them.
-pub fn regent_bin() -> PathBuf {
+pub(crate) fn regent_bin() -> PathBuf {
     match option_env!("CARGO_BIN_EXE_regent") {
         Some(p) => PathBuf::from(p),
         None => {
@@ -92,7 +92,7 @@ pub fn regent_bin() -> PathBuf {
 }
 
 /// The JOSE header of a signed bundle's (first) signature token: what `alg` and `kid` it names.
-pub fn token_header(bundle: &regent_bundle::Bundle) -> Value {
+pub(crate) fn token_header(bundle: &regent_bundle::Bundle) -> Value {
     use base64::Engine as _;
     let sigs: Value =
         serde_json::from_slice(bundle.file(".signatures.json").expect("signed")).unwrap();
@@ -104,7 +104,7 @@ pub fn token_header(bundle: &regent_bundle::Bundle) -> Value {
 }
 
 /// Runs `regent` with `args` in `cwd`, stdin closed.
-pub fn regent(cwd: &Path, args: &[&str]) -> Output {
+pub(crate) fn regent(cwd: &Path, args: &[&str]) -> Output {
     Command::new(regent_bin())
         .args(args)
         .current_dir(cwd)
@@ -115,23 +115,23 @@ pub fn regent(cwd: &Path, args: &[&str]) -> Output {
         .expect("running regent")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Exit code, with both streams in the panic message when the process died of a signal.
-pub fn code(o: &Output) -> i32 {
+pub(crate) fn code(o: &Output) -> i32 {
     o.status
         .code()
         .unwrap_or_else(|| panic!("killed: {}\n{}", stdout(o), stderr(o)))
 }
 
 /// Asserts a clean failure: exit 1, a `regent: error:` line containing `needle`, no panic.
-pub fn assert_clean_error(o: &Output, needle: &str) {
+pub(crate) fn assert_clean_error(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(code(o), 1, "stdout: {}\nstderr: {err}", stdout(o));
     assert!(err.contains("regent: error:"), "{err}");
@@ -140,7 +140,7 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
 }
 
 /// An Envoy CheckRequest in JSON, for `regent check --request`.
-pub fn request(method: &str, path: &str, user: &str) -> Value {
+pub(crate) fn request(method: &str, path: &str, user: &str) -> Value {
     json!({
         "attributes": {
             "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 51000}}},
@@ -158,12 +158,12 @@ pub fn request(method: &str, path: &str, user: &str) -> Value {
     })
 }
 
-pub fn write_json(dir: &Path, name: &str, v: &Value) {
+pub(crate) fn write_json(dir: &Path, name: &str, v: &Value) {
     std::fs::write(dir.join(name), serde_json::to_vec_pretty(v).unwrap()).unwrap();
 }
 
 /// `regent check` on `req` in `cwd`: exit code, the answer as JSON, stderr.
-pub fn check(cwd: &Path, bundle: &str, req: &str) -> (i32, Value, String) {
+pub(crate) fn check(cwd: &Path, bundle: &str, req: &str) -> (i32, Value, String) {
     let o = regent(
         cwd,
         &[

@@ -10,14 +10,14 @@ use regent_bundle::signing::{self, Keyring, VerifiedSignature, VerifyOptions};
 use regent_bundle::{Bundle, UnpackLimits};
 use regent_bundle_server::server::{self, Running, ServerConfig};
 
-pub const POLICY: &str = r#"package envoy.authz
+pub(crate) const POLICY: &str = r#"package envoy.authz
 
 default allow := false
 
 allow if input.attributes.request.http.method == "GET"
 "#;
 
-pub const POLICY_TEST: &str = r#"package envoy.authz_test
+pub(crate) const POLICY_TEST: &str = r#"package envoy.authz_test
 
 import data.envoy.authz
 
@@ -30,13 +30,13 @@ test_post_denied if {
 }
 "#;
 
-pub const PLATFORM: &str = r#"package platform.common
+pub(crate) const PLATFORM: &str = r#"package platform.common
 
 admins := {"alice"}
 "#;
 
 /// Runs git in `dir`, panicking with its stderr on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
         .args([
@@ -62,7 +62,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare "origin" repository and a working clone that commits and pushes to it.
-pub struct PolicyRepo {
+pub(crate) struct PolicyRepo {
     pub dir: tempfile::TempDir,
     pub origin: PathBuf,
     pub work: PathBuf,
@@ -70,7 +70,7 @@ pub struct PolicyRepo {
 
 impl PolicyRepo {
     /// Origin with a first commit: bundle `authz` (policy + passing tests) and `platform`.
-    pub fn new() -> PolicyRepo {
+    pub(crate) fn new() -> PolicyRepo {
         let dir = tempfile::tempdir().expect("tempdir");
         let origin = dir.path().join("origin.git");
         let work = dir.path().join("work");
@@ -97,14 +97,14 @@ impl PolicyRepo {
         repo
     }
 
-    pub fn write(&self, path: &str, content: &str) {
+    pub(crate) fn write(&self, path: &str, content: &str) {
         let p = self.work.join(path);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, content).expect("write");
     }
 
     /// Commits everything and pushes to origin; returns the commit SHA.
-    pub fn commit_push(&self, message: &str) -> String {
+    pub(crate) fn commit_push(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);
         git(
             &self.work,
@@ -116,14 +116,14 @@ impl PolicyRepo {
 }
 
 /// A signing key pair written to files.
-pub struct Keys {
+pub(crate) struct Keys {
     pub dir: tempfile::TempDir,
     pub private: PathBuf,
     pub public_pem: String,
 }
 
 impl Keys {
-    pub fn new() -> Keys {
+    pub(crate) fn new() -> Keys {
         let dir = tempfile::tempdir().expect("tempdir");
         let (private, public) = signing::generate_key_pem();
         let p = dir.path().join("signing.pem");
@@ -135,7 +135,7 @@ impl Keys {
         }
     }
 
-    pub fn keyring(&self, kid: &str) -> Keyring {
+    pub(crate) fn keyring(&self, kid: &str) -> Keyring {
         let mut k = Keyring::new();
         k.insert_pem(kid, &self.public_pem).expect("public key");
         k
@@ -144,7 +144,7 @@ impl Keys {
 
 /// Base configuration: bundles `authz` (entrypoint envoy/authz/allow) and `platform`, no
 /// polling (builds on start and on demand only), listening on 127.0.0.1:0.
-pub fn config_yaml(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> String {
+pub(crate) fn config_yaml(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> String {
     format!(
         r#"
 listen: "127.0.0.1:0"
@@ -172,27 +172,27 @@ signing:
     )
 }
 
-pub fn config(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> ServerConfig {
+pub(crate) fn config(repo: &Path, data_dir: &Path, key: &Path, extra: &str) -> ServerConfig {
     ServerConfig::from_yaml(&config_yaml(repo, data_dir, key, extra)).expect("config")
 }
 
-pub async fn start(cfg: ServerConfig) -> Running {
+pub(crate) async fn start(cfg: ServerConfig) -> Running {
     server::start(cfg).await.expect("server starts")
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
 }
 
-pub fn url(r: &Running, path: &str) -> String {
+pub(crate) fn url(r: &Running, path: &str) -> String {
     format!("http://{}{}", r.addr, path)
 }
 
 /// GET /v1/status as JSON.
-pub async fn status(r: &Running) -> serde_json::Value {
+pub(crate) async fn status(r: &Running) -> serde_json::Value {
     client()
         .get(url(r, "/v1/status"))
         .send()
@@ -204,7 +204,7 @@ pub async fn status(r: &Running) -> serde_json::Value {
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -222,7 +222,7 @@ where
 }
 
 /// A `regent serve` process started from the binary, killed when dropped, however the test ends.
-pub struct ServeProcess {
+pub(crate) struct ServeProcess {
     child: std::process::Child,
     /// The address it logged at start-up.
     pub addr: String,
@@ -238,7 +238,7 @@ impl Drop for ServeProcess {
 impl ServeProcess {
     /// Spawns `cmd` (a `regent serve` command line) and waits (bounded) for the listening
     /// address in its start-up log line.
-    pub async fn spawn(mut cmd: Command) -> ServeProcess {
+    pub(crate) async fn spawn(mut cmd: Command) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = cmd
@@ -274,7 +274,7 @@ impl ServeProcess {
     }
 
     /// The bytes of bundle `name` once the server serves it (bounded wait).
-    pub async fn published(&self, name: &str) -> Vec<u8> {
+    pub(crate) async fn published(&self, name: &str) -> Vec<u8> {
         let c = client();
         let bundle_url = format!("http://{}/bundles/{name}", self.addr);
         eventually(Duration::from_secs(60), || async {
@@ -288,7 +288,7 @@ impl ServeProcess {
 }
 
 /// Waits until `bundle` is served at `revision`.
-pub async fn wait_published(r: &Running, bundle: &str, revision: &str) {
+pub(crate) async fn wait_published(r: &Running, bundle: &str, revision: &str) {
     let ok = eventually(Duration::from_secs(60), || async {
         (r.published_revisions().get(bundle).map(String::as_str) == Some(revision)).then_some(())
     })
@@ -301,19 +301,19 @@ pub async fn wait_published(r: &Running, bundle: &str, revision: &str) {
 }
 
 /// Unpacks and verifies a served bundle.
-pub fn verify(bytes: &[u8], keyring: &Keyring) -> (Bundle, VerifiedSignature) {
+pub(crate) fn verify(bytes: &[u8], keyring: &Keyring) -> (Bundle, VerifiedSignature) {
     let b = Bundle::from_tar_gz(bytes, &UnpackLimits::default()).expect("valid bundle");
     let sig = signing::verify(&b, keyring, &VerifyOptions::default()).expect("signature verifies");
     (b, sig)
 }
 
 /// Value of a metric line (exact name with labels) in a /metrics page.
-pub fn metric(page: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(page: &str, series: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
 
-pub async fn metrics(r: &Running) -> String {
+pub(crate) async fn metrics(r: &Running) -> String {
     client()
         .get(url(r, "/metrics"))
         .send()
@@ -325,7 +325,7 @@ pub async fn metrics(r: &Running) -> String {
 }
 
 /// A sidecar status report (OPA's status API shape) for bundle `authz` at `revision`.
-pub fn report(id: &str, revision: &str) -> serde_json::Value {
+pub(crate) fn report(id: &str, revision: &str) -> serde_json::Value {
     serde_json::json!({
         "labels": {"id": id, "version": "1.0"},
         "bundles": {"authz": {"name": "authz", "active_revision": revision}},

@@ -12,17 +12,17 @@ use regent_e2e::sidecar::Sidecar;
 use regent_e2e::upstreams::Upstream;
 
 /// A harness for scenario `name`, finding binaries next to this crate's echo binary.
-pub fn harness(name: &str) -> Result<Harness> {
+pub(crate) fn harness(name: &str) -> Result<Harness> {
     Harness::new(name, Path::new(env!("CARGO_BIN_EXE_regent-e2e-echo")))
 }
 
 /// The echo and Orders upstreams.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     pub echo: Upstream,
     pub orders: Upstream,
 }
 
-pub async fn upstreams(h: &Harness) -> Result<Upstreams> {
+pub(crate) async fn upstreams(h: &Harness) -> Result<Upstreams> {
     Ok(Upstreams {
         echo: Upstream::echo(h, free_port()?).await?,
         orders: Upstream::orders(h, free_port()?).await?,
@@ -30,7 +30,7 @@ pub async fn upstreams(h: &Harness) -> Result<Upstreams> {
 }
 
 /// An Envoy in front of `sidecar` and the upstreams.
-pub async fn envoy(
+pub(crate) async fn envoy(
     h: &Harness,
     name: &str,
     sidecar: &Sidecar,
@@ -44,7 +44,7 @@ pub async fn envoy(
 
 /// The e2e policy tree (e2e/testdata/policy) copied into the scenario's directory, with the
 /// issuer's JWKS as bundle data at `data.jwt`.
-pub fn policy_tree(h: &Harness, issuer: &Issuer) -> Result<PathBuf> {
+pub(crate) fn policy_tree(h: &Harness, issuer: &Issuer) -> Result<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/policy");
     let dst = h.path("policy-src")?;
     regent_e2e::git::copy_tree(&src, &dst)?;
@@ -59,7 +59,7 @@ pub fn policy_tree(h: &Harness, issuer: &Issuer) -> Result<PathBuf> {
 
 /// An Ed25519 public key (SPKI PEM) written into the scenario's directory, for a keyring that
 /// trusts a key nobody signs with.
-pub fn unused_public_key(h: &Harness) -> Result<PathBuf> {
+pub(crate) fn unused_public_key(h: &Harness) -> Result<PathBuf> {
     use ed25519_dalek::pkcs8::EncodePublicKey;
     let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let pem = sk
@@ -70,12 +70,12 @@ pub fn unused_public_key(h: &Harness) -> Result<PathBuf> {
 }
 
 /// A reqwest client that never uses a proxy.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     regent_e2e::http::client().expect("building an HTTP client")
 }
 
 /// Envoy, a sidecar running the e2e policy, and the upstreams (fields drop in this order).
-pub struct PolicyStack {
+pub(crate) struct PolicyStack {
     pub envoy: Envoy,
     pub sidecar: Sidecar,
     pub ups: Upstreams,
@@ -83,7 +83,7 @@ pub struct PolicyStack {
 
 impl PolicyStack {
     /// Starts the stack with the e2e policy and `issuer`'s JWKS, and waits until it answers.
-    pub async fn start(h: &Harness, issuer: &Issuer) -> Result<PolicyStack> {
+    pub(crate) async fn start(h: &Harness, issuer: &Issuer) -> Result<PolicyStack> {
         let policy = policy_tree(h, issuer)?;
         let ups = upstreams(h).await?;
         let mut opts = regent_e2e::sidecar::SidecarOptions::new()?;
@@ -103,7 +103,7 @@ impl PolicyStack {
 
 /// The policy side of the chain: a repository the test pushes to and `regent serve` following
 /// it (told of pushes by a post-receive hook), plus the upstreams. Fields drop top to bottom.
-pub struct Chain {
+pub(crate) struct Chain {
     pub server: regent_e2e::server::BundleServer,
     pub ups: Upstreams,
     pub repo: regent_e2e::git::PolicyRepo,
@@ -114,14 +114,14 @@ pub struct Chain {
 impl Chain {
     /// Seeds the repository with the e2e policy, starts the server and waits until it has
     /// processed the seed commit.
-    pub async fn start(h: &Harness, issuer: &Issuer) -> Result<Chain> {
+    pub(crate) async fn start(h: &Harness, issuer: &Issuer) -> Result<Chain> {
         let seed = policy_tree(h, issuer)?;
         Self::start_from(h, &seed, ".").await
     }
 
     /// As [`Chain::start`] with the repository seeded from `seed` and the bundle built from
     /// `bundle_dir` inside it.
-    pub async fn start_from(h: &Harness, seed: &Path, bundle_dir: &str) -> Result<Chain> {
+    pub(crate) async fn start_from(h: &Harness, seed: &Path, bundle_dir: &str) -> Result<Chain> {
         use regent_e2e::server::{keygen, BundleServer};
         let repo = regent_e2e::git::PolicyRepo::create(&h.path("git")?, seed, "main")?;
         let (private, public_key) = keygen(h, &h.path("keys")?)?;
@@ -144,7 +144,10 @@ impl Chain {
     }
 
     /// Sidecar options syncing from this server, trusting its key, persisting bundles.
-    pub fn sidecar_options(&self, h: &Harness) -> Result<regent_e2e::sidecar::SidecarOptions> {
+    pub(crate) fn sidecar_options(
+        &self,
+        h: &Harness,
+    ) -> Result<regent_e2e::sidecar::SidecarOptions> {
         let mut opts = regent_e2e::sidecar::SidecarOptions::new()?;
         opts.bundle_url = Some(self.server.bundle_url());
         opts.keys = vec![(regent_e2e::server::KID.to_string(), self.public_key.clone())];
@@ -156,7 +159,7 @@ impl Chain {
 
 /// The whole chain with a sidecar syncing from the server and Envoy in front. Fields drop top
 /// to bottom.
-pub struct ServerStack {
+pub(crate) struct ServerStack {
     pub envoy: Envoy,
     pub sidecar: Sidecar,
     pub chain: Chain,
@@ -164,7 +167,7 @@ pub struct ServerStack {
 
 impl ServerStack {
     /// Starts everything with the e2e policy; returns once the sidecar runs the seed commit.
-    pub async fn start(h: &Harness, issuer: &Issuer) -> Result<ServerStack> {
+    pub(crate) async fn start(h: &Harness, issuer: &Issuer) -> Result<ServerStack> {
         let chain = Chain::start(h, issuer).await?;
         let mut sidecar = Sidecar::start(h, "sidecar", chain.sidecar_options(h)?).await?;
         sidecar

@@ -99,7 +99,7 @@ pub(crate) async fn activate_and_record(
 
 impl BundleLoop {
     /// Poll until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut consecutive_errors: u32 = 0;
         loop {
             if *shutdown.borrow() {

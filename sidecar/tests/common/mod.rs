@@ -9,10 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_regent-sidecar");
 
 /// Runs the binary to its end with `args`: (exit code, stderr).
-pub fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -25,7 +25,7 @@ pub fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// A running sidecar. Dropping it kills the process and reaps it.
-pub struct Proc {
+pub(crate) struct Proc {
     /// The process.
     pub child: Child,
     /// Its stderr, one line per message.
@@ -41,7 +41,7 @@ impl Drop for Proc {
 
 impl Proc {
     /// Starts the binary with `args`.
-    pub fn spawn(args: &[&str]) -> Proc {
+    pub(crate) fn spawn(args: &[&str]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.args(args);
         Proc::spawn_command(cmd)
@@ -49,7 +49,7 @@ impl Proc {
 
     /// Starts `cmd` (the binary, with arguments or environment set by the caller), with
     /// `RUST_LOG` removed so the log level is the configured one.
-    pub fn spawn_command(mut cmd: Command) -> Proc {
+    pub(crate) fn spawn_command(mut cmd: Command) -> Proc {
         let mut child = cmd
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -74,7 +74,7 @@ impl Proc {
 
     /// The first JSON log event with this message (bounded wait); panics with every line seen
     /// otherwise. Needs `--log-format json`.
-    pub fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
+    pub(crate) fn event(&self, message: &str, timeout: Duration) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -94,7 +94,7 @@ impl Proc {
     }
 
     /// The exit status once the process has ended, waiting at most `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -106,13 +106,13 @@ impl Proc {
     }
 
     /// The exit status if the process has already ended.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 }
 
 /// The address under `key` (`grpc`, `http`) in a `regent-sidecar listening` event.
-pub fn listening_addr(listening: &serde_json::Value, key: &str) -> std::net::SocketAddr {
+pub(crate) fn listening_addr(listening: &serde_json::Value, key: &str) -> std::net::SocketAddr {
     listening[key]
         .as_str()
         .and_then(|s| s.parse().ok())

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 /// A policy exercising the whole decision contract, chosen by the first path segment. It reflects
 /// the input document back in response headers (as JSON) so tests can check what the policy saw.
 /// It has no `default`: an unknown first segment leaves the decision undefined.
-pub const CONTRACT_POLICY: &str = r#"
+pub(crate) const CONTRACT_POLICY: &str = r#"
 package envoy.authz
 
 import rego.v1
@@ -80,10 +80,10 @@ allow := "one" if first == "conflict"
 allow := "two" if first == "conflict"
 "#;
 
-pub const CONTRACT_DATA: &str = r#"{"settings": {"flag": true}}"#;
+pub(crate) const CONTRACT_DATA: &str = r#"{"settings": {"flag": true}}"#;
 
 /// Files of a policy directory/bundle.
-pub fn files(rego: &str, data: Option<&str>) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn files(rego: &str, data: Option<&str>) -> BTreeMap<String, Vec<u8>> {
     let mut f = BTreeMap::new();
     f.insert("policy.rego".to_string(), rego.as_bytes().to_vec());
     if let Some(d) = data {
@@ -93,12 +93,12 @@ pub fn files(rego: &str, data: Option<&str>) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// An in-memory bundle.
-pub fn bundle(rego: &str, data: Option<&str>) -> Arc<Bundle> {
+pub(crate) fn bundle(rego: &str, data: Option<&str>) -> Arc<Bundle> {
     Arc::new(Bundle::from_files(files(rego, data)).expect("test bundle"))
 }
 
 /// Writes a policy directory.
-pub fn write_policy_dir(dir: &std::path::Path, rego: &str, data: Option<&str>) {
+pub(crate) fn write_policy_dir(dir: &std::path::Path, rego: &str, data: Option<&str>) {
     std::fs::create_dir_all(dir).expect("mkdir");
     for (name, bytes) in files(rego, data) {
         std::fs::write(dir.join(name), bytes).expect("write policy file");
@@ -106,7 +106,7 @@ pub fn write_policy_dir(dir: &std::path::Path, rego: &str, data: Option<&str>) {
 }
 
 /// A configuration with every listener on a free loopback port.
-pub fn base_config() -> SidecarConfig {
+pub(crate) fn base_config() -> SidecarConfig {
     let mut cfg = SidecarConfig::default();
     cfg.grpc.addr = "127.0.0.1:0".parse().expect("addr");
     cfg.http.addr = "127.0.0.1:0".parse().expect("addr");
@@ -114,7 +114,7 @@ pub fn base_config() -> SidecarConfig {
 }
 
 /// A running sidecar, its policy directory and a connected client.
-pub struct Sidecar {
+pub(crate) struct Sidecar {
     pub running: Running,
     pub client: AuthorizationClient<Channel>,
     pub dir: tempfile::TempDir,
@@ -123,7 +123,7 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts a sidecar whose policy directory holds `rego` and `data`; `tweak` edits the
     /// configuration first (the policy directory is already set as `policy.bundle`).
-    pub async fn start(
+    pub(crate) async fn start(
         rego: &str,
         data: Option<&str>,
         tweak: impl FnOnce(&mut SidecarConfig, &std::path::Path),
@@ -138,7 +138,7 @@ impl Sidecar {
     }
 
     /// Starts a sidecar from a full configuration.
-    pub async fn start_with(cfg: SidecarConfig, dir: tempfile::TempDir) -> Sidecar {
+    pub(crate) async fn start_with(cfg: SidecarConfig, dir: tempfile::TempDir) -> Sidecar {
         let running = regent_sidecar::server::start(cfg)
             .await
             .expect("sidecar starts");
@@ -150,16 +150,16 @@ impl Sidecar {
         }
     }
 
-    pub async fn check(&self, req: CheckRequest) -> Result<CheckResponse, tonic::Status> {
+    pub(crate) async fn check(&self, req: CheckRequest) -> Result<CheckResponse, tonic::Status> {
         self.client.clone().check(req).await.map(|r| r.into_inner())
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.running.shutdown().await;
     }
 }
 
-pub async fn connect(addr: std::net::SocketAddr) -> AuthorizationClient<Channel> {
+pub(crate) async fn connect(addr: std::net::SocketAddr) -> AuthorizationClient<Channel> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect_timeout(Duration::from_secs(5))
@@ -172,7 +172,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> AuthorizationClient<Channel>
 
 /// Builder for CheckRequests.
 #[derive(Default, Clone)]
-pub struct Req {
+pub(crate) struct Req {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -183,7 +183,7 @@ pub struct Req {
     pub principal: String,
 }
 
-pub fn get(path: &str) -> Req {
+pub(crate) fn get(path: &str) -> Req {
     Req {
         method: "GET".into(),
         path: path.into(),
@@ -192,24 +192,24 @@ pub fn get(path: &str) -> Req {
 }
 
 impl Req {
-    pub fn header(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
         self
     }
-    pub fn raw_header(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn raw_header(mut self, k: &str, v: &str) -> Self {
         self.raw_headers.push((k.into(), v.into()));
         self
     }
-    pub fn body(mut self, method: &str, content_type: &str, body: &str) -> Self {
+    pub(crate) fn body(mut self, method: &str, content_type: &str, body: &str) -> Self {
         self.method = method.into();
         self.body = body.into();
         self.header("content-type", content_type)
     }
-    pub fn principal(mut self, p: &str) -> Self {
+    pub(crate) fn principal(mut self, p: &str) -> Self {
         self.principal = p.into();
         self
     }
-    pub fn build(self) -> CheckRequest {
+    pub(crate) fn build(self) -> CheckRequest {
         let header_map = if self.raw_headers.is_empty() {
             None
         } else {
@@ -258,16 +258,16 @@ impl Req {
 }
 
 /// gRPC status code of the response (0 = allowed).
-pub fn code(r: &CheckResponse) -> i32 {
+pub(crate) fn code(r: &CheckResponse) -> i32 {
     r.status.as_ref().map_or(0, |s| s.code)
 }
 
-pub fn allowed(r: &CheckResponse) -> bool {
+pub(crate) fn allowed(r: &CheckResponse) -> bool {
     code(r) == 0
 }
 
 /// Headers the response adds to the upstream request (allow) or to the denial (deny), in order.
-pub fn headers(r: &CheckResponse) -> Vec<(String, String, i32)> {
+pub(crate) fn headers(r: &CheckResponse) -> Vec<(String, String, i32)> {
     let opts = match &r.http_response {
         Some(HttpResponse::OkResponse(ok)) => &ok.headers,
         Some(HttpResponse::DeniedResponse(d)) => &d.headers,
@@ -283,7 +283,7 @@ pub fn headers(r: &CheckResponse) -> Vec<(String, String, i32)> {
 }
 
 /// The value of one header the policy set, parsed as JSON.
-pub fn header_json(r: &CheckResponse, name: &str) -> Json {
+pub(crate) fn header_json(r: &CheckResponse, name: &str) -> Json {
     let v = headers(r)
         .into_iter()
         .find(|(k, _, _)| k == name)
@@ -292,7 +292,7 @@ pub fn header_json(r: &CheckResponse, name: &str) -> Json {
     serde_json::from_str(&v).unwrap_or_else(|e| panic!("header {name}={v:?}: {e}"))
 }
 
-pub fn header(r: &CheckResponse, name: &str) -> Option<String> {
+pub(crate) fn header(r: &CheckResponse, name: &str) -> Option<String> {
     headers(r)
         .into_iter()
         .find(|(k, _, _)| k == name)
@@ -300,7 +300,7 @@ pub fn header(r: &CheckResponse, name: &str) -> Option<String> {
 }
 
 /// `dynamic_metadata[key]` as a string.
-pub fn metadata(r: &CheckResponse, key: &str) -> Option<String> {
+pub(crate) fn metadata(r: &CheckResponse, key: &str) -> Option<String> {
     r.dynamic_metadata
         .as_ref()?
         .fields
@@ -312,7 +312,7 @@ pub fn metadata(r: &CheckResponse, key: &str) -> Option<String> {
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if cond() {
@@ -326,7 +326,7 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 }
 
 /// Value of a metric sample line in Prometheus text, e.g. `regent_check_errors_total{reason="eval_error"}`.
-pub fn metric(text: &str, sample: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

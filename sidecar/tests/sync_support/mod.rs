@@ -14,10 +14,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-pub const LONG_POLL_TYPE: &str = "application/vnd.openpolicyagent.bundles";
+pub(crate) const LONG_POLL_TYPE: &str = "application/vnd.openpolicyagent.bundles";
 
 #[derive(Default)]
-pub struct Served {
+pub(crate) struct Served {
     pub body: Vec<u8>,
     pub etag: String,
     /// Answer with the long-poll content type (else application/gzip, like nginx).
@@ -27,14 +27,14 @@ pub struct Served {
 }
 
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub if_none_match: Option<String>,
     pub prefer: Option<String>,
     pub authorization: Option<String>,
 }
 
 #[derive(Default)]
-pub struct Server {
+pub(crate) struct Server {
     pub served: Mutex<Served>,
     pub seen: Mutex<Vec<Seen>>,
     pub statuses: Mutex<Vec<serde_json::Value>>,
@@ -42,7 +42,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn publish(&self, body: Vec<u8>, etag: &str) {
+    pub(crate) fn publish(&self, body: Vec<u8>, etag: &str) {
         {
             let mut s = self.served.lock().unwrap();
             s.body = body;
@@ -50,11 +50,11 @@ impl Server {
         }
         self.changed.notify_waiters();
     }
-    pub fn set(&self, f: impl FnOnce(&mut Served)) {
+    pub(crate) fn set(&self, f: impl FnOnce(&mut Served)) {
         f(&mut self.served.lock().unwrap());
         self.changed.notify_waiters();
     }
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -117,7 +117,7 @@ async fn status(State(srv): State<Arc<Server>>, body: axum::Json<serde_json::Val
 }
 
 /// Start the server; returns it and its base URL. The task ends with the test runtime.
-pub async fn start() -> (Arc<Server>, String) {
+pub(crate) async fn start() -> (Arc<Server>, String) {
     let srv = Arc::new(Server::default());
     let app = Router::new()
         .route("/bundles/{name}", get(bundle))
@@ -132,7 +132,7 @@ pub async fn start() -> (Arc<Server>, String) {
 }
 
 /// A port on which nothing listens.
-pub async fn dead_url() -> String {
+pub(crate) async fn dead_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
@@ -140,7 +140,7 @@ pub async fn dead_url() -> String {
 }
 
 /// A server that accepts connections and never answers.
-pub async fn hanging_url() -> String {
+pub(crate) async fn hanging_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -153,7 +153,7 @@ pub async fn hanging_url() -> String {
 }
 
 /// A server that accepts connections and closes them at once (the peer goes away mid-request).
-pub async fn resetting_url() -> String {
+pub(crate) async fn resetting_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
