@@ -3,7 +3,8 @@
 # policies (the tuned RBAC one, an edge JWT policy and a policy over 5,000 bindings), instructions
 # per Check under callgrind (bench/callgrind.sh), the issue-15 targets, policy evaluation cost (VM vs
 # interpreter), bundle activation time, the refusal cost of hostile bundles (issue 22), and the
-# bundle server's long-poll fan-out. Not part of the tests.
+# bundle server's long-poll fan-out, and the cost of uploading every decision log. Not part of the
+# tests.
 # Prints Markdown tables (also saved to target/bench/results.md); figures go in BENCHMARKS.md.
 #
 # Knobs (environment): SECS (measured seconds per run, 10), WARMUP (2), CONCURRENCY ("1 64"),
@@ -136,7 +137,7 @@ start_sidecar() { # BUNDLE_DIR [CONFIG ARGS]
     done
     curl -fs "http://$HTTP_ADDR/ready" >/dev/null || { echo "sidecar never became ready" >&2; exit 1; }
     # A remote key set is fetched in the background (/ready does not wait for it): wait for it.
-    if [ "$#" -gt 0 ]; then
+    if [ "$#" -gt 0 ] && grep -q "^identity:" "${@: -1}"; then
         for _ in $(seq 300); do
             curl -fs "http://$HTTP_ADDR/ready" | grep -q '"unavailable":false' && break
             sleep 0.1
@@ -175,7 +176,7 @@ say ""
 for entry in $POLICIES; do
     say "Sidecar evaluator for ${entry#*:}: ${EVALUATOR[${entry%%:*}]:-unknown}."
 done
-say "The sidecar's async runtime: $SCHEDULER."
+say "The sidecar's async runtime: ${SCHEDULER:-unknown}."
 # Ratios to each floor per policy and concurrency, round by round (each sidecar run against the
 # floor measured at the start of its round): throughput, and server CPU per Check (floor / sidecar),
 # which holds up better than throughput when the load generator or other jobs limit the floor. The
@@ -207,6 +208,55 @@ for entry in $POLICIES; do
         ' "$RESULTS" | tee -a "$RESULTS"
     done
 done
+
+# Observability overhead (issue 18): the RBAC policy (the fastest, so the largest relative cost)
+# with every decision uploaded to an OPA decision log receiver (bench/src/bin/log_receiver.rs, on
+# 127.0.0.1), against the same sidecar without, in turn, ROUNDS times. Knob: OBSERVABILITY (1; 0
+# skips it).
+if [ "${OBSERVABILITY:-1}" != 0 ]; then
+    "$BIN/log_receiver" --addr 127.0.0.1:0 >"$OUT/log_receiver.out" 2>&1 &
+    PIDS+=("$!")
+    LOGS_ADDR=$(wait_for_line "$OUT/log_receiver.out" '^listening ' | awk '{print $2}')
+    printf 'decision_logs:\n  upload:\n    url: "http://%s/logs"\n    min_delay_seconds: 1\n    max_delay_seconds: 1\n' \
+        "$LOGS_ADDR" >"$OUT/sidecar.upload.yaml"
+    say ""
+    say "## Observability overhead (policies/rbac; ${SECS}s measured after ${WARMUP}s warm-up)"
+    say ""
+    say "| server | concurrency | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | server VmHWM MB |"
+    say "|---|---|---|---|---|---|---|---|"
+    for round in $(seq "$ROUNDS"); do
+        for variant in plain upload; do
+            args=()
+            [ "$variant" = upload ] && args=(--config "$OUT/sidecar.upload.yaml")
+            start_sidecar "$POLICY" "${args[@]}"
+            before=$(curl -fs "http://$LOGS_ADDR/events")
+            load_rows "$GRPC_ADDR" "$SIDECAR_PID" rbac "observability $variant, round $round" || FAILED+=("observability $variant")
+            checks=$(curl -fs "http://$HTTP_ADDR/metrics" | awk '/^regent_checks_total\{/ {n += $2} END {print n + 0}')
+            kill "$SIDECAR_PID"
+            wait "$SIDECAR_PID" 2>/dev/null || true
+            if [ "$variant" = upload ]; then
+                shipped=$(( $(curl -fs "http://$LOGS_ADDR/events") - before ))
+                say "| (round $round: $shipped of $checks decisions reached the receiver, the rest at shutdown or in flight) |"
+            fi
+        done
+    done
+    say ""
+    for c in $CONCURRENCY; do
+        awk -F'|' -v c="$c" '
+            function median(a, n,    i, j, t) {
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                return a[int((n + 1) / 2)]
+            }
+            $3 + 0 == c && $2 ~ /observability plain/ { prps = $4; pcpu = $8 }
+            $3 + 0 == c && $2 ~ /observability upload/ && prps > 0 && $8 > 0 {
+                n++; thr[n] = $4 / prps; cpu[n] = pcpu / $8; rounds = rounds sprintf(" %.2f/%.2f", thr[n], cpu[n])
+            }
+            END {
+                if (n > 0) printf "- c=%s, every decision uploaded vs none: throughput %.2f, CPU per Check (none/uploaded) %.2f (median of %d rounds; each round:%s)\n", c, median(thr, n), median(cpu, n), n, rounds
+            }
+        ' "$RESULTS" | tee -a "$RESULTS"
+    done
+fi
 
 # The cost of a cold `kid` with a remote key set (bench/src/bin/cold_kid.rs).
 if [[ " $POLICIES " == *" edge_jwt_remote:"* ]]; then
