@@ -175,7 +175,8 @@ impl Tracing {
         let provider = self.provider.clone();
         // The processor's shutdown blocks its thread until the batch task has exported: off the
         // runtime's threads, so that task can run (on a single-threaded runtime too).
-        let flush = tokio::task::spawn_blocking(move || provider.shutdown());
+        let timeout = self.flush_timeout;
+        let flush = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
         match tokio::time::timeout(self.flush_timeout, flush).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "flushing spans at shutdown failed"),
