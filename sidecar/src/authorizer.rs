@@ -223,6 +223,17 @@ impl Authorizer {
     /// The first round of a Check on `policy`: prepare the input, evaluate, record, unless the
     /// policy waits for remote calls.
     pub fn begin(&self, req: &CheckRequest, policy: Option<Arc<ActivePolicy>>) -> Checked {
+        self.begin_call(req, policy, None)
+    }
+
+    /// [`Authorizer::begin`] for a gRPC call whose metadata is `call`: with tracing, a trace
+    /// context there (Envoy's ext_authz span) parents the Check's span.
+    pub fn begin_call(
+        &self,
+        req: &CheckRequest,
+        policy: Option<Arc<ActivePolicy>>,
+        call: Option<&tonic::metadata::MetadataMap>,
+    ) -> Checked {
         let timestamp = SystemTime::now();
         let mut record = Record {
             started: Instant::now(),
@@ -235,7 +246,10 @@ impl Authorizer {
             reason: None,
             input_ns: 0,
             eval_ns: 0,
-            span: self.tracing.as_ref().map(|t| t.start_check(req, timestamp)),
+            span: self
+                .tracing
+                .as_ref()
+                .map(|t| t.start_check(req, call, timestamp)),
             input: None,
             result: None,
             nd_builtin_cache: BTreeMap::new(),

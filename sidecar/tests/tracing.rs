@@ -545,3 +545,42 @@ async fn a_collector_that_never_answers_delays_neither_checks_nor_shutdown() {
     );
     held.abort();
 }
+
+/// Envoy's gRPC client sends the context of its ext_authz span in the call's metadata; the
+/// downstream request's own context is in the CheckRequest. The call's is the direct parent.
+#[tokio::test]
+async fn the_grpc_calls_own_trace_context_wins_over_the_request_headers() {
+    let (addr, received) = grpc_receiver().await;
+    let s = sidecar(Exporter::OtlpGrpc, format!("http://{addr}"), |_, _| {}).await;
+    let downstream = "0af7651916cd43dd8448eb211c80319c";
+    let check = get("/")
+        .header("x-user", "alice")
+        .header(
+            "traceparent",
+            &traceparent(downstream, "1111111111111111", true),
+        )
+        .build();
+    let mut call = tonic::Request::new(check);
+    call.metadata_mut().insert(
+        "traceparent",
+        traceparent(TRACE, PARENT, true).parse().expect("metadata"),
+    );
+    s.client.clone().check(call).await.expect("answers");
+    // B3 in the metadata works the same way.
+    let mut call = tonic::Request::new(get("/").header("x-user", "alice").build());
+    call.metadata_mut().insert(
+        "b3",
+        format!("{downstream}-2222222222222222-1")
+            .parse()
+            .expect("metadata"),
+    );
+    s.client.clone().check(call).await.expect("answers");
+    s.stop().await;
+
+    let spans = received.spans();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let from_w3c = child_of(&spans, PARENT);
+    assert_eq!(hex(&from_w3c.trace_id), TRACE);
+    let from_b3 = child_of(&spans, "2222222222222222");
+    assert_eq!(hex(&from_b3.trace_id), downstream);
+}

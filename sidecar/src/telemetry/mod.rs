@@ -121,15 +121,24 @@ impl Tracing {
         })))
     }
 
-    /// Starts the span of a Check that arrived at `start`, parented on the request's trace
-    /// context (W3C first, then B3); a new trace without one.
-    pub fn start_check(&self, req: &CheckRequest, start: SystemTime) -> CheckSpan {
+    /// Starts the span of a Check that arrived at `start`, parented on the trace context of
+    /// the gRPC call (`call`: its metadata) or else of the request headers in `req` (W3C first,
+    /// then B3, in each); a new trace without one.
+    pub fn start_check(
+        &self,
+        req: &CheckRequest,
+        call: Option<&tonic::metadata::MetadataMap>,
+        start: SystemTime,
+    ) -> CheckSpan {
         let http = req
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        let parent = http.and_then(|h| self.parent(h)).unwrap_or_default();
+        let parent = call
+            .and_then(|m| self.parent(m))
+            .or_else(|| http.and_then(|h| self.parent(h)))
+            .unwrap_or_default();
         let span = self
             .tracer
             .span_builder(CHECK_SPAN)
@@ -139,14 +148,11 @@ impl Tracing {
         CheckSpan { span }
     }
 
-    fn parent(
-        &self,
-        http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    ) -> Option<Context> {
-        if let Some(cx) = propagation::w3c_parent(&self.propagator, http) {
+    fn parent(&self, headers: &dyn propagation::Carrier) -> Option<Context> {
+        if let Some(cx) = propagation::w3c_parent(&self.propagator, headers) {
             return Some(cx);
         }
-        let b3 = propagation::b3_parent(http)?;
+        let b3 = propagation::b3_parent(headers)?;
         let sampled = match b3.sampled {
             Some(s) => s,
             None => {

@@ -1,7 +1,10 @@
-//! The caller's trace context, from the request headers Envoy forwards: W3C Trace Context
-//! (`traceparent`, `tracestate`) first, then Zipkin's B3, as the single `b3` header or the
-//! `x-b3-*` headers. opentelemetry's crates have no B3 propagator without a Zipkin exporter, so
-//! B3 is parsed here.
+//! The caller's trace context, from headers: W3C Trace Context (`traceparent`, `tracestate`)
+//! first, then Zipkin's B3, as the single `b3` header or the `x-b3-*` headers. opentelemetry's
+//! crates have no B3 propagator without a Zipkin exporter, so B3 is parsed here.
+//!
+//! Two places carry them: the gRPC call's own metadata, where Envoy's gRPC client puts the
+//! context of its ext_authz span, and the request headers inside the CheckRequest (the
+//! downstream request's, and in HTTP-service mode those of the request to this server).
 
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -27,24 +30,43 @@ pub fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
     }
 }
 
-/// The request's headers, as opentelemetry's propagators read them.
-struct Headers<'a>(&'a HttpRequest);
+/// Headers that may carry a trace context (names are lower-case).
+pub trait Carrier {
+    /// The value of header `name`, when present and text.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl Carrier for HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        header(self, name)
+    }
+}
+
+impl Carrier for tonic::metadata::MetadataMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name)?.to_str().ok()
+    }
+}
+
+/// A carrier, as opentelemetry's propagators read one.
+struct Headers<'a>(&'a dyn Carrier);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        header(self.0, key)
+        self.0.header(key)
     }
 
+    /// Not used by the W3C propagator, which asks for its two headers by name.
     fn keys(&self) -> Vec<&str> {
-        self.0.headers.keys().map(String::as_str).collect()
+        Vec::new()
     }
 }
 
 /// A W3C parent: the context with the remote span, when `traceparent` is valid.
-pub fn w3c_parent(propagator: &TraceContextPropagator, http: &HttpRequest) -> Option<Context> {
+pub fn w3c_parent(propagator: &TraceContextPropagator, c: &dyn Carrier) -> Option<Context> {
     use opentelemetry::trace::TraceContextExt;
-    header(http, "traceparent")?;
-    let cx = propagator.extract_with_context(&Context::new(), &Headers(http));
+    c.header("traceparent")?;
+    let cx = propagator.extract_with_context(&Context::new(), &Headers(c));
     cx.span().span_context().is_valid().then_some(cx)
 }
 
@@ -59,16 +81,16 @@ pub struct B3 {
     pub sampled: Option<bool>,
 }
 
-/// The B3 parent of a request: the `b3` header when present and valid, else the `x-b3-*` ones.
-pub fn b3_parent(http: &HttpRequest) -> Option<B3> {
-    if let Some(single) = header(http, "b3").and_then(parse_b3_single) {
+/// The B3 parent in `c`: the `b3` header when present and valid, else the `x-b3-*` ones.
+pub fn b3_parent(c: &dyn Carrier) -> Option<B3> {
+    if let Some(single) = c.header("b3").and_then(parse_b3_single) {
         return Some(single);
     }
     parse_b3_multi(
-        header(http, "x-b3-traceid")?,
-        header(http, "x-b3-spanid")?,
-        header(http, "x-b3-sampled"),
-        header(http, "x-b3-flags"),
+        c.header("x-b3-traceid")?,
+        c.header("x-b3-spanid")?,
+        c.header("x-b3-sampled"),
+        c.header("x-b3-flags"),
     )
 }
 
