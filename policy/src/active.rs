@@ -64,6 +64,8 @@ pub struct ActivePolicy {
     timer: ExecutionTimerConfig,
     input_needs: InputNeeds,
     decode_plan: DecodePlan,
+    /// [`ActivePolicy::decode_plan`] plus the trace context headers, made on first use.
+    traced_decode_plan: std::sync::OnceLock<DecodePlan>,
     /// Bundle name → revision.
     pub revisions: Arc<BTreeMap<String, String>>,
     /// When it was activated.
@@ -364,6 +366,7 @@ impl ActivePolicy {
             data,
             timer: crate::load::timer(settings.eval_timeout),
             decode_plan: DecodePlan::for_needs(&how.input_needs),
+            traced_decode_plan: std::sync::OnceLock::new(),
             input_needs: how.input_needs,
             revisions: Arc::new(
                 bundles
@@ -417,6 +420,15 @@ impl ActivePolicy {
     /// What of a request to decode for an input built for [`ActivePolicy::input_needs`].
     pub fn decode_plan(&self) -> &DecodePlan {
         &self.decode_plan
+    }
+
+    /// [`ActivePolicy::decode_plan`], also keeping the headers of a caller's trace context
+    /// ([`crate::grpc_decode::TRACE_HEADERS`]), for a sidecar that traces Checks.
+    pub fn traced_decode_plan(&self) -> &DecodePlan {
+        self.traced_decode_plan.get_or_init(|| {
+            self.decode_plan
+                .with_headers(crate::grpc_decode::TRACE_HEADERS)
+        })
     }
 
     /// Generation number (increases with every activation).

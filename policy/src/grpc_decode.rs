@@ -81,6 +81,18 @@ pub struct DecodePlan {
     protocol: bool,
 }
 
+/// The headers that carry a caller's trace context (W3C Trace Context and Zipkin's B3), decoded
+/// besides what the policy reads when the sidecar traces Checks ([`DecodePlan::with_headers`]).
+pub const TRACE_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
 /// Decode everything: no policy yet, pruning off, or the decision log records the whole input.
 pub static DECODE_EVERYTHING: DecodePlan = DecodePlan {
     everything: true,
@@ -159,6 +171,20 @@ impl DecodePlan {
     /// The request headers kept.
     pub fn headers(&self) -> &HeaderFilter {
         &self.headers
+    }
+
+    /// This plan, also keeping the headers `names` (lower-case). They are decoded into the
+    /// request, not added to the input document: that is still built for the policy's needs.
+    pub fn with_headers(&self, names: &[&str]) -> DecodePlan {
+        let mut plan = self.clone();
+        if let HeaderFilter::Named(kept) = &mut plan.headers {
+            for name in names {
+                if !kept.iter().any(|k| k == name) {
+                    kept.push((*name).to_string());
+                }
+            }
+        }
+        plan
     }
 }
 
@@ -671,6 +697,54 @@ mod tests {
         );
     }
 
+    /// The trace context headers a traced plan keeps reach the request, not the input document.
+    #[test]
+    fn trace_headers_are_decoded_but_not_put_in_the_input() {
+        let request = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        path: "/".into(),
+                        headers: [("x-a", "1"), ("traceparent", "t"), ("x-b3-traceid", "b")]
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let bytes = request.encode_to_vec();
+        let n = needs(&[&["attributes", "request", "http", "headers", "x-a"]]);
+        let plain = DecodePlan::for_needs(&n);
+        let traced = plain.with_headers(TRACE_HEADERS);
+        assert!(!plain.headers().keeps("traceparent"));
+        let decoded = decode_check_request(&bytes, &traced).expect("decodes");
+        let headers = &decoded
+            .attributes
+            .as_ref()
+            .expect("attributes")
+            .request
+            .as_ref()
+            .expect("request")
+            .http
+            .as_ref()
+            .expect("http")
+            .headers;
+        assert_eq!(headers.get("traceparent").map(String::as_str), Some("t"));
+        assert_eq!(headers.get("x-b3-traceid").map(String::as_str), Some("b"));
+        let options = InputOptions::default();
+        let with_trace = build_input_for(&decoded, &options, &n).expect("input");
+        let without = build_input_for(
+            &decode_check_request(&bytes, &plain).expect("decodes"),
+            &options,
+            &n,
+        )
+        .expect("input");
+        assert_eq!(with_trace, without);
+    }
+
     #[test]
     fn plans_follow_the_needs() {
         let named = needs(&[&["attributes", "request", "http", "headers", "x-a"]]);
@@ -686,6 +760,10 @@ mod tests {
         assert_eq!(plan.headers(), &HeaderFilter::All);
         assert!(plan.method && plan.host && !plan.everything && !plan.source);
         assert_eq!(DecodePlan::for_needs(&InputNeeds::All), DECODE_EVERYTHING);
+        assert_eq!(
+            DECODE_EVERYTHING.with_headers(TRACE_HEADERS),
+            DECODE_EVERYTHING
+        );
         assert_eq!(
             DecodePlan::for_needs(&needs(&[&["attributes"]])),
             DECODE_EVERYTHING

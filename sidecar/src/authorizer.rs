@@ -23,6 +23,7 @@ use crate::decision_log::{DecisionEvent, DecisionLogger};
 use crate::metrics::Metrics;
 use crate::policy::{ActivePolicy, EvaluatorKind, PolicyStore};
 use crate::remote::RemoteCalls;
+use crate::telemetry::{CheckSpan, CheckSummary, Tracing};
 use regent_policy::decision::{dry_run_allow, parse_error_response, to_check_response};
 use regent_policy::grpc_decode::{DecodePlan, DECODE_EVERYTHING};
 use regent_policy::input::{build_input_for, InputNeeds, InputOptions};
@@ -67,7 +68,12 @@ struct Record {
     timestamp: SystemTime,
     decision_id: String,
     policy: Option<Arc<ActivePolicy>>,
+    /// Why the Check has no decision from the policy, when it answers without one.
+    reason: Option<&'static str>,
+    input_ns: u64,
     eval_ns: u64,
+    /// The Check's span, when Checks are traced.
+    span: Option<CheckSpan>,
     input: Option<Value>,
     result: Option<Value>,
     nd_builtin_cache: BTreeMap<&'static str, BTreeMap<String, Value>>,
@@ -101,6 +107,7 @@ pub struct Authorizer {
     fail: FailModeConfig,
     last_fail_open_warning: AtomicU64,
     remote: Option<Arc<RemoteCalls>>,
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Authorizer {
@@ -123,7 +130,14 @@ impl Authorizer {
             fail,
             last_fail_open_warning: AtomicU64::new(0),
             remote: None,
+            tracing: None,
         }
+    }
+
+    /// Traces every Check with `tracing` (a span each, parented on the caller's trace context).
+    pub fn with_tracing(mut self, tracing: Option<Arc<Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// Answers `http.send` and `regent.introspect` with `remote`.
@@ -160,9 +174,10 @@ impl Authorizer {
     }
 
     /// What of a request to decode for a Check on `policy` (everything without a policy), in step
-    /// with [`Authorizer::input_needs`].
+    /// with [`Authorizer::input_needs`]; with tracing, the trace context headers too.
     pub fn decode_plan<'p>(&self, policy: Option<&'p ActivePolicy>) -> &'p DecodePlan {
         match policy {
+            Some(p) if self.prunes() && self.tracing.is_some() => p.traced_decode_plan(),
             Some(p) if self.prunes() => p.decode_plan(),
             _ => &DECODE_EVERYTHING,
         }
@@ -208,15 +223,33 @@ impl Authorizer {
     /// The first round of a Check on `policy`: prepare the input, evaluate, record, unless the
     /// policy waits for remote calls.
     pub fn begin(&self, req: &CheckRequest, policy: Option<Arc<ActivePolicy>>) -> Checked {
+        self.begin_call(req, policy, None)
+    }
+
+    /// [`Authorizer::begin`] for a gRPC call whose metadata is `call`: with tracing, a trace
+    /// context there (Envoy's ext_authz span) parents the Check's span.
+    pub fn begin_call(
+        &self,
+        req: &CheckRequest,
+        policy: Option<Arc<ActivePolicy>>,
+        call: Option<&tonic::metadata::MetadataMap>,
+    ) -> Checked {
+        let timestamp = SystemTime::now();
         let mut record = Record {
             started: Instant::now(),
-            timestamp: SystemTime::now(),
+            timestamp,
             // A uuid4 from the thread-local userspace generator: no getrandom syscall per Check.
             decision_id: uuid::Builder::from_random_bytes(rand::random())
                 .into_uuid()
                 .to_string(),
             policy: policy.clone(),
+            reason: None,
+            input_ns: 0,
             eval_ns: 0,
+            span: self
+                .tracing
+                .as_ref()
+                .map(|t| t.start_check(req, call, timestamp)),
             input: None,
             result: None,
             nd_builtin_cache: BTreeMap::new(),
@@ -224,11 +257,19 @@ impl Authorizer {
         let no_calls = Calls::default();
         let policy = match self.ready_policy(&record.decision_id, policy) {
             Ok(p) => p,
-            Err(outcome) => return Checked::Done(self.record(record, &no_calls, outcome)),
+            Err((reason, outcome)) => {
+                record.reason = Some(reason);
+                return Checked::Done(self.record(record, &no_calls, outcome));
+            }
         };
-        let input = match build_input_for(req, &self.input, self.input_needs(&policy)) {
+        // Timed for the span only: no clock reads without tracing.
+        let building = record.span.is_some().then(Instant::now);
+        let built = build_input_for(req, &self.input, self.input_needs(&policy));
+        record.input_ns = building.map_or(0, |t| t.elapsed().as_nanos() as u64);
+        let input = match built {
             Ok(input) => input,
             Err(e) => {
+                record.reason = Some("request_parse_error");
                 self.metrics
                     .errors
                     .with_label_values(&["request_parse_error"])
@@ -290,20 +331,26 @@ impl Authorizer {
         }
     }
 
-    /// The policy to evaluate, or the answer while there is none that can decide.
+    /// The policy to evaluate, or the answer (and its reason) while there is none that can decide.
     #[allow(clippy::result_large_err)] // as for `Checked`
     fn ready_policy(
         &self,
         decision_id: &str,
         policy: Option<Arc<ActivePolicy>>,
-    ) -> Result<Arc<ActivePolicy>, Outcome> {
+    ) -> Result<Arc<ActivePolicy>, (&'static str, Outcome)> {
         match policy {
-            None => Err(self.no_decision(decision_id, "no_policy", "no policy is active")),
+            None => Err((
+                "no_policy",
+                self.no_decision(decision_id, "no_policy", "no policy is active"),
+            )),
             Some(p) => match p.missing_decision() {
-                Some(rule) => Err(self.no_decision(
-                    decision_id,
+                Some(rule) => Err((
                     "missing_decision",
-                    &format!("no active bundle defines the decision rule {rule}"),
+                    self.no_decision(
+                        decision_id,
+                        "missing_decision",
+                        &format!("no active bundle defines the decision rule {rule}"),
+                    ),
                 )),
                 None => Ok(p),
             },
@@ -366,7 +413,9 @@ impl Authorizer {
             }
         }
         let replaced = self.dry_run && !allowed;
+        let span = record.span.take();
         if self.logger.enabled() {
+            let trace_ids = span.as_ref().map(CheckSpan::ids);
             if !calls.is_empty() && self.logger.records_nd_builtin_cache() {
                 record.nd_builtin_cache = calls.nd_builtin_cache();
             }
@@ -390,6 +439,27 @@ impl Authorizer {
                 handler_ns: record.started.elapsed().as_nanos() as u64,
                 dry_run: replaced,
                 nd_builtin_cache: record.nd_builtin_cache,
+                trace_id: trace_ids.as_ref().map(|(t, _)| t.clone()),
+                span_id: trace_ids.map(|(_, s)| s),
+            });
+        }
+        if let Some(span) = span {
+            span.finish(CheckSummary {
+                decision: match &outcome {
+                    Err(_) => "error",
+                    Ok(_) if allowed => "allow",
+                    Ok(_) => "deny",
+                },
+                reason: match &outcome {
+                    Err(f) => Some(f.reason),
+                    Ok(_) => record.reason,
+                },
+                error: outcome.as_ref().err().map(|f| f.message.as_str()),
+                policy: record.policy.as_deref(),
+                decision_id: &record.decision_id,
+                input_ns: record.input_ns,
+                eval_ns: record.eval_ns,
+                dry_run: replaced,
             });
         }
         self.metrics

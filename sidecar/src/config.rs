@@ -37,6 +37,8 @@ pub struct SidecarConfig {
     pub reload: ReloadConfig,
     /// `http.send` and token introspection (see docs/remote-calls.md).
     pub remote_calls: crate::remote::RemoteCallsConfig,
+    /// OpenTelemetry tracing of Checks (off by default).
+    pub tracing: crate::telemetry::TracingConfig,
     /// Set when the file was OPA's configuration format, mapped onto these settings.
     #[serde(skip)]
     pub opa_origin: Option<crate::opa_config::OpaOrigin>,
@@ -459,6 +461,7 @@ impl SidecarConfig {
         self.remote_calls
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.tracing.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -530,6 +533,8 @@ mod tests {
             ),
             ("identity: {jwks: [{issuer: a}]}", "identity.jwks[0]"),
             ("identity: {jwk: []}", "unknown field `jwk`"),
+            ("tracing: {sample_ratio: 2}", "tracing.sample_ratio"),
+            ("tracing: {exporter: otlp_grpc}", "tracing.endpoint"),
         ] {
             let err = SidecarConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml}: {err}");

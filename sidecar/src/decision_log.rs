@@ -127,6 +127,10 @@ pub struct DecisionEvent {
     /// Answers of the remote calls the policy made (`http.send`, `regent.introspect`), as OPA's
     /// `nd_builtin_cache`: builtin → arguments (a JSON array) → value. Empty: none made.
     pub nd_builtin_cache: BTreeMap<&'static str, BTreeMap<String, regorus::Value>>,
+    /// The Check span's trace id (32 hex digits), when Checks are traced (sampled or not).
+    pub trace_id: Option<String>,
+    /// The Check span's id (16 hex digits), with `trace_id`.
+    pub span_id: Option<String>,
 }
 
 /// Sends events to the writer thread.
@@ -373,6 +377,13 @@ impl Writer {
         );
         if e.dry_run {
             event.insert("dry_run".into(), true.into());
+        }
+        // OPA's EventV1 names.
+        if let Some(trace_id) = e.trace_id {
+            event.insert("trace_id".into(), trace_id.into());
+        }
+        if let Some(span_id) = e.span_id {
+            event.insert("span_id".into(), span_id.into());
         }
         if !e.nd_builtin_cache.is_empty() {
             event.insert(

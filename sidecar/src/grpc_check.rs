@@ -106,8 +106,8 @@ impl UnaryService<DecodedCheck> for CheckMethod {
     type Future = Either<Ready<CheckResult>, BoxFuture<tonic::Response<CheckResponse>, Status>>;
 
     fn call(&mut self, request: tonic::Request<DecodedCheck>) -> Self::Future {
-        let DecodedCheck { request, policy } = request.into_inner();
-        match self.0.begin(&request, policy) {
+        let (metadata, _, DecodedCheck { request, policy }) = request.into_parts();
+        match self.0.begin_call(&request, policy, Some(&metadata)) {
             Checked::Done(outcome) => Either::Left(ready(to_grpc(outcome))),
             Checked::Waiting(w) => {
                 let authorizer = self.0.clone();

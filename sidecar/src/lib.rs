@@ -26,4 +26,5 @@ pub mod remote;
 pub mod runtime;
 pub mod server;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;

@@ -48,6 +48,8 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     /// The decision log upload, flushed once the listeners have drained.
     decision_upload: Option<Arc<crate::decision_log::upload::UploadHandle>>,
+    /// The span export, flushed once the listeners have drained.
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 /// How long in-flight requests get to finish at shutdown.
@@ -79,9 +81,19 @@ impl Running {
         for t in self.background {
             let _ = t.await;
         }
-        if let Some(upload) = &self.decision_upload {
-            upload.shutdown().await;
-        }
+        // Both flushes are bounded (decision_logs.upload.shutdown_flush_seconds,
+        // tracing.export_timeout_seconds) and independent: they run together.
+        let upload = async {
+            if let Some(upload) = &self.decision_upload {
+                upload.shutdown().await;
+            }
+        };
+        let spans = async {
+            if let Some(t) = &self.tracing {
+                t.shutdown().await;
+            }
+        };
+        tokio::join!(upload, spans);
         tracing::info!("stopped");
     }
 }
@@ -125,6 +137,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     )
     .context("starting the decision logger")?;
     let decision_upload = logger.upload();
+    let tracing = crate::telemetry::Tracing::start(&cfg.tracing).context("tracing")?;
     let descriptors = match &cfg.policy.proto_descriptor {
         Some(p) => Some(Arc::new(
             load_descriptor_set(p).context("policy.proto_descriptor")?,
@@ -149,7 +162,8 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             cfg.policy.dry_run,
             cfg.fail_mode.clone(),
         )
-        .with_remote_calls(remote.clone()),
+        .with_remote_calls(remote.clone())
+        .with_tracing(tracing.clone()),
     );
     if cfg.policy.dry_run {
         tracing::warn!(
@@ -364,6 +378,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         tasks,
         background,
         decision_upload,
+        tracing,
     })
 }
 
