@@ -210,8 +210,9 @@ for entry in $POLICIES; do
 done
 
 # Observability overhead (issue 18): the RBAC policy (the fastest, so the largest relative cost)
-# with every decision uploaded to an OPA decision log receiver (bench/src/bin/log_receiver.rs, on
-# 127.0.0.1), against the same sidecar without, in turn, ROUNDS times. Knob: OBSERVABILITY (1; 0
+# with every decision uploaded to an OPA decision log receiver (`upload`), and with OTLP/HTTP
+# tracing at 1% and 100% sampling (`trace0.01`, `trace1.0`), to bench/src/bin/log_receiver.rs on
+# 127.0.0.1, against the same sidecar with neither (`plain`), in turn, ROUNDS times. Knob: OBSERVABILITY (1; 0
 # skips it).
 if [ "${OBSERVABILITY:-1}" != 0 ]; then
     "$BIN/log_receiver" --addr 127.0.0.1:0 >"$OUT/log_receiver.out" 2>&1 &
@@ -219,15 +220,19 @@ if [ "${OBSERVABILITY:-1}" != 0 ]; then
     LOGS_ADDR=$(wait_for_line "$OUT/log_receiver.out" '^listening ' | awk '{print $2}')
     printf 'decision_logs:\n  upload:\n    url: "http://%s/logs"\n    min_delay_seconds: 1\n    max_delay_seconds: 1\n' \
         "$LOGS_ADDR" >"$OUT/sidecar.upload.yaml"
+    for ratio in 0.01 1.0; do
+        printf 'tracing:\n  exporter: otlp_http\n  endpoint: "http://%s"\n  sample_ratio: %s\n' \
+            "$LOGS_ADDR" "$ratio" >"$OUT/sidecar.trace$ratio.yaml"
+    done
     say ""
     say "## Observability overhead (policies/rbac; ${SECS}s measured after ${WARMUP}s warm-up)"
     say ""
     say "| server | concurrency | rps | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | server VmHWM MB |"
     say "|---|---|---|---|---|---|---|---|"
     for round in $(seq "$ROUNDS"); do
-        for variant in plain upload; do
+        for variant in plain upload trace0.01 trace1.0; do
             args=()
-            [ "$variant" = upload ] && args=(--config "$OUT/sidecar.upload.yaml")
+            [ "$variant" = plain ] || args=(--config "$OUT/sidecar.$variant.yaml")
             start_sidecar "$POLICY" "${args[@]}"
             before=$(curl -fs "http://$LOGS_ADDR/events")
             load_rows "$GRPC_ADDR" "$SIDECAR_PID" rbac "observability $variant, round $round" || FAILED+=("observability $variant")
@@ -248,11 +253,16 @@ if [ "${OBSERVABILITY:-1}" != 0 ]; then
                 return a[int((n + 1) / 2)]
             }
             $3 + 0 == c && $2 ~ /observability plain/ { prps = $4; pcpu = $8 }
-            $3 + 0 == c && $2 ~ /observability upload/ && prps > 0 && $8 > 0 {
-                n++; thr[n] = $4 / prps; cpu[n] = pcpu / $8; rounds = rounds sprintf(" %.2f/%.2f", thr[n], cpu[n])
+            $3 + 0 == c && match($2, /observability [a-z0-9.]+/) && $2 !~ /plain/ && prps > 0 && $8 > 0 {
+                v = substr($2, RSTART + 14, RLENGTH - 14)
+                n[v]++; k = n[v]; thr[v, k] = $4 / prps; cpu[v, k] = pcpu / $8
+                rounds[v] = rounds[v] sprintf(" %.2f/%.2f", thr[v, k], cpu[v, k])
             }
             END {
-                if (n > 0) printf "- c=%s, every decision uploaded vs none: throughput %.2f, CPU per Check (none/uploaded) %.2f (median of %d rounds; each round:%s)\n", c, median(thr, n), median(cpu, n), n, rounds
+                for (v in n) {
+                    for (i = 1; i <= n[v]; i++) { t[i] = thr[v, i]; u[i] = cpu[v, i] }
+                    printf "- c=%s, %s vs neither: throughput %.2f, CPU per Check (neither/%s) %.2f (median of %d rounds; each round:%s)\n", c, v, median(t, n[v]), v, median(u, n[v]), n[v], rounds[v]
+                }
             }
         ' "$RESULTS" | tee -a "$RESULTS"
     done
