@@ -52,7 +52,9 @@ struct Counters {
     traces: Arc<AtomicU64>,
 }
 
-async fn traces(State(traces): State<Arc<AtomicU64>>) -> ([(&'static str, &'static str); 1], Vec<u8>) {
+async fn traces(
+    State(traces): State<Arc<AtomicU64>>,
+) -> ([(&'static str, &'static str); 1], Vec<u8>) {
     traces.fetch_add(1, Ordering::Relaxed);
     ([("content-type", "application/x-protobuf")], Vec::new())
 }
