@@ -253,7 +253,6 @@ impl<'t> Mapper<'t> {
             ),
             ("server", "Regent serves no OPA REST API to configure"),
             ("caching", "the inter-query builtin cache"),
-            ("distributed_tracing", "OpenTelemetry tracing"),
         ] {
             if let Some(v) = top.take(key) {
                 let mut path = key.to_string();
@@ -292,6 +291,9 @@ impl<'t> Mapper<'t> {
         };
         if let Some(v) = top.take("decision_logs") {
             self.decision_logs(v, &mut cfg, &services)?;
+        }
+        if let Some(v) = top.take("distributed_tracing") {
+            self.distributed_tracing(v, &mut cfg)?;
         }
         // OPA's switch is top-level; Regent's lives with the log it fills.
         if top.bool(self, "nd_builtin_cache")? == Some(true) {
@@ -800,6 +802,71 @@ impl<'t> Mapper<'t> {
             cfg.decision_logs.output = LogOutput::Stdout;
         }
         d.finish(self)
+    }
+
+    /// `distributed_tracing`: OPA's OTLP exporter settings onto `tracing`. Without `type` OPA
+    /// does not trace, and neither does Regent.
+    fn distributed_tracing(
+        &self,
+        v: &Value,
+        cfg: &mut SidecarConfig,
+    ) -> Result<(), OpaConfigError> {
+        use crate::telemetry::{Exporter, TracingConfig};
+        let path = "distributed_tracing";
+        let mut t = self.obj(path, v)?;
+        let kind = t.string(self, "type")?;
+        let address = t.string(self, "address")?;
+        let service_name = t.string(self, "service_name")?;
+        let percentage = t.u64(self, "sample_percentage")?;
+        let encryption = t.string(self, "encryption")?;
+        for (k, why) in [
+            ("allow_insecure_tls", "skipping TLS verification"),
+            ("tls_ca_cert_file", "a CA file for the collector"),
+            ("tls_cert_file", "client certificates to the collector"),
+            (
+                "tls_private_key_file",
+                "client certificates to the collector",
+            ),
+            ("resource", "custom resource attributes"),
+        ] {
+            if t.take(k).is_some() {
+                return Err(self.unsupported(join(path, k), why));
+            }
+        }
+        t.finish(self)?;
+        let exporter = match kind.as_deref() {
+            None => return Ok(()),
+            Some("grpc") => Exporter::OtlpGrpc,
+            Some("http") => Exporter::OtlpHttp,
+            Some(other) => {
+                return Err(self.err(
+                    join(path, "type"),
+                    format!("must be grpc or http, got {other:?}"),
+                ))
+            }
+        };
+        let scheme = match (encryption.as_deref(), exporter) {
+            (None | Some("off"), _) => "http",
+            (Some("tls"), Exporter::OtlpHttp) => "https",
+            (Some(other), _) => {
+                return Err(self.unsupported(
+                    join(path, "encryption"),
+                    &format!("encryption {other:?} with type {kind:?}; Regent exports over plain gRPC, or HTTPS with type http and encryption tls", kind = kind.as_deref().unwrap_or_default()),
+                ))
+            }
+        };
+        cfg.tracing = TracingConfig {
+            exporter,
+            // OPA's defaults: its collector address and service name.
+            endpoint: Some(format!(
+                "{scheme}://{}",
+                address.as_deref().unwrap_or("localhost:4317")
+            )),
+            sample_ratio: percentage.map_or(1.0, |p| p as f64 / 100.0),
+            service_name: service_name.unwrap_or_else(|| "opa".into()),
+            ..TracingConfig::default()
+        };
+        Ok(())
     }
 
     /// `decision_logs.reporting`: the upload pacing and sizes Regent has; the others refused.

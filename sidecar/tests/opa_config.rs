@@ -110,6 +110,35 @@ fn decision_logs_to_a_service_map_onto_the_upload() {
 }
 
 #[test]
+fn distributed_tracing_maps_onto_tracing() {
+    use regent_sidecar::telemetry::Exporter;
+    let cfg = load(
+        "distributed_tracing:\n  type: grpc\n  address: otel-collector:4317\n  sample_percentage: 10\n",
+    )
+    .expect("valid");
+    assert_eq!(cfg.tracing.exporter, Exporter::OtlpGrpc);
+    assert_eq!(
+        cfg.tracing.endpoint.as_deref(),
+        Some("http://otel-collector:4317")
+    );
+    assert!((cfg.tracing.sample_ratio - 0.1).abs() < 1e-9);
+    assert_eq!(cfg.tracing.service_name, "opa", "OPA's default name");
+    let cfg = load(
+        "distributed_tracing:\n  type: http\n  address: collector:4318\n  encryption: tls\n  service_name: edge\n",
+    )
+    .expect("valid");
+    assert_eq!(cfg.tracing.exporter, Exporter::OtlpHttp);
+    assert_eq!(
+        cfg.tracing.endpoint.as_deref(),
+        Some("https://collector:4318")
+    );
+    assert_eq!(cfg.tracing.service_name, "edge");
+    // Without `type` OPA does not trace.
+    let cfg = load("distributed_tracing:\n  address: collector:4317\n").expect("valid");
+    assert_eq!(cfg.tracing.exporter, Exporter::None);
+}
+
+#[test]
 fn every_envoy_plugin_option_maps() {
     let cfg = load(
         "plugins:\n  envoy_ext_authz_grpc:\n    addr: localhost:9292\n    path: /istio/authz/allow\n    dry-run: true\n    enable-reflection: true\n    skip-request-body-parse: true\n    proto-descriptor: /etc/opa/app.pb\n    grpc-max-recv-msg-size: 40194304\n    grpc-max-send-msg-size: 2147483647\n",
@@ -288,9 +317,19 @@ fn each_unsupported_key_is_named_with_its_path_and_line() {
             Some(2),
         ),
         (
-            "distributed_tracing:\n  type: grpc\n".into(),
-            "distributed_tracing.type: not supported by Regent",
+            "distributed_tracing:\n  type: zipkin\n".into(),
+            "distributed_tracing.type: must be grpc or http",
             Some(2),
+        ),
+        (
+            "distributed_tracing:\n  type: grpc\n  encryption: mtls\n".into(),
+            "distributed_tracing.encryption: not supported by Regent",
+            Some(3),
+        ),
+        (
+            "distributed_tracing:\n  type: grpc\n  sample_percentage: 150\n".into(),
+            "sample_ratio",
+            None,
         ),
         (
             "server:\n  encoding:\n    gzip:\n      min_length: 1024\n".into(),
