@@ -31,6 +31,9 @@ pub struct EnvoyOptions {
     pub orders_port: u16,
     /// ext_authz `failure_mode_allow` (and `failure_mode_allow_header_add`).
     pub failure_mode_allow: bool,
+    /// An OTLP/gRPC collector on 127.0.0.1 at this port: Envoy's OpenTelemetry tracer on, every
+    /// request sampled.
+    pub otlp_port: Option<u16>,
 }
 
 impl EnvoyOptions {
@@ -43,6 +46,7 @@ impl EnvoyOptions {
             echo_port,
             orders_port,
             failure_mode_allow: false,
+            otlp_port: None,
         })
     }
 }
@@ -88,7 +92,54 @@ pub fn bootstrap(opts: &EnvoyOptions) -> Result<String> {
         // at connect time anyway.
         ("authz_timeout", "2s".to_string()),
     ]);
-    render(TEMPLATE, &values)
+    let text = render(TEMPLATE, &values)?;
+    match opts.otlp_port {
+        None => Ok(text),
+        Some(port) => with_tracing(&text, port),
+    }
+}
+
+/// `bootstrap` with Envoy's OpenTelemetry tracer on the ingress listener, exporting to an
+/// OTLP/gRPC collector on 127.0.0.1:`port` (cluster `otel`), every request sampled. Kept out of
+/// the shared template, which `make run` also renders.
+fn with_tracing(bootstrap: &str, port: u16) -> Result<String> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(bootstrap).context("parsing the bootstrap")?;
+    let tracing: serde_yaml::Value = serde_yaml::from_str(
+        r#"
+provider:
+  name: envoy.tracers.opentelemetry
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+    grpc_service: {envoy_grpc: {cluster_name: otel}, timeout: 1s}
+    service_name: envoy
+random_sampling: {value: 100}
+"#,
+    )?;
+    let hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]
+        .as_mapping_mut()
+        .context("the ingress listener's http_connection_manager")?;
+    hcm.insert("tracing".into(), tracing);
+    let cluster: serde_yaml::Value = serde_yaml::from_str(&format!(
+        r#"
+name: otel
+type: STATIC
+connect_timeout: 0.25s
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: {{http2_protocol_options: {{}}}}
+load_assignment:
+  cluster_name: otel
+  endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+"#
+    ))?;
+    doc["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .context("the bootstrap's clusters")?
+        .push(cluster);
+    Ok(serde_yaml::to_string(&doc)?)
 }
 
 /// Runs `envoy --mode validate -c <file>`; the error carries Envoy's message.
@@ -222,9 +273,16 @@ mod tests {
             echo_port: 4,
             orders_port: 5,
             failure_mode_allow: true,
+            otlp_port: None,
         };
         let b = bootstrap(&opts).unwrap();
         assert!(!b.contains("{{"));
         assert!(b.contains("failure_mode_allow: true"));
+        let traced = bootstrap(&EnvoyOptions {
+            otlp_port: Some(6),
+            ..opts
+        })
+        .unwrap();
+        assert!(traced.contains("envoy.tracers.opentelemetry") && traced.contains("port_value: 6"));
     }
 }

@@ -42,6 +42,8 @@ pub struct SidecarOptions {
     pub long_poll_seconds: u64,
     /// Where status reports go (`sync.status.url`), every second and on every change.
     pub status_url: Option<String>,
+    /// An OTLP/gRPC collector URL: Checks traced (`tracing.exporter: otlp_grpc`).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl SidecarOptions {
@@ -60,6 +62,7 @@ impl SidecarOptions {
             poll_seconds: 1,
             long_poll_seconds: 10,
             status_url: None,
+            otlp_endpoint: None,
         })
     }
 
@@ -104,7 +107,7 @@ impl SidecarOptions {
                 "labels": {"cluster": "e2e"},
             });
         }
-        serde_json::json!({
+        let mut config = serde_json::json!({
             "grpc": {"addr": format!("127.0.0.1:{}", self.grpc_port)},
             "http": {"addr": format!("127.0.0.1:{}", self.http_port)},
             "policy": policy,
@@ -112,7 +115,15 @@ impl SidecarOptions {
             "fail_mode": {"mode": "closed", "status": 503},
             "log": {"level": "info", "format": "text"},
             "sync": sync,
-        })
+        });
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config["tracing"] = serde_json::json!({
+                "exporter": "otlp_grpc",
+                "endpoint": endpoint,
+                "export_timeout_seconds": 2,
+            });
+        }
+        config
     }
 }
 

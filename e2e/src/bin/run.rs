@@ -158,6 +158,7 @@ async fn run(h: &Harness, args: &Args) -> Result<()> {
             echo_port: args.echo_port,
             orders_port: args.orders_port,
             failure_mode_allow: false,
+            otlp_port: None,
         },
     )
     .await?;
