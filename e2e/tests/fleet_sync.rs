@@ -46,6 +46,56 @@ async fn rollout(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A sidecar sync configuration for bundle `authz` of `srv`, trusting `keys` (its public key
+/// written into `dir`), reporting status every second as sidecar `id`.
+fn sync_config(
+    srv: &regent_bundle_server::server::Running,
+    keys: &Keys,
+    dir: &std::path::Path,
+    id: &str,
+) -> SyncConfig {
+    let pub_file = dir.join("k1.pub.pem");
+    std::fs::write(&pub_file, &keys.public_pem).unwrap();
+    SyncConfig {
+        bundles: vec![BundleSource {
+            name: "authz".into(),
+            url: url(srv, "/bundles/authz"),
+            roots: Some(vec!["envoy/authz".into()]),
+            long_poll_timeout_seconds: None,
+        }],
+        keys: vec![KeyConfig {
+            kid: "k1".into(),
+            public_key_file: Some(pub_file),
+            ..KeyConfig::default()
+        }],
+        status: Some(StatusConfig {
+            url: url(srv, "/v1/status/report"),
+            interval_seconds: 1,
+            labels: BTreeMap::from([("id".to_string(), id.to_string())]),
+        }),
+        ..SyncConfig::default()
+    }
+}
+
+/// A real sidecar sync loop for `cfg`, with its own policy store.
+async fn start_sync(
+    cfg: &SyncConfig,
+    registry: &prometheus::Registry,
+) -> (Arc<PolicyStore>, regent_sidecar::sync::SyncHandle) {
+    let store = Arc::new(PolicyStore::new(
+        PolicySettings {
+            rule: "data.envoy.authz.allow".into(),
+            engine: EngineChoice::Auto,
+            eval_timeout: Duration::from_secs(1),
+            ..PolicySettings::default()
+        },
+        prometheus::IntCounter::new("activations", "test").unwrap(),
+    ));
+    let activator = Arc::new(regent_activator(cfg, Arc::clone(&store)).unwrap());
+    let sync = start_with(cfg, activator, registry).await.unwrap();
+    (store, sync)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_syncs_reports_and_rollout_status_follows() {
     let repo = PolicyRepo::new();
@@ -77,50 +127,19 @@ async fn sidecar_syncs_reports_and_rollout_status_follows() {
 
     // A real sidecar sync loop, with its policy store, long polling and status reports.
     let dir = tempfile::tempdir().unwrap();
-    let pub_file = dir.path().join("k1.pub.pem");
-    std::fs::write(&pub_file, &keys.public_pem).unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let sync_cfg = SyncConfig {
-        bundles: vec![BundleSource {
-            name: "authz".into(),
-            url: url(&srv, "/bundles/authz"),
-            roots: Some(vec!["envoy/authz".into()]),
-            long_poll_timeout_seconds: None,
-        }],
-        keys: vec![KeyConfig {
-            kid: "k1".into(),
-            public_key_file: Some(pub_file),
-            ..KeyConfig::default()
-        }],
-        polling: PollingConfig {
-            min_delay_seconds: 1,
-            max_delay_seconds: 2,
-            long_poll_timeout_seconds: 30,
-        },
-        http: HttpConfig {
-            bearer_token_file: Some(token_file.clone()),
-            ..HttpConfig::default()
-        },
-        status: Some(StatusConfig {
-            url: url(&srv, "/v1/status/report"),
-            interval_seconds: 1,
-            labels: BTreeMap::from([("id".to_string(), "sidecar-1".to_string())]),
-        }),
-        ..SyncConfig::default()
+    let mut sync_cfg = sync_config(&srv, &keys, dir.path(), "sidecar-1");
+    sync_cfg.polling = PollingConfig {
+        min_delay_seconds: 1,
+        max_delay_seconds: 2,
+        long_poll_timeout_seconds: 30,
     };
-    let store = Arc::new(PolicyStore::new(
-        PolicySettings {
-            rule: "data.envoy.authz.allow".into(),
-            engine: EngineChoice::Auto,
-            eval_timeout: Duration::from_secs(1),
-            ..PolicySettings::default()
-        },
-        prometheus::IntCounter::new("activations", "test").unwrap(),
-    ));
-    let activator = Arc::new(regent_activator(&sync_cfg, Arc::clone(&store)).unwrap());
-    let registry = prometheus::Registry::new();
-    let sync = start_with(&sync_cfg, activator, &registry).await.unwrap();
+    sync_cfg.http = HttpConfig {
+        bearer_token_file: Some(token_file.clone()),
+        ..HttpConfig::default()
+    };
+    let (store, sync) = start_sync(&sync_cfg, &prometheus::Registry::new()).await;
     assert!(
         sync.wait_for(Duration::from_secs(30), |s| s["authz"].active_revision
             == first)
@@ -312,36 +331,8 @@ async fn key_sets_that_cannot_be_fetched_show_in_the_fleet_view() {
         .expect("a key set is configured");
 
     let dir = tempfile::tempdir().unwrap();
-    let pub_file = dir.path().join("k1.pub.pem");
-    std::fs::write(&pub_file, &keys.public_pem).unwrap();
-    let sync_cfg = SyncConfig {
-        bundles: vec![BundleSource {
-            name: "authz".into(),
-            url: url(&srv, "/bundles/authz"),
-            roots: Some(vec!["envoy/authz".into()]),
-            long_poll_timeout_seconds: None,
-        }],
-        keys: vec![KeyConfig {
-            kid: "k1".into(),
-            public_key_file: Some(pub_file),
-            ..KeyConfig::default()
-        }],
-        status: Some(StatusConfig {
-            url: url(&srv, "/v1/status/report"),
-            interval_seconds: 1,
-            labels: BTreeMap::from([("id".to_string(), "keyless".to_string())]),
-        }),
-        ..SyncConfig::default()
-    };
-    let store = Arc::new(PolicyStore::new(
-        PolicySettings {
-            rule: "data.envoy.authz.allow".into(),
-            ..PolicySettings::default()
-        },
-        prometheus::IntCounter::new("activations", "test").unwrap(),
-    ));
-    let activator = Arc::new(regent_activator(&sync_cfg, Arc::clone(&store)).unwrap());
-    let sync = start_with(&sync_cfg, activator, &registry).await.unwrap();
+    let sync_cfg = sync_config(&srv, &keys, dir.path(), "keyless");
+    let (_store, sync) = start_sync(&sync_cfg, &registry).await;
     assert!(
         sync.wait_for(Duration::from_secs(30), |s| s["authz"].active_revision
             == first)

@@ -573,6 +573,15 @@ jwks := regent.jwks(input.issuer)
                 .collect()
         }
 
+        /// Publishes `keys` (JWKs) as `issuer`'s current key set, fetched now.
+        fn publish(issuer: &str, keys: serde_json::Value) {
+            let (set, _) = RemoteKeySet::parse(&jwks(keys)).expect("parses");
+            update(issuer, |s| {
+                s.keys = Some(Arc::new(set));
+                s.fetched_at = Some(SystemTime::now());
+            });
+        }
+
         fn eval(p: &ActivePolicy, token: &str, issuer: &str) -> serde_json::Value {
             let input = serde_json::json!({"token": token, "issuer": issuer, "time": 1e18});
             let v = p
@@ -607,13 +616,7 @@ jwks := regent.jwks(input.issuer)
                 Some(hook.clone()),
                 KeySetState::empty(Duration::from_secs(60)),
             );
-            let publish = |keys: serde_json::Value| {
-                let (set, _) = RemoteKeySet::parse(&jwks(keys)).expect("parses");
-                update(issuer, |s| {
-                    s.keys = Some(Arc::new(set));
-                    s.fetched_at = Some(SystemTime::now());
-                });
-            };
+            let publish = |keys| publish(issuer, keys);
             publish(serde_json::json!([jwk(&k1, "k1")]));
             for p in policies() {
                 let out = eval(&p, &token(&k1, "k1", issuer), issuer);
@@ -676,13 +679,7 @@ jwks := regent.jwks(input.issuer)
                 Some(Arc::new(Waitable)),
                 KeySetState::empty(Duration::from_secs(60)),
             );
-            let publish = |keys: serde_json::Value| {
-                let (set, _) = RemoteKeySet::parse(&jwks(keys)).expect("parses");
-                update(issuer, |s| {
-                    s.keys = Some(Arc::new(set));
-                    s.fetched_at = Some(SystemTime::now());
-                });
-            };
+            let publish = |keys| publish(issuer, keys);
             for p in policies() {
                 publish(serde_json::json!([jwk(&k1, "k1")]));
                 let mut calls = Calls::new(Arc::new(Defers));
