@@ -276,18 +276,17 @@ impl Writer {
     /// Renders one event to each output; false if writing the line failed.
     fn write(&mut self, event: DecisionEvent) -> bool {
         let policy = event.policy.clone();
-        let Some(json) = self.render(event, policy.as_deref()) else {
-            if let Some(buffer) = &self.buffer {
-                buffer.in_transit.fetch_sub(1, Ordering::AcqRel);
-            }
-            return true;
-        };
         let mut ok = true;
-        if let Some(sink) = &mut self.sink {
-            ok = writeln!(sink, "{json}").is_ok();
+        // Serialised once for both outputs (a dropped event is not serialised at all).
+        if let Some(line) = self.render(event, policy.as_deref()).map(|j| j.to_string()) {
+            if let Some(sink) = &mut self.sink {
+                ok = writeln!(sink, "{line}").is_ok();
+            }
+            if let Some(buffer) = &self.buffer {
+                buffer.push(line.into_bytes());
+            }
         }
         if let Some(buffer) = &self.buffer {
-            buffer.push(json.to_string().into_bytes());
             buffer.in_transit.fetch_sub(1, Ordering::AcqRel);
         }
         ok

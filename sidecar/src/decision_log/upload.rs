@@ -381,10 +381,10 @@ impl Uploader {
 
     /// Uploads chunks until the buffer is empty or one fails (its events are back in front).
     async fn upload_all(&mut self) -> anyhow::Result<()> {
-        while let Some(chunk) = self.next_chunk() {
-            if let Err(e) = self.post(&chunk.body).await {
+        while let Some(Chunk { body, events }) = self.next_chunk() {
+            if let Err(e) = self.post(body).await {
                 self.metrics.upload("error");
-                self.buffer.put_back(chunk.events);
+                self.buffer.put_back(events);
                 return Err(e);
             }
             self.metrics.upload("ok");
@@ -437,13 +437,13 @@ impl Uploader {
         }
     }
 
-    async fn post(&self, body: &[u8]) -> anyhow::Result<()> {
+    async fn post(&self, body: Vec<u8>) -> anyhow::Result<()> {
         let mut req = self
             .client
             .post(&self.cfg.url)
             .header(CONTENT_TYPE, "application/json")
             .header(CONTENT_ENCODING, "gzip")
-            .body(body.to_vec());
+            .body(body);
         if let Some(b) = &self.bearer {
             req = req.header(reqwest::header::AUTHORIZATION, b.header().await?);
         }
