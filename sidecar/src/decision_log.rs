@@ -5,6 +5,8 @@
 //! masks and writes. A full queue drops the event and counts it; a logging failure never changes a
 //! decision (OPA-Envoy turns it into a deny).
 
+mod pointer;
+pub mod spool;
 pub mod upload;
 
 use std::collections::BTreeMap;
@@ -15,9 +17,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
-use serde_json::{json, Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::config::{DecisionLogConfig, LogOutput};
+use pointer::{remove_pointer, remove_value, segments, upsert_pointer};
 use regent_policy::log_rules::{LogRules, MaskOp};
 use upload::{Buffer, UploadHandle, Uploader};
 
@@ -29,6 +32,8 @@ pub const DROP_REASONS: &[&str] = &[
     "encoding",
     "shutdown",
     "mask_error",
+    "spool_full",
+    "spool_corrupt",
 ];
 
 /// The decision log's metrics.
@@ -39,6 +44,7 @@ pub struct DecisionLogMetrics {
     policy_dropped: IntCounter,
     uploads: IntCounterVec,
     buffer_bytes: IntGauge,
+    spool_bytes: IntGauge,
 }
 
 impl DecisionLogMetrics {
@@ -47,7 +53,7 @@ impl DecisionLogMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "regent_decision_logs_dropped_total",
-                "Decision log events dropped, by reason: queue_full (the writer could not keep up), buffer_full (the upload buffer was full; the oldest go), too_large (one event above upload_size_limit_bytes), encoding, shutdown (not uploaded in shutdown_flush_seconds), mask_error (the policy's system.log rules failed).",
+                "Decision log events dropped, by reason: queue_full (the writer could not keep up), buffer_full (the upload buffer was full; the oldest go), too_large (one event above upload_size_limit_bytes), encoding, shutdown (not uploaded in shutdown_flush_seconds), mask_error (the policy's system.log rules failed), spool_full (the oldest spooled files went beyond spool.size_limit_bytes), spool_corrupt (a spooled line was not JSON).",
             ),
             &["reason"],
         )?;
@@ -69,11 +75,16 @@ impl DecisionLogMetrics {
             "regent_decision_log_buffer_bytes",
             "Bytes of decision log events waiting for upload.",
         )?;
+        let spool_bytes = IntGauge::new(
+            "regent_decision_log_spool_bytes",
+            "Bytes of decision log events spooled to disk (decision_logs.upload.spool) for upload.",
+        )?;
         Ok(DecisionLogMetrics {
             dropped,
             policy_dropped,
             uploads,
             buffer_bytes,
+            spool_bytes,
         })
     }
 
@@ -89,7 +100,8 @@ impl DecisionLogMetrics {
             self.uploads.with_label_values(&[r]);
         }
         registry.register(Box::new(self.uploads.clone()))?;
-        registry.register(Box::new(self.buffer_bytes.clone()))
+        registry.register(Box::new(self.buffer_bytes.clone()))?;
+        registry.register(Box::new(self.spool_bytes.clone()))
     }
 
     /// `regent_decision_logs_dropped_total{reason}`.
@@ -126,7 +138,7 @@ pub struct DecisionEvent {
     pub dry_run: bool,
     /// Answers of the remote calls the policy made (`http.send`, `regent.introspect`), as OPA's
     /// `nd_builtin_cache`: builtin → arguments (a JSON array) → value. Empty: none made.
-    pub nd_builtin_cache: BTreeMap<&'static str, BTreeMap<String, regorus::Value>>,
+    pub nd_builtin_cache: NdBuiltinCache,
     /// The Check span's trace id (32 hex digits), when Checks are traced (sampled or not).
     pub trace_id: Option<String>,
     /// The Check span's id (16 hex digits), with `trace_id`.
@@ -190,6 +202,7 @@ impl DecisionLogger {
             sink: sink.map(std::io::BufWriter::new),
             buffer: buffer.clone(),
             masks: cfg.mask.clone(),
+            value_masks: value_masks(&cfg.mask),
             path: path.trim_matches('/').to_string(),
             id: uuid::Uuid::new_v4().to_string(),
             log_rules: None,
@@ -248,6 +261,8 @@ struct Writer {
     sink: Option<std::io::BufWriter<Box<dyn Write + Send>>>,
     buffer: Option<Arc<Buffer>>,
     masks: Vec<String>,
+    /// `masks` as pointers into the policy's values, when they all fall there.
+    value_masks: Option<Vec<(Top, Vec<String>)>>,
     path: String,
     id: String,
     /// The `system.log` rules of the last policy seen, by its generation.
@@ -275,15 +290,17 @@ impl Writer {
 
     /// Renders one event to each output; false if writing the line failed.
     fn write(&mut self, event: DecisionEvent) -> bool {
-        let policy = event.policy.clone();
         let mut ok = true;
         // Serialised once for both outputs (a dropped event is not serialised at all).
-        if let Some(line) = self.render(event, policy.as_deref()).map(|j| j.to_string()) {
+        if let Some(line) = self.render(&event) {
             if let Some(sink) = &mut self.sink {
-                ok = writeln!(sink, "{line}").is_ok();
+                ok = sink
+                    .write_all(&line)
+                    .and_then(|()| sink.write_all(b"\n"))
+                    .is_ok();
             }
             if let Some(buffer) = &self.buffer {
-                buffer.push(line.into_bytes());
+                buffer.push(line);
             }
         }
         if let Some(buffer) = &self.buffer {
@@ -301,26 +318,55 @@ impl Writer {
         self.log_rules.as_mut().and_then(|(_, r)| r.as_mut())
     }
 
-    /// The event as logged, or `None` when the policy's `system.log.drop` drops it (or its mask
-    /// fails: what it wanted hidden is not written).
-    fn render(
-        &mut self,
-        e: DecisionEvent,
-        policy: Option<&regent_policy::ActivePolicy>,
-    ) -> Option<Json> {
-        let mut event = self.event_json(e);
+    /// The event as logged (one JSON document), or `None` when the policy's `system.log.drop`
+    /// drops it (or its mask fails: what it wanted hidden is not written).
+    fn render(&mut self, e: &DecisionEvent) -> Option<Vec<u8>> {
+        let timestamp = chrono::DateTime::<chrono::Utc>::from(e.timestamp)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let has_rules = e.policy.as_deref().and_then(|p| self.rules_of(p)).is_some();
+        let mut event = EventV1::new(e, &self.id, &self.path, &timestamp);
+        if !has_rules {
+            if let Some(values) = self.value_masks.as_ref() {
+                // The static masks fall on the input and the result: remove their fields from the
+                // policy's values and write those straight to bytes, without a JSON tree (which
+                // cost as much CPU as the Check it logged).
+                let mut input = e.input.clone();
+                let mut result = e.result.clone();
+                let mut erased = Vec::new();
+                for (pointer, (top, parts)) in self.masks.iter().zip(values) {
+                    let at = if *top == Top::Input {
+                        &mut input
+                    } else {
+                        &mut result
+                    };
+                    let removed = match (parts.is_empty(), at.as_mut()) {
+                        (true, Some(_)) => at.take().is_some(),
+                        (false, Some(v)) => remove_value(v, parts),
+                        (_, None) => false,
+                    };
+                    if removed {
+                        erased.push(pointer.as_str());
+                    }
+                }
+                event.input = input.as_ref().map(Defined);
+                event.result = result.as_ref().map(Defined);
+                event.erased = (!erased.is_empty()).then_some(erased);
+                return self.encode(serde_json::to_vec(&event));
+            }
+        }
+        let mut tree = self.encode(serde_json::to_value(&event))?;
         let mut erased: Vec<Json> = Vec::new();
         let mut masked: Vec<Json> = Vec::new();
-        if let Some(rules) = policy.and_then(|p| self.rules_of(p)) {
+        if let Some(rules) = e.policy.as_deref().and_then(|p| self.rules_of(p)) {
             let asked = rules
-                .drops(&event)
-                .and_then(|d| Ok((d, if d { Vec::new() } else { rules.mask(&event)? })));
+                .drops(&tree)
+                .and_then(|d| Ok((d, if d { Vec::new() } else { rules.mask(&tree)? })));
             match asked {
                 Ok((true, _)) => {
                     self.metrics.policy_dropped.inc();
                     return None;
                 }
-                Ok((false, ops)) => apply_mask(&mut event, ops, &mut erased, &mut masked),
+                Ok((false, ops)) => apply_mask(&mut tree, ops, &mut erased, &mut masked),
                 Err(err) => {
                     tracing::warn!(error = %err.message, "the policy's system.log rules failed; the decision log event is dropped");
                     self.metrics.dropped("mask_error").inc();
@@ -329,68 +375,163 @@ impl Writer {
             }
         }
         for p in &self.masks {
-            if remove_pointer(&mut event, p) && !erased.iter().any(|e| e == p.as_str()) {
+            if remove_pointer(&mut tree, p) && !erased.iter().any(|e| e == p.as_str()) {
                 erased.push(Json::String(p.clone()));
             }
         }
         if !erased.is_empty() {
-            event["erased"] = Json::Array(erased);
+            tree["erased"] = Json::Array(erased);
         }
         if !masked.is_empty() {
-            event["masked"] = Json::Array(masked);
+            tree["masked"] = Json::Array(masked);
         }
-        Some(event)
+        Some(tree.to_string().into_bytes())
     }
 
-    /// The event in OPA's EventV1 shape, before masking.
-    fn event_json(&self, e: DecisionEvent) -> Json {
-        let timestamp = chrono::DateTime::<chrono::Utc>::from(e.timestamp)
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let mut event = Map::new();
-        event.insert(
-            "labels".into(),
-            json!({"id": self.id, "version": env!("CARGO_PKG_VERSION")}),
-        );
-        event.insert("decision_id".into(), e.decision_id.into());
-        event.insert("timestamp".into(), timestamp.into());
-        event.insert("path".into(), self.path.clone().into());
-        if let Some(input) = &e.input {
-            event.insert("input".into(), to_json(input));
+    /// The encoded event; a failure drops it, counted (`encoding`).
+    fn encode<T>(&self, encoded: serde_json::Result<T>) -> Option<T> {
+        encoded
+            .map_err(|err| {
+                tracing::warn!(error = %err, "a decision log event could not be encoded");
+                self.metrics.dropped("encoding").inc();
+            })
+            .ok()
+    }
+}
+
+/// The part of an event a static mask falls on, when it is one of the policy's values.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Top {
+    Input,
+    Result,
+}
+
+/// The static masks as (top-level field, pointer below it), when every one falls on `input` or
+/// `result`; `None` sends events through the JSON tree.
+fn value_masks(masks: &[String]) -> Option<Vec<(Top, Vec<String>)>> {
+    masks
+        .iter()
+        .map(|p| {
+            let mut parts = segments(p)?;
+            let top = match parts.first().map(String::as_str) {
+                Some("input") => Top::Input,
+                Some("result") => Top::Result,
+                _ => return None,
+            };
+            parts.remove(0);
+            Some((top, parts))
+        })
+        .collect()
+}
+
+/// An event in OPA's EventV1 shape, borrowing the decision's values. Fields in alphabetical
+/// order, as a JSON object built from a map would have them, so both render paths agree.
+#[derive(serde::Serialize)]
+struct EventV1<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundles: Option<Bundles<'a>>,
+    decision_id: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorV1<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<Defined<'a>>,
+    labels: Labels<'a>,
+    metrics: Timers,
+    #[serde(skip_serializing_if = "no_calls")]
+    nd_builtin_cache: &'a NdBuiltinCache,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Defined<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+}
+
+impl<'a> EventV1<'a> {
+    fn new(e: &'a DecisionEvent, id: &'a str, path: &'a str, timestamp: &'a str) -> Self {
+        EventV1 {
+            bundles: e.revisions.as_deref().map(Bundles),
+            decision_id: &e.decision_id,
+            dry_run: e.dry_run,
+            erased: None,
+            error: e.error.as_deref().map(|message| ErrorV1 { message }),
+            input: e.input.as_ref().map(Defined),
+            labels: Labels {
+                id,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            metrics: Timers {
+                timer_rego_query_eval_ns: e.eval_ns,
+                timer_server_handler_ns: e.handler_ns,
+            },
+            nd_builtin_cache: &e.nd_builtin_cache,
+            path,
+            result: e.result.as_ref().map(Defined),
+            span_id: e.span_id.as_deref(),
+            timestamp,
+            trace_id: e.trace_id.as_deref(),
         }
-        if let Some(result) = &e.result {
-            event.insert("result".into(), to_json(result));
+    }
+}
+
+/// Builtin → arguments (a JSON array) → value, as OPA's `nd_builtin_cache`.
+pub type NdBuiltinCache = BTreeMap<&'static str, BTreeMap<String, regorus::Value>>;
+
+fn no_calls(calls: &&NdBuiltinCache) -> bool {
+    calls.is_empty()
+}
+
+#[derive(serde::Serialize)]
+struct Labels<'a> {
+    id: &'a str,
+    version: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Timers {
+    timer_rego_query_eval_ns: u64,
+    timer_server_handler_ns: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorV1<'a> {
+    message: &'a str,
+}
+
+/// `{"<bundle>": {"revision": "<rev>"}}`.
+struct Bundles<'a>(&'a BTreeMap<String, String>);
+
+impl serde::Serialize for Bundles<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, revision) in self.0 {
+            map.serialize_entry(name, &Revision { revision })?;
         }
-        if let Some(err) = e.error {
-            event.insert("error".into(), json!({"message": err}));
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Revision<'a> {
+    revision: &'a str,
+}
+
+/// A policy value, with an undefined one written as `null` (regorus writes `"<undefined>"`).
+struct Defined<'a>(&'a regorus::Value);
+
+impl serde::Serialize for Defined<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            regorus::Value::Undefined => s.serialize_unit(),
+            v => v.serialize(s),
         }
-        if let Some(revs) = &e.revisions {
-            let bundles: Map<String, Json> = revs
-                .iter()
-                .map(|(n, r)| (n.clone(), json!({"revision": r})))
-                .collect();
-            event.insert("bundles".into(), bundles.into());
-        }
-        event.insert(
-            "metrics".into(),
-            json!({"timer_rego_query_eval_ns": e.eval_ns, "timer_server_handler_ns": e.handler_ns}),
-        );
-        if e.dry_run {
-            event.insert("dry_run".into(), true.into());
-        }
-        // OPA's EventV1 names.
-        if let Some(trace_id) = e.trace_id {
-            event.insert("trace_id".into(), trace_id.into());
-        }
-        if let Some(span_id) = e.span_id {
-            event.insert("span_id".into(), span_id.into());
-        }
-        if !e.nd_builtin_cache.is_empty() {
-            event.insert(
-                "nd_builtin_cache".into(),
-                serde_json::to_value(&e.nd_builtin_cache).unwrap_or(Json::Null),
-            );
-        }
-        Json::Object(event)
     }
 }
 
@@ -414,108 +555,5 @@ fn apply_mask(event: &mut Json, ops: Vec<MaskOp>, erased: &mut Vec<Json>, masked
                 }
             }
         }
-    }
-}
-
-fn to_json(v: &regorus::Value) -> Json {
-    if *v == regorus::Value::Undefined {
-        return Json::Null;
-    }
-    serde_json::to_value(v).unwrap_or(Json::Null)
-}
-
-/// Sets the value at a JSON pointer, creating missing parent objects; returns whether it was set
-/// (not when a parent is a scalar, or an array index is out of range).
-pub fn upsert_pointer(doc: &mut Json, pointer: &str, value: Json) -> bool {
-    let parts: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    let Some((last, parents)) = parts.split_last() else {
-        return false;
-    };
-    let mut at = doc;
-    for part in parents {
-        at = match at {
-            Json::Object(m) => m
-                .entry(part.clone())
-                .or_insert_with(|| Json::Object(Map::new())),
-            Json::Array(a) => match part.parse::<usize>() {
-                Ok(i) if i < a.len() => &mut a[i],
-                _ => return false,
-            },
-            _ => return false,
-        };
-    }
-    match at {
-        Json::Object(m) => {
-            m.insert(last.clone(), value);
-            true
-        }
-        Json::Array(a) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => {
-                a[i] = value;
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Removes the value at a JSON pointer; returns whether something was removed.
-pub fn remove_pointer(doc: &mut Json, pointer: &str) -> bool {
-    let Some((parent, last)) = pointer.rsplit_once('/') else {
-        return false;
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    let target = if parent.is_empty() {
-        Some(doc)
-    } else {
-        doc.pointer_mut(parent)
-    };
-    match target {
-        Some(Json::Object(m)) => m.remove(&last).is_some(),
-        Some(Json::Array(a)) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => {
-                a.remove(i);
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upserts_set_fields_and_create_parents() {
-        let mut doc = json!({"input": {"l": [1, 2], "s": "x"}});
-        assert!(upsert_pointer(
-            &mut doc,
-            "/input/user/name",
-            json!("redacted")
-        ));
-        assert!(upsert_pointer(&mut doc, "/input/l/1", json!(0)));
-        assert!(!upsert_pointer(&mut doc, "/input/l/5", json!(0)));
-        assert!(!upsert_pointer(&mut doc, "/input/s/deeper", json!(0)));
-        assert_eq!(
-            doc,
-            json!({"input": {"l": [1, 0], "s": "x", "user": {"name": "redacted"}}})
-        );
-    }
-
-    #[test]
-    fn pointers_remove_fields() {
-        let mut doc = json!({"input": {"h": {"authorization": "x", "a/b": 1}, "l": [1, 2]}});
-        assert!(remove_pointer(&mut doc, "/input/h/authorization"));
-        assert!(remove_pointer(&mut doc, "/input/h/a~1b"));
-        assert!(remove_pointer(&mut doc, "/input/l/0"));
-        assert!(!remove_pointer(&mut doc, "/input/missing/x"));
-        assert_eq!(doc, json!({"input": {"h": {}, "l": [2]}}));
     }
 }

@@ -1,6 +1,7 @@
 //! Decision logs uploaded with OPA's decision log API to a real receiver on 127.0.0.1: gzipped
 //! JSON arrays POSTed with the bearer token, each chunk within `upload_size_limit_bytes`,
-//! nothing lost while the receiver fails, and what is buffered uploaded at shutdown.
+//! nothing lost while the receiver fails, and what is buffered uploaded at shutdown; with a spool,
+//! nothing lost through an outage longer than the memory buffer holds, nor through a restart.
 
 mod server_support;
 
@@ -87,13 +88,19 @@ async fn receiver(fail_first: usize) -> (Arc<Receiver>, String) {
 }
 
 async fn sidecar(url: &str, delays: (u64, u64)) -> Sidecar {
+    spooling_sidecar(url, delays, "").await
+}
+
+/// A sidecar uploading to `url`; `extra` adds keys to its `decision_logs.upload` section.
+async fn spooling_sidecar(url: &str, delays: (u64, u64), extra: &str) -> Sidecar {
     let url = url.to_string();
+    let extra = extra.to_string();
     Sidecar::start(POLICY, None, move |cfg, dir| {
         let token = dir.join("log-token");
         std::fs::write(&token, "log-token\n").expect("token");
         cfg.decision_logs.upload = Some(
             serde_yaml::from_str(&format!(
-                "{{url: '{url}', bearer_token_file: '{}', min_delay_seconds: {}, max_delay_seconds: {}, upload_size_limit_bytes: 2048}}",
+                "{{url: '{url}', bearer_token_file: '{}', min_delay_seconds: {}, max_delay_seconds: {}, upload_size_limit_bytes: 2048{extra}}}",
                 token.display(),
                 delays.0,
                 delays.1
@@ -102,6 +109,19 @@ async fn sidecar(url: &str, delays: (u64, u64)) -> Sidecar {
         );
     })
     .await
+}
+
+/// The spool files in `dir` and the events they hold.
+fn spooled(dir: &std::path::Path) -> (usize, usize) {
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    let events = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.lines().count())
+        .sum();
+    (files.len(), events)
 }
 
 /// Sends `n` Checks (half allowed), each with a bearer token the default mask erases.
@@ -176,4 +196,79 @@ async fn shutdown_uploads_what_is_buffered() {
     assert!(r.ids().is_empty());
     s.stop().await;
     assert_eq!(r.ids().len(), 7, "uploaded during shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_memory_buffer_is_ridden_out_on_disk() {
+    let (r, url) = receiver(usize::MAX).await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        ", buffer_size_limit_bytes: 4096, spool: {{dir: '{}'}}",
+        spool.path().display()
+    );
+    let s = spooling_sidecar(&url, (1, 1), &extra).await;
+    checks(&s, 40).await;
+    // Forty events of about a kilobyte do not fit 4 KiB: most are on disk.
+    let on_disk = eventually(Duration::from_secs(10), || spooled(spool.path()).1 >= 25).await;
+    assert!(on_disk, "spooled: {:?}", spooled(spool.path()));
+    let m = metrics(&s);
+    assert!(
+        metric(&m, "regent_decision_log_spool_bytes") > Some(0.0),
+        "{m}"
+    );
+    let tried = eventually(Duration::from_secs(10), || {
+        r.refused.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert!(tried, "an upload was attempted during the outage");
+    assert!(r.ids().is_empty(), "the receiver accepted nothing yet");
+
+    r.fail_first.store(0, Ordering::SeqCst);
+    let all = eventually(Duration::from_secs(60), || r.ids().len() >= 40).await;
+    assert!(all, "{} of 40 events arrived", r.ids().len());
+    assert_eq!(r.events.lock().unwrap().len(), 40, "each event once");
+    let emptied = eventually(Duration::from_secs(10), || {
+        spooled(spool.path()) == (0, 0)
+            && metric(&metrics(&s), "regent_decision_log_spool_bytes") == Some(0.0)
+    })
+    .await;
+    assert!(emptied, "spool left: {:?}", spooled(spool.path()));
+    let m = metrics(&s);
+    for reason in ["buffer_full", "spool_full", "spool_corrupt", "shutdown"] {
+        let sample = format!("regent_decision_logs_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &sample), Some(0.0), "{sample}: {m}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_shutdown_could_not_upload_is_uploaded_by_the_next_run() {
+    let (r, url) = receiver(usize::MAX).await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        ", shutdown_flush_seconds: 2, spool: {{dir: '{}'}}",
+        spool.path().display()
+    );
+    // No periodic upload within the test: only shutdown's, which the receiver refuses.
+    let first = spooling_sidecar(&url, (600, 600), &extra).await;
+    checks(&first, 9).await;
+    let sent = metric(
+        &metrics(&first),
+        "regent_decision_logs_dropped_total{reason=\"shutdown\"}",
+    );
+    assert_eq!(sent, Some(0.0));
+    first.stop().await;
+    assert_eq!(
+        spooled(spool.path()).1,
+        9,
+        "every event spooled at shutdown"
+    );
+    assert!(r.ids().is_empty());
+
+    r.fail_first.store(0, Ordering::SeqCst);
+    let second = spooling_sidecar(&url, (1, 1), &extra).await;
+    let all = eventually(Duration::from_secs(30), || r.ids().len() >= 9).await;
+    assert!(all, "{} of the first run's 9 events arrived", r.ids().len());
+    assert_eq!(spooled(spool.path()), (0, 0));
+    second.stop().await;
 }

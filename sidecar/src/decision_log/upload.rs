@@ -22,7 +22,9 @@ use rand::Rng as _;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::spool::{Spool, SpoolConfig};
 use super::DecisionLogMetrics;
 use crate::sync::config::{HttpConfig, Secret};
 use crate::sync::credentials::Bearer;
@@ -72,6 +74,9 @@ pub struct UploadConfig {
     /// How long shutdown waits for what is buffered to be uploaded.
     #[serde(default = "default_shutdown_flush")]
     pub shutdown_flush_seconds: u64,
+    /// Spool to disk what the memory buffer cannot hold, and what shutdown could not upload.
+    #[serde(default)]
+    pub spool: Option<SpoolConfig>,
 }
 
 fn default_scheme() -> String {
@@ -113,6 +118,7 @@ impl UploadConfig {
             buffer_size_limit_bytes: default_buffer_size_limit(),
             timeout_seconds: default_timeout(),
             shutdown_flush_seconds: default_shutdown_flush(),
+            spool: None,
         }
     }
 
@@ -163,6 +169,9 @@ impl UploadConfig {
                 format!("at least 1024, got {}", self.upload_size_limit_bytes),
             ));
         }
+        if let Some(spool) = &self.spool {
+            spool.validate()?;
+        }
         Ok(())
     }
 
@@ -195,6 +204,8 @@ pub(super) struct Buffer {
     /// Events handed to the writer thread but not in `events` yet: shutdown waits for them.
     pub(super) in_transit: AtomicUsize,
     metrics: DecisionLogMetrics,
+    /// Where the oldest events go beyond `limit`, instead of being dropped.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Buffer {
@@ -204,24 +215,43 @@ impl Buffer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends one event; drops the oldest beyond the byte limit.
+    /// Appends one event; beyond the byte limit the oldest are spooled (blocking: the writer
+    /// thread calls this) or dropped.
     pub(super) fn push(&self, event: Vec<u8>) {
-        let mut events = self.lock();
-        let mut bytes = self.bytes.load(Ordering::Relaxed) + event.len();
-        events.push_back(event);
-        bytes = self.trim(&mut events, bytes);
-        self.bytes.store(bytes, Ordering::Relaxed);
-        self.metrics.buffer_bytes.set(bytes as i64);
+        let overflow = {
+            let mut events = self.lock();
+            let bytes = self.bytes.load(Ordering::Relaxed) + event.len();
+            events.push_back(event);
+            self.trim(&mut events, bytes)
+        };
+        if let (Some(spool), false) = (&self.spool, overflow.is_empty()) {
+            spool.write(overflow);
+        }
     }
 
-    /// Drops the oldest events until `bytes` fits the limit; returns what is left.
-    fn trim(&self, events: &mut VecDeque<Vec<u8>>, mut bytes: usize) -> usize {
-        while bytes > self.limit {
-            let Some(old) = events.pop_front() else { break };
-            bytes -= old.len();
-            self.metrics.dropped("buffer_full").inc();
+    /// Brings the buffer within its limit: drops the oldest events, or with a spool takes them
+    /// out (down to three quarters of the limit, so spills are few) and returns them.
+    fn trim(&self, events: &mut VecDeque<Vec<u8>>, mut bytes: usize) -> Vec<Vec<u8>> {
+        let mut overflow = Vec::new();
+        if bytes > self.limit {
+            let target = if self.spool.is_some() {
+                self.limit / 4 * 3
+            } else {
+                self.limit
+            };
+            while bytes > target {
+                let Some(old) = events.pop_front() else { break };
+                bytes -= old.len();
+                if self.spool.is_some() {
+                    overflow.push(old);
+                } else {
+                    self.metrics.dropped("buffer_full").inc();
+                }
+            }
         }
-        bytes
+        self.bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.buffer_bytes.set(bytes as i64);
+        overflow
     }
 
     /// Takes up to `n` events from the front.
@@ -235,21 +265,33 @@ impl Buffer {
         taken
     }
 
-    /// Puts events taken for a failed upload back in front (the oldest beyond the limit go).
+    /// Puts events taken for a failed upload back in front (the oldest beyond the limit are
+    /// spooled, off the runtime, or dropped).
     fn put_back(&self, taken: Vec<Vec<u8>>) {
-        let mut events = self.lock();
-        let mut bytes = self.bytes.load(Ordering::Relaxed);
-        for e in taken.into_iter().rev() {
-            bytes += e.len();
-            events.push_front(e);
+        let overflow = {
+            let mut events = self.lock();
+            let mut bytes = self.bytes.load(Ordering::Relaxed);
+            for e in taken.into_iter().rev() {
+                bytes += e.len();
+                events.push_front(e);
+            }
+            self.trim(&mut events, bytes)
+        };
+        if let (Some(spool), false) = (&self.spool, overflow.is_empty()) {
+            let spool = spool.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || spool.write(overflow))),
+                Err(_) => spool.write(overflow),
+            }
         }
-        bytes = self.trim(&mut events, bytes);
-        self.bytes.store(bytes, Ordering::Relaxed);
-        self.metrics.buffer_bytes.set(bytes as i64);
     }
 
     fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -324,6 +366,10 @@ impl Uploader {
             limit: usize::try_from(cfg.buffer_size_limit_bytes).unwrap_or(usize::MAX),
             in_transit: AtomicUsize::new(0),
             metrics: metrics.clone(),
+            spool: match &cfg.spool {
+                Some(sc) => Some(Arc::new(Spool::open(sc, metrics.clone())?)),
+                None => None,
+            },
         });
         Ok(Uploader {
             cfg: cfg.clone(),
@@ -379,10 +425,28 @@ impl Uploader {
         backoff.mul_f64(rng.gen_range(0.5..=1.0))
     }
 
-    /// Uploads chunks until the buffer is empty or one fails (its events are back in front).
+    /// Uploads chunks until the buffer, and then the spool, are empty or one fails (its events
+    /// are back in front).
     async fn upload_all(&mut self) -> anyhow::Result<()> {
+        loop {
+            self.upload_buffered(None).await?;
+            if !self.refill_from_spool().await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Uploads chunks until the memory buffer is empty, one fails, or `deadline` passes; the
+    /// events of a chunk not uploaded go back in front.
+    async fn upload_buffered(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
         while let Some(Chunk { body, events }) = self.next_chunk() {
-            if let Err(e) = self.post(body).await {
+            let posted = match deadline {
+                Some(d) => tokio::time::timeout_at(d, self.post(body))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("shutdown_flush_seconds passed"))),
+                None => self.post(body).await,
+            };
+            if let Err(e) = posted {
                 self.metrics.upload("error");
                 self.buffer.put_back(events);
                 return Err(e);
@@ -390,6 +454,31 @@ impl Uploader {
             self.metrics.upload("ok");
         }
         Ok(())
+    }
+
+    /// Moves the oldest spool file into the memory buffer once it has room; whether it did.
+    async fn refill_from_spool(&self) -> bool {
+        let Some(spool) = self.buffer.spool.clone() else {
+            return false;
+        };
+        match spool.oldest_bytes() {
+            Some(n) if n as usize <= self.buffer.limit.saturating_sub(self.buffer.bytes()) => {}
+            // The buffer holds a file's worth already (or the limit shrank below a file written
+            // by an earlier run: take it anyway once the buffer is empty; it spills back the part
+            // that does not fit, and each round uploads some).
+            Some(_) if self.buffer.len() == 0 => {}
+            _ => return false,
+        }
+        match tokio::task::spawn_blocking(move || spool.take_oldest()).await {
+            Ok(events) => {
+                self.buffer.put_back(events);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the decision log spool failed");
+                false
+            }
+        }
     }
 
     /// The next chunk from the front of the buffer, as many events as fit the gzipped limit.
@@ -457,28 +546,41 @@ impl Uploader {
 
     /// The last uploads at shutdown: waits for events still with the writer thread, then uploads
     /// until the buffer is empty, one upload fails, or `shutdown_flush_seconds` pass. What is
-    /// left is counted as dropped (`shutdown`).
+    /// left goes to the spool (uploaded by the next run), or without one is counted as dropped
+    /// (`shutdown`). Spooled files stay where they are.
     async fn flush_at_shutdown(&mut self) {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_seconds);
-        let flushed = tokio::time::timeout_at(deadline, async {
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_seconds);
+        let drained = tokio::time::timeout_at(deadline, async {
             while self.buffer.in_transit.load(Ordering::Acquire) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            self.upload_all().await
         })
         .await;
-        let left = self.buffer.len();
-        match flushed {
-            Ok(Ok(())) => tracing::info!("decision logs uploaded"),
-            Ok(Err(e)) => tracing::warn!(error = %e, left, "last decision log upload failed"),
-            Err(_) => tracing::warn!(
-                left,
-                "decision log upload did not finish in shutdown_flush_seconds"
-            ),
+        let flushed = match drained {
+            Ok(()) => self.upload_buffered(Some(deadline)).await,
+            Err(_) => Err(anyhow::anyhow!("the writer thread did not finish in time")),
+        };
+        let left = self.buffer.take(usize::MAX);
+        match &flushed {
+            Ok(()) => tracing::info!("decision logs uploaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, left = left.len(), "last decision log upload did not finish")
+            }
         }
-        if left > 0 {
-            self.metrics.dropped("shutdown").inc_by(left as u64);
+        if left.is_empty() {
+            return;
+        }
+        match self.buffer.spool.clone() {
+            Some(spool) => {
+                let n = left.len();
+                if tokio::task::spawn_blocking(move || spool.write(left))
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(events = n, "decision logs not uploaded were spooled");
+                }
+            }
+            None => self.metrics.dropped("shutdown").inc_by(left.len() as u64),
         }
     }
 }
