@@ -32,7 +32,6 @@ say() { echo "$@" | tee -a "$RESULTS"; }
 
 echo "building (release)..." >&2
 $CARGO build --release -p regent-sidecar -p regent-bench --bins
-$CARGO build --release -p regent-sidecar --example activation_bench
 BIN=$ROOT/target/release
 # Generated bundle data of the real-world policies (deterministic: rewritten only if it changed).
 "$BIN/fixtures" "$ROOT/bench/policies"
@@ -347,12 +346,12 @@ say "| bundle data | bundle size (gzip) | activation (unpack, verify, compile, s
 say "|---|---|---|---|---|---|---|---|"
 for mb in $ACTIVATION_SIZES; do
     for _ in $(seq "$ROUNDS"); do
-        "$BIN/examples/activation_bench" "$mb" | tee -a "$RESULTS"
+        "$BIN/activation_bench" "$mb" | tee -a "$RESULTS"
     done
 done
 # A revision that changes only policy, with the largest data unchanged.
 for _ in $(seq "$ROUNDS"); do
-    "$BIN/examples/activation_bench" "${ACTIVATION_SIZES##* }" --same-data | tee -a "$RESULTS"
+    "$BIN/activation_bench" "${ACTIVATION_SIZES##* }" --same-data | tee -a "$RESULTS"
 done
 
 # 5. What a bundle the keyring refuses costs the sidecar's reader (issue 22: peak RSS above the
@@ -370,8 +369,7 @@ if [ "${LONGPOLL_CLIENTS:-10000}" -gt 0 ]; then
     say ""
     say "## Bundle server long-poll fan-out (${LONGPOLL_CLIENTS:-10000} clients)"
     say ""
-    $CARGO build --release -p regent-bundle-server --example longpoll_bench
-    "$BIN/examples/longpoll_bench" "${LONGPOLL_CLIENTS:-10000}" | tee -a "$RESULTS"
+    "$BIN/longpoll_bench" "${LONGPOLL_CLIENTS:-10000}" | tee -a "$RESULTS"
 fi
 
 echo "results: $RESULTS" >&2

@@ -6,7 +6,7 @@
 //! own. Source addresses are spread over 127.0.0.0/8 so ephemeral ports never run out.
 //!
 //! ```text
-//! cargo run --release -p regent-bundle-server --example longpoll_bench -- [CLIENTS]
+//! cargo run --release -p regent-bench --bin longpoll_bench -- [CLIENTS]
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};

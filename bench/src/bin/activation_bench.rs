@@ -1,4 +1,4 @@
-//! Bundle activation cost: `cargo run --release -p regent-sidecar --example activation_bench -- <MB>
+//! Bundle activation cost: `cargo run --release -p regent-bench --bin activation_bench -- <MB>
 //! [--same-data]`
 //!
 //! Builds two signed bundles holding about <MB> MiB of JSON data each (with `--same-data`, the very
