@@ -28,8 +28,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=${BIN:-$ROOT/target/release}
-OUT=${OUT:-$ROOT/target/bench}
+BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
+OUT=${OUT:-${CARGO_TARGET_DIR:-$ROOT/target}/bench}
 WORK=$OUT/callgrind
 WARM=${CALLGRIND_WARMUP:-400}
 CHECKS=${CALLGRIND_CHECKS:-1000}

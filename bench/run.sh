@@ -23,7 +23,8 @@ WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-"1 64"}
 ROUNDS=${ROUNDS:-3}
 ACTIVATION_SIZES=${ACTIVATION_SIZES:-"1 10 50"}
-OUT=$ROOT/target/bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/bench
 mkdir -p "$OUT"
 RESULTS=$OUT/results.md
 : >"$RESULTS"
@@ -32,7 +33,7 @@ say() { echo "$@" | tee -a "$RESULTS"; }
 
 echo "building (release)..." >&2
 $CARGO build --release -p regent-sidecar -p regent-bench --bins
-BIN=$ROOT/target/release
+BIN=$TARGET/release
 # Generated bundle data of the real-world policies (deterministic: rewritten only if it changed).
 "$BIN/fixtures" "$ROOT/bench/policies"
 
