@@ -215,7 +215,9 @@ done
 # 127.0.0.1, against the same sidecar with neither (`plain`), in turn, ROUNDS times. Knob: OBSERVABILITY (1; 0
 # skips it).
 if [ "${OBSERVABILITY:-1}" != 0 ]; then
-    "$BIN/log_receiver" --addr 127.0.0.1:0 >"$OUT/log_receiver.out" 2>&1 &
+    # On the load generator's core: the receiver stands for a service elsewhere, and its gunzip
+    # and JSON parsing must not take the sidecar's core.
+    "${LOAD_PIN[@]}" "$BIN/log_receiver" --addr 127.0.0.1:0 >"$OUT/log_receiver.out" 2>&1 &
     PIDS+=("$!")
     LOGS_ADDR=$(wait_for_line "$OUT/log_receiver.out" '^listening ' | awk '{print $2}')
     printf 'decision_logs:\n  upload:\n    url: "http://%s/logs"\n    min_delay_seconds: 1\n    max_delay_seconds: 1\n' \

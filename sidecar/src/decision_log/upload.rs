@@ -316,6 +316,63 @@ fn gzip_array(events: &[Vec<u8>]) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
+/// Builds chunks from the front of the buffer.
+struct Chunker {
+    buffer: Arc<Buffer>,
+    metrics: DecisionLogMetrics,
+    /// Largest chunk, gzipped.
+    limit: usize,
+    /// Events per chunk to try first: adapts to how well the events compress.
+    guess: usize,
+}
+
+impl Chunker {
+    /// The next chunk from the front of the buffer, as many events as fit the gzipped limit.
+    /// An event that alone does not fit is dropped (counted `too_large`).
+    fn next_chunk(&mut self) -> Option<Chunk> {
+        let limit = self.limit;
+        loop {
+            let mut events = self.buffer.take(self.guess.max(1));
+            if events.is_empty() {
+                return None;
+            }
+            loop {
+                let body = match gzip_array(&events) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "compressing decision logs failed; dropping the chunk");
+                        for _ in &events {
+                            self.metrics.dropped("encoding").inc();
+                        }
+                        break;
+                    }
+                };
+                if body.len() <= limit {
+                    // Room to spare: try more next time; the events compress well.
+                    if body.len() < limit / 2 && events.len() == self.guess {
+                        self.guess = self.guess.saturating_mul(2).min(100_000);
+                    }
+                    return Some(Chunk { body, events });
+                }
+                if events.len() == 1 {
+                    tracing::warn!(
+                        gzipped = body.len(),
+                        limit,
+                        "a decision log event is larger than upload_size_limit_bytes gzipped; dropped"
+                    );
+                    self.metrics.dropped("too_large").inc();
+                    break;
+                }
+                // Too big: halve, and give the rest back for the next chunk.
+                let half = events.len() / 2;
+                let rest = events.split_off(half);
+                self.buffer.put_back(rest);
+                self.guess = half;
+            }
+        }
+    }
+}
+
 /// The uploader: its buffer, client and pacing.
 pub(super) struct Uploader {
     cfg: UploadConfig,
@@ -439,7 +496,7 @@ impl Uploader {
     /// Uploads chunks until the memory buffer is empty, one fails, or `deadline` passes; the
     /// events of a chunk not uploaded go back in front.
     async fn upload_buffered(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
-        while let Some(Chunk { body, events }) = self.next_chunk() {
+        while let Some(Chunk { body, events }) = self.next_chunk_off_runtime().await {
             let posted = match deadline {
                 Some(d) => tokio::time::timeout_at(d, self.post(body))
                     .await
@@ -481,49 +538,23 @@ impl Uploader {
         }
     }
 
-    /// The next chunk from the front of the buffer, as many events as fit the gzipped limit.
-    /// An event that alone does not fit is dropped (counted `too_large`).
-    fn next_chunk(&mut self) -> Option<Chunk> {
-        let limit = usize::try_from(self.cfg.upload_size_limit_bytes).unwrap_or(usize::MAX);
-        loop {
-            let mut events = self.buffer.take(self.guess.max(1));
-            if events.is_empty() {
-                return None;
-            }
-            loop {
-                let body = match gzip_array(&events) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "compressing decision logs failed; dropping the chunk");
-                        for _ in &events {
-                            self.metrics.dropped("encoding").inc();
-                        }
-                        break;
-                    }
-                };
-                if body.len() <= limit {
-                    // Room to spare: try more next time; the events compress well.
-                    if body.len() < limit / 2 && events.len() == self.guess {
-                        self.guess = self.guess.saturating_mul(2).min(100_000);
-                    }
-                    return Some(Chunk { body, events });
-                }
-                if events.len() == 1 {
-                    tracing::warn!(
-                        gzipped = body.len(),
-                        limit,
-                        "a decision log event is larger than upload_size_limit_bytes gzipped; dropped"
-                    );
-                    self.metrics.dropped("too_large").inc();
-                    break;
-                }
-                // Too big: halve, and give the rest back for the next chunk.
-                let half = events.len() / 2;
-                let rest = events.split_off(half);
-                self.buffer.put_back(rest);
-                self.guess = half;
-            }
-        }
+    /// The next chunk, compressed off the runtime: on the single-threaded runtime a chunk's
+    /// gzip would otherwise hold up every Check for a millisecond or more.
+    async fn next_chunk_off_runtime(&mut self) -> Option<Chunk> {
+        let mut chunker = Chunker {
+            buffer: self.buffer.clone(),
+            metrics: self.metrics.clone(),
+            limit: usize::try_from(self.cfg.upload_size_limit_bytes).unwrap_or(usize::MAX),
+            guess: self.guess,
+        };
+        let (chunk, guess) = tokio::task::spawn_blocking(move || {
+            let chunk = chunker.next_chunk();
+            (chunk, chunker.guess)
+        })
+        .await
+        .ok()?;
+        self.guess = guess;
+        chunk
     }
 
     async fn post(&self, body: Vec<u8>) -> anyhow::Result<()> {
@@ -623,7 +654,7 @@ mod tests {
     #[test]
     fn chunks_fit_the_gzipped_limit_and_oversized_events_are_dropped() {
         let metrics = DecisionLogMetrics::new().expect("metrics");
-        let mut up = Uploader::new(
+        let up = Uploader::new(
             &cfg("{url: 'http://127.0.0.1:1/logs', upload_size_limit_bytes: 1024}"),
             metrics.clone(),
         )
@@ -642,7 +673,13 @@ mod tests {
             .collect();
         up.buffer.push(format!(r#"{{"n":"{huge}"}}"#).into_bytes());
         let mut ids = Vec::new();
-        while let Some(chunk) = up.next_chunk() {
+        let mut chunker = Chunker {
+            buffer: up.buffer.clone(),
+            metrics: metrics.clone(),
+            limit: 1024,
+            guess: up.guess,
+        };
+        while let Some(chunk) = chunker.next_chunk() {
             assert!(chunk.body.len() <= 1024, "{} bytes", chunk.body.len());
             let mut json = Vec::new();
             std::io::Read::read_to_end(
