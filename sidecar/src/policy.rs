@@ -108,4 +108,8 @@ impl PolicySink<Bundle> for Arc<PolicyStore> {
             .map(|_| ())
             .map_err(|e| Refusal::new("compile", e.to_string()))
     }
+
+    fn evaluator(&self) -> Option<&'static str> {
+        self.current().map(|p| p.kind().as_str())
+    }
 }

@@ -137,7 +137,10 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     )
     .context("starting the decision logger")?;
     let decision_upload = logger.upload();
-    let tracing = crate::telemetry::Tracing::start(&cfg.tracing).context("tracing")?;
+    let tracing_metrics = crate::telemetry::TracingMetrics::register(&metrics.registry)
+        .context("registering the tracing metrics")?;
+    let tracing =
+        crate::telemetry::Tracing::start(&cfg.tracing, &tracing_metrics).context("tracing")?;
     let descriptors = match &cfg.policy.proto_descriptor {
         Some(p) => Some(Arc::new(
             load_descriptor_set(p).context("policy.proto_descriptor")?,
@@ -341,8 +344,15 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             store.clone(),
             rules_from_config(&cfg.sync),
         );
-        sync =
-            Some(crate::sync::start_with(&cfg.sync, Arc::new(activator), &metrics.registry).await?);
+        sync = Some(
+            crate::sync::start_traced(
+                &cfg.sync,
+                Arc::new(activator),
+                &metrics.registry,
+                tracing.clone(),
+            )
+            .await?,
+        );
     } else {
         tracing::warn!(
             "no policy source configured (policy.bundle or sync.bundles): answering per fail_mode"

@@ -4,43 +4,14 @@
 mod server_support;
 mod sync_support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use regent_bundle::signing::{self, SignClaims};
-use regent_bundle::Bundle;
 use regent_sidecar::sync::{BundleSource, KeyConfig, PollingConfig};
 use server_support::{base_config, eventually, metric, Sidecar};
+use sync_support::{key_pair, signed};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn signed(rev: &str, key: &signing::SigningKey, iat: i64) -> Vec<u8> {
-    let mut files = BTreeMap::new();
-    files.insert(
-        ".manifest".to_string(),
-        format!(r#"{{"revision":"{rev}","roots":["envoy"]}}"#).into_bytes(),
-    );
-    files.insert(
-        "envoy/authz/policy.rego".to_string(),
-        b"package envoy.authz\n\nallow := true\n".to_vec(),
-    );
-    let mut b = Bundle::from_files(files).expect("bundle");
-    let claims = SignClaims {
-        iat: Some(iat),
-        ..SignClaims::default()
-    };
-    signing::sign(&mut b, key, "k1", &claims).expect("sign");
-    b.to_tar_gz().expect("tar.gz")
-}
-
-fn key_pair() -> (signing::SigningKey, String) {
-    let (private, public) = signing::generate_key_pem();
-    (
-        signing::signing_key_from_pem(&private, "test key").expect("key"),
-        public,
-    )
-}
 
 /// Replaces `path` atomically (write beside, then rename), as a Kubernetes symlink swap does, so a
 /// poll never reads half a file.

@@ -7,21 +7,14 @@
 
 mod server_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use regent_sidecar::config::{LogOutput, SidecarConfig};
 use regent_sidecar::telemetry::{attr, Exporter, CHECK_SPAN};
+use regent_telemetry::testkit::{
+    attribute, child_of, grpc_receiver, hex, http_receiver, int_attr, silent_receiver, string,
+    string_attr, Any, SpanKind,
+};
 use server_support::*;
 
 /// Names one header; an unknown x-user leaves the decision undefined (an error).
@@ -42,111 +35,6 @@ const PARENT: &str = "00f067aa0ba902b7";
 
 fn traceparent(trace: &str, parent: &str, sampled: bool) -> String {
     format!("00-{trace}-{parent}-{}", if sampled { "01" } else { "00" })
-}
-
-/// What the receiver was sent.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-impl Received {
-    fn push(&self, r: ExportTraceServiceRequest) {
-        self.0.lock().expect("lock").push(r);
-    }
-
-    /// Every span received, with the resource's `service.name`.
-    fn spans(&self) -> Vec<(Option<String>, Span)> {
-        let requests = self.0.lock().expect("lock");
-        let mut out = Vec::new();
-        for req in requests.iter() {
-            for rs in &req.resource_spans {
-                let service = rs.resource.as_ref().and_then(|r| {
-                    r.attributes
-                        .iter()
-                        .find(|kv| kv.key == "service.name")
-                        .and_then(|kv| string(kv.value.as_ref()?.value.as_ref()?))
-                });
-                for ss in &rs.scope_spans {
-                    for span in &ss.spans {
-                        out.push((service.clone(), span.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-fn string(v: &Any) -> Option<String> {
-    match v {
-        Any::StringValue(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// An OTLP/gRPC receiver on 127.0.0.1; returns its address and what it receives.
-async fn grpc_receiver() -> (std::net::SocketAddr, Received) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let received = Received::default();
-    let service = TraceServiceServer::new(received.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .expect("receiver serves");
-    });
-    (addr, received)
-}
-
-/// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on 127.0.0.1.
-async fn http_receiver() -> (std::net::SocketAddr, Received) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let received = Received::default();
-    let store = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: bytes::Bytes| {
-            let store = store.clone();
-            async move {
-                match ExportTraceServiceRequest::decode(body) {
-                    Ok(req) => {
-                        store.push(req);
-                        (
-                            http::StatusCode::OK,
-                            [("content-type", "application/x-protobuf")],
-                            ExportTraceServiceResponse::default().encode_to_vec(),
-                        )
-                    }
-                    Err(_) => (
-                        http::StatusCode::BAD_REQUEST,
-                        [("content-type", "text/plain")],
-                        b"not an ExportTraceServiceRequest".to_vec(),
-                    ),
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("receiver serves");
-    });
-    (addr, received)
 }
 
 /// A sidecar tracing to `endpoint` (with `exporter`), its policy active; `tweak` edits the rest.
@@ -171,39 +59,6 @@ async fn sidecar(
     let ready = eventually(Duration::from_secs(10), || s.running.store.is_ready()).await;
     assert!(ready, "the policy is activated");
     s
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attribute<'s>(span: &'s Span, key: &str) -> Option<&'s Any> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-}
-
-fn string_attr(span: &Span, key: &str) -> Option<String> {
-    attribute(span, key).and_then(string)
-}
-
-fn int_attr(span: &Span, key: &str) -> Option<i64> {
-    match attribute(span, key) {
-        Some(Any::IntValue(i)) => Some(*i),
-        _ => None,
-    }
-}
-
-/// The one span whose parent is `parent`.
-fn child_of<'s>(spans: &'s [(Option<String>, Span)], parent: &str) -> &'s Span {
-    let found: Vec<&Span> = spans
-        .iter()
-        .map(|(_, s)| s)
-        .filter(|s| hex(&s.parent_span_id) == parent)
-        .collect();
-    assert_eq!(found.len(), 1, "one span with parent {parent}: {spans:#?}");
-    found[0]
 }
 
 #[tokio::test]
@@ -501,16 +356,7 @@ async fn tracing_off_makes_no_span_and_no_ids() {
 /// shutdown gives up on the last export after `tracing.export_timeout_seconds`.
 #[tokio::test]
 async fn a_collector_that_never_answers_delays_neither_checks_nor_shutdown() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
-        }
-    });
+    let (addr, held) = silent_receiver().await;
     let s = sidecar(Exporter::OtlpGrpc, format!("http://{addr}"), |cfg, _| {
         cfg.tracing.export_timeout_seconds = 1;
         // Room for every span: shutdown has a batch to export and must give up on it.

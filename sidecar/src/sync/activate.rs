@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use regent_bundle::manifest::paths_overlap;
 
+use opentelemetry::trace::Span as _;
+use opentelemetry::KeyValue;
+
 use super::runner::{Activator, Refusal};
+use super::trace::{self, attr};
 
 /// What the rules need from the bundle library.
 pub trait BundleFormat: Send + Sync + 'static {
@@ -37,12 +41,20 @@ pub trait BundleFormat: Send + Sync + 'static {
         active: &Self::Signature,
         candidate: &Self::Signature,
     ) -> Result<(), Refusal>;
+    /// The id of the key that made `signature`, for the verify span.
+    fn key_id(&self, _signature: &Self::Signature) -> Option<String> {
+        None
+    }
 }
 
 /// Compiles a complete set of bundles and swaps it in atomically; on error nothing changes.
 pub trait PolicySink<B>: Send + Sync + 'static {
     /// Activate exactly these bundles. Refusal reason `compile`.
     fn activate(&self, bundles: Vec<(String, Arc<B>)>) -> Result<(), Refusal>;
+    /// The evaluator of the policy now active (`vm` or `interpreter`), for the activate span.
+    fn evaluator(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 struct Active<F: BundleFormat> {
@@ -94,13 +106,79 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
 
 impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S> {
     fn activate(&self, name: &str, bytes: &[u8]) -> Result<String, Refusal> {
+        // The round's context, attached by the sync loop when tracing is on.
+        let cx = opentelemetry::Context::current();
+        let verify = !self.rules.insecure_skip_verification;
+        let span = trace::child(&cx, trace::VERIFY_SPAN, name);
+        let read = self.read(name, bytes, verify);
+        if let Some(mut span) = span {
+            let result = match &read {
+                Ok(_) if !verify => "skipped",
+                Ok(_) => "ok",
+                Err(_) => "refused",
+            };
+            span.set_attribute(KeyValue::new(attr::RESULT, result));
+            match &read {
+                Ok((_, Some(sig))) => {
+                    if let Some(kid) = self.format.key_id(sig) {
+                        span.set_attribute(KeyValue::new(attr::SIGNING_KID, kid));
+                    }
+                    span.end();
+                }
+                Ok((_, None)) => span.end(),
+                Err(r) => {
+                    span.set_attribute(KeyValue::new(attr::REASON, r.reason));
+                    trace::fail(span, r.to_string());
+                }
+            }
+        }
+        let (bundle, signature) = read?;
+        let span = trace::child(&cx, trace::ACTIVATE_SPAN, name);
+        let activated = self.apply(name, bundle, signature);
+        if let Some(mut span) = span {
+            match &activated {
+                Ok((revision, evaluator)) => {
+                    span.set_attribute(KeyValue::new(attr::RESULT, "ok"));
+                    span.set_attribute(KeyValue::new(attr::REVISION, revision.clone()));
+                    if let Some(e) = evaluator {
+                        span.set_attribute(KeyValue::new(attr::EVALUATOR, *e));
+                    }
+                    span.end();
+                }
+                Err(r) => {
+                    span.set_attribute(KeyValue::new(attr::RESULT, "refused"));
+                    span.set_attribute(KeyValue::new(attr::REASON, r.reason));
+                    trace::fail(span, r.to_string());
+                }
+            }
+        }
+        activated.map(|(revision, _)| revision)
+    }
+}
+
+impl<F: BundleFormat, S: PolicySink<F::Bundle>> SetActivator<F, S> {
+    /// Unpacks `bytes` and, when `verify`, checks the signature.
+    fn read(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        verify: bool,
+    ) -> Result<(F::Bundle, Option<F::Signature>), Refusal> {
         // Not held while unpacking (the slow part): status reads the active set meanwhile.
         let previous = super::lock(&self.active)
             .get(name)
             .map(|a| Arc::clone(&a.bundle));
+        self.format.read(bytes, previous.as_deref(), verify)
+    }
+
+    /// The rules after the signature, then compile-and-swap: the revision and the evaluator.
+    fn apply(
+        &self,
+        name: &str,
+        bundle: F::Bundle,
+        signature: Option<F::Signature>,
+    ) -> Result<(String, Option<&'static str>), Refusal> {
         let verify = !self.rules.insecure_skip_verification;
-        let (bundle, signature) = self.format.read(bytes, previous.as_deref(), verify)?;
-        drop(previous);
         let revision = self.format.revision(&bundle);
         if !verify {
             tracing::warn!(bundle = name, revision = %revision,
@@ -144,6 +222,8 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
             .collect();
         set.push((name.to_string(), Arc::clone(&bundle)));
         self.sink.activate(set)?;
+        // Read under the lock: no other activation has replaced the policy yet.
+        let evaluator = self.sink.evaluator();
         active.insert(
             name.to_string(),
             Active {
@@ -152,7 +232,7 @@ impl<F: BundleFormat, S: PolicySink<F::Bundle>> Activator for SetActivator<F, S>
                 signature,
             },
         );
-        Ok(revision)
+        Ok((revision, evaluator))
     }
 }
 

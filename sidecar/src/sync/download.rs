@@ -170,6 +170,7 @@ pub struct Downloader {
     download_timeout: Duration,
     min_rate: u64,
     rate_window: Duration,
+    last_status: Option<u16>,
 }
 
 /// The TLS files of `http` (`ca_file`, `client_cert_file` with `client_key_file`).
@@ -240,6 +241,7 @@ impl Downloader {
             download_timeout: Duration::from_secs(http.download_timeout_seconds),
             min_rate: http.min_transfer_bytes_per_second,
             rate_window: Duration::from_secs(http.min_transfer_window_seconds),
+            last_status: None,
         })
     }
 
@@ -252,6 +254,16 @@ impl Downloader {
         } else {
             self.download_timeout
         }
+    }
+
+    /// The bundle URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// HTTP status of the last response received, if the last request got one.
+    pub fn last_status(&self) -> Option<u16> {
+        self.last_status
     }
 
     /// ETag sent in `If-None-Match` on the next request.
@@ -275,6 +287,7 @@ impl Downloader {
     /// The whole request, connect to last byte, is bounded by [`Downloader::deadline`], and the
     /// body by the minimum transfer rate; either aborts it (the connection is dropped).
     pub async fn fetch(&mut self) -> Result<Fetched, DownloadError> {
+        self.last_status = None;
         let long_poll = self.long_polling();
         let limit = self.deadline();
         match tokio::time::timeout(limit, self.fetch_once(long_poll)).await {
@@ -314,6 +327,7 @@ impl Downloader {
             source,
         };
         let mut resp = req.send().await.map_err(transport)?;
+        self.last_status = Some(resp.status().as_u16());
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified),
             StatusCode::OK => {}

@@ -13,6 +13,7 @@ pub mod persist;
 pub mod regent_format;
 pub mod runner;
 pub mod status;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,6 +93,17 @@ pub async fn start_with(
     activator: Arc<dyn Activator>,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<SyncHandle> {
+    start_traced(cfg, activator, registry, None).await
+}
+
+/// [`start_with`], with a `bundle.sync` trace of each round (see [`trace`]) when `tracing` is on.
+pub async fn start_traced(
+    cfg: &SyncConfig,
+    activator: Arc<dyn Activator>,
+    registry: &prometheus::Registry,
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
+) -> anyhow::Result<SyncHandle> {
+    let trace = tracing.map(|t| trace::SyncTrace::new(t.sync_tracer().clone()));
     cfg.validate()?;
     let metrics = SyncMetrics::register(registry, cfg.bundles.iter().map(|b| b.name.as_str()))
         .context("registering sync metrics")?;
@@ -110,8 +122,16 @@ pub async fn start_with(
             .with_context(|| format!("sync.bundles {:?}", src.name))?;
         let mut active_revision = None;
         if let Some(dir) = &persist {
-            active_revision =
-                restore(src, dir, &activator, &board, &metrics, &mut downloader).await;
+            active_revision = restore(
+                src,
+                dir,
+                &activator,
+                &board,
+                &metrics,
+                &mut downloader,
+                trace.as_ref(),
+            )
+            .await;
         }
         loops.push(BundleLoop {
             name: src.name.clone(),
@@ -123,6 +143,7 @@ pub async fn start_with(
             min_delay: Duration::from_secs(cfg.polling.min_delay_seconds),
             max_delay: Duration::from_secs(cfg.polling.max_delay_seconds),
             active_revision,
+            trace: trace.clone(),
         });
     }
 
@@ -158,6 +179,7 @@ async fn restore(
     board: &StatusBoard,
     metrics: &SyncMetrics,
     downloader: &mut Downloader,
+    trace: Option<&trace::SyncTrace>,
 ) -> Option<String> {
     let (d, name) = (dir.clone(), src.name.clone());
     let loaded = match tokio::task::spawn_blocking(move || d.load(&name)).await {
@@ -171,6 +193,13 @@ async fn restore(
         Ok(Some(p)) => p,
         Ok(None) => return None,
         Err(e) => {
+            if let Some(t) = trace {
+                t.round(&src.name, "persisted").finish(
+                    "error",
+                    None,
+                    Some(format!("persisted bundle: {e}")),
+                );
+            }
             tracing::error!(bundle = %src.name, error = %e, "cannot read persisted bundle; skipping it");
             metrics.activation_failure(&src.name, "persisted");
             let msg = format!("persisted bundle: {e}");
@@ -178,6 +207,7 @@ async fn restore(
             return None;
         }
     };
+    let round = trace.map(|t| t.round(&src.name, "persisted"));
     match activate_and_record(
         &src.name,
         Arc::new(persisted.bytes),
@@ -185,14 +215,21 @@ async fn restore(
         board,
         metrics,
         None,
+        round.as_ref(),
     )
     .await
     {
         Ok(rev) => {
+            if let Some(r) = round {
+                r.finish("activated", Some(&rev), None);
+            }
             downloader.set_etag(persisted.etag);
             Some(rev)
         }
-        Err(_) => {
+        Err(refusal) => {
+            if let Some(r) = round {
+                r.finish("refused", None, Some(refusal.to_string()));
+            }
             tracing::error!(bundle = %src.name, "persisted bundle refused; skipped, waiting for a download");
             None
         }

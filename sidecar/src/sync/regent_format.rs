@@ -136,6 +136,10 @@ impl BundleFormat for RegentFormat {
         signing::check_not_rollback(active, candidate)
             .map_err(|e| Refusal::new("rollback", e.to_string()))
     }
+
+    fn key_id(&self, signature: &VerifiedSignature) -> Option<String> {
+        Some(signature.kid.clone())
+    }
 }
 
 /// The activation rules of the sync configuration.

@@ -9,6 +9,7 @@ use super::backoff::{error_backoff, poll_delay};
 use super::download::{Downloader, Fetched};
 use super::persist::PersistDir;
 use super::status::{now_rfc3339, StatusBoard, SyncMetrics};
+use super::trace::{self, attr, Round, SyncTrace};
 
 /// Why a bundle was not activated. `reason` is a short stable label used in metrics.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,10 +54,13 @@ pub(crate) struct BundleLoop {
     pub max_delay: Duration,
     /// Revision in force for this bundle (from the persisted copy, if any).
     pub active_revision: Option<String>,
+    /// Makes the spans of each round, when tracing is on.
+    pub trace: Option<SyncTrace>,
 }
 
 /// Activate `bytes` for bundle `name` on a blocking thread, updating metrics and status.
-/// Returns the revision on success.
+/// Returns the revision on success. The activator's spans, if it makes any, are children of
+/// `round`.
 pub(crate) async fn activate_and_record(
     name: &str,
     bytes: Arc<Vec<u8>>,
@@ -64,11 +68,17 @@ pub(crate) async fn activate_and_record(
     board: &StatusBoard,
     metrics: &SyncMetrics,
     previous: Option<&str>,
+    round: Option<&Round>,
 ) -> Result<String, Refusal> {
     let started = Instant::now();
     let act = Arc::clone(activator);
     let (n, b) = (name.to_string(), Arc::clone(&bytes));
-    let result = match tokio::task::spawn_blocking(move || act.activate(&n, &b)).await {
+    let cx = round.map(|r| r.context().clone());
+    let activate = move || {
+        let _attached = cx.map(|cx| cx.attach());
+        act.activate(&n, &b)
+    };
+    let result = match tokio::task::spawn_blocking(activate).await {
         Ok(r) => r,
         Err(e) => Err(Refusal::new(
             "internal",
@@ -108,12 +118,21 @@ impl BundleLoop {
             self.board
                 .update(&self.name, false, |s| s.last_request = Some(now_rfc3339()));
             let requested = Instant::now();
+            let round = self.trace.as_ref().map(|t| t.round(&self.name, "download"));
+            let download = round.as_ref().and_then(|r| r.child(trace::DOWNLOAD_SPAN));
             let fetched = tokio::select! {
                 r = self.downloader.fetch() => r,
+                // A round cut short by shutdown ends its spans as they are dropped, without an outcome.
                 _ = shutdown.changed() => return,
             };
+            if let Some(span) = download {
+                self.end_download(span, &fetched);
+            }
             let delay = match fetched {
                 Ok(Fetched::NotModified) => {
+                    if let Some(r) = round {
+                        r.finish("not_modified", self.active_revision.as_deref(), None);
+                    }
                     consecutive_errors = 0;
                     self.metrics.download(&self.name, "not_modified");
                     let was_failing = self
@@ -153,10 +172,14 @@ impl BundleLoop {
                         &self.board,
                         &self.metrics,
                         self.active_revision.as_deref(),
+                        round.as_ref(),
                     )
                     .await
                     {
                         Ok(revision) => {
+                            if let Some(r) = round {
+                                r.finish("activated", Some(&revision), None);
+                            }
                             self.active_revision = Some(revision);
                             self.downloader.set_etag(etag.clone());
                             self.persist(bytes, etag).await;
@@ -165,10 +188,18 @@ impl BundleLoop {
                         // The downloader still holds the last *activated* ETag, so the refused
                         // bundle is fetched again; wait a normal poll interval rather than
                         // re-requesting at once (a long-poll server would resend it instantly).
-                        Err(_) => poll_delay(self.min_delay, self.max_delay),
+                        Err(refusal) => {
+                            if let Some(r) = round {
+                                r.finish("refused", None, Some(refusal.to_string()));
+                            }
+                            poll_delay(self.min_delay, self.max_delay)
+                        }
                     }
                 }
                 Err(e) => {
+                    if let Some(r) = round {
+                        r.finish("error", None, Some(e.to_string()));
+                    }
                     self.metrics.download(&self.name, "error");
                     if e.is_timeout() {
                         // Given up for time (deadline, minimum rate, connect/read timeout): a
@@ -187,6 +218,49 @@ impl BundleLoop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn end_download(
+        &self,
+        mut span: opentelemetry_sdk::trace::Span,
+        fetched: &Result<Fetched, super::download::DownloadError>,
+    ) {
+        use opentelemetry::trace::Span as _;
+        use opentelemetry::KeyValue;
+        span.set_attribute(KeyValue::new(
+            attr::URL,
+            trace::redact_url(self.downloader.url()),
+        ));
+        match fetched {
+            Ok(Fetched::NotModified) => {
+                span.set_attribute(KeyValue::new(attr::RESULT, "ok"));
+                span.set_attribute(KeyValue::new(attr::NOT_MODIFIED, true));
+                if let Some(status) = self.downloader.last_status() {
+                    span.set_attribute(KeyValue::new(attr::HTTP_STATUS, i64::from(status)));
+                }
+                span.end();
+            }
+            Ok(Fetched::Bundle { bytes, etag }) => {
+                span.set_attribute(KeyValue::new(attr::RESULT, "ok"));
+                span.set_attribute(KeyValue::new(attr::NOT_MODIFIED, false));
+                span.set_attribute(KeyValue::new(attr::HTTP_STATUS, 200_i64));
+                span.set_attribute(KeyValue::new(
+                    attr::BYTES,
+                    i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                ));
+                if let Some(etag) = etag {
+                    span.set_attribute(KeyValue::new(attr::ETAG, etag.clone()));
+                }
+                span.end();
+            }
+            Err(e) => {
+                span.set_attribute(KeyValue::new(attr::RESULT, "error"));
+                if let Some(status) = e.http_code() {
+                    span.set_attribute(KeyValue::new(attr::HTTP_STATUS, i64::from(status)));
+                }
+                trace::fail(span, e.to_string());
             }
         }
     }

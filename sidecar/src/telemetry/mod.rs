@@ -6,29 +6,31 @@
 //! with the decision's attributes; ending a span hands it to a bounded queue (`try_send`, never
 //! waiting), which a full queue drops. The export itself, its retries and timeouts, run on the
 //! batch task, never on a Check.
+//!
+//! The pipeline itself (configuration, exporter, sampler, the export queue and its metrics) is
+//! regent-telemetry's, shared with the bundle server; the same tracer provider makes the bundle
+//! sync spans ([`crate::sync::trace`]).
 
-pub mod config;
+/// The `tracing:` section, shared with the bundle server (crate regent-telemetry).
+pub mod config {
+    pub use regent_telemetry::config::*;
+}
 pub mod propagation;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::Context as _;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use opentelemetry::trace::{
     SamplingDecision, Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags,
-    TraceState, Tracer as _, TracerProvider as _,
+    TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, StringValue, Value};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider, ShouldSample,
-};
-use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SdkTracer, ShouldSample};
+use regent_telemetry::Pipeline;
 
-pub use config::{Exporter, TracingConfig};
+pub use regent_telemetry::{Exporter, TracingConfig, TracingMetrics};
 
 /// Name of the span of a Check.
 pub const CHECK_SPAN: &str = "ext_authz.check";
@@ -53,72 +55,35 @@ pub mod attr {
     pub const DRY_RUN: &str = "regent.dry_run";
 }
 
-/// The tracer of Checks and its export pipeline.
+/// The tracer of Checks and of bundle sync, and their export pipeline.
 pub struct Tracing {
-    provider: SdkTracerProvider,
+    pipeline: Pipeline,
     tracer: SdkTracer,
+    sync: SdkTracer,
     propagator: TraceContextPropagator,
-    /// Samples traces started here: also decides for a B3 parent that deferred its decision.
-    root: Sampler,
-    flush_timeout: Duration,
 }
 
 impl Tracing {
-    /// Starts the export pipeline on the current runtime; `None` when tracing is off.
-    pub fn start(cfg: &TracingConfig) -> anyhow::Result<Option<Arc<Tracing>>> {
-        if !cfg.enabled() {
+    /// Starts the export pipeline on the current runtime; `None` when tracing is off. Export
+    /// outcomes and dropped spans are counted in `metrics`.
+    pub fn start(
+        cfg: &TracingConfig,
+        metrics: &TracingMetrics,
+    ) -> anyhow::Result<Option<Arc<Tracing>>> {
+        let Some(pipeline) = Pipeline::start(cfg, metrics)? else {
             return Ok(None);
-        }
-        let url = cfg
-            .export_url()
-            .context("tracing.endpoint is not set or not a URL")?;
-        let timeout = Duration::from_secs(cfg.export_timeout_seconds);
-        let exporter = match cfg.exporter {
-            Exporter::OtlpGrpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(url)
-                .with_timeout(timeout)
-                .build(),
-            Exporter::OtlpHttp | Exporter::None => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(url)
-                .with_timeout(timeout)
-                .build(),
-        }
-        .context("building the tracing.exporter")?;
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(cfg.max_queue_size)
-            .with_max_export_batch_size(cfg.max_export_batch_size)
-            .with_max_export_timeout(timeout)
-            .build();
-        let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
-            .with_batch_config(batch)
-            .build();
-        let root = Sampler::TraceIdRatioBased(cfg.sample_ratio);
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(root.clone())))
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(cfg.service_name.clone())
-                    .build(),
-            )
-            .build();
-        let tracer = provider.tracer("regent-sidecar");
-        tracing::info!(
-            exporter = ?cfg.exporter,
-            endpoint = cfg.endpoint.as_deref().unwrap_or_default(),
-            sample_ratio = cfg.sample_ratio,
-            "tracing Checks"
-        );
+        };
         Ok(Some(Arc::new(Tracing {
-            provider,
-            tracer,
+            tracer: pipeline.tracer("regent-sidecar"),
+            sync: pipeline.tracer("regent-sidecar.sync"),
+            pipeline,
             propagator: TraceContextPropagator::new(),
-            root,
-            flush_timeout: timeout,
         })))
+    }
+
+    /// The tracer of bundle sync spans.
+    pub fn sync_tracer(&self) -> &SdkTracer {
+        &self.sync
     }
 
     /// Starts the span of a Check that arrived at `start`, parented on the trace context of
@@ -156,7 +121,7 @@ impl Tracing {
         let sampled = match b3.sampled {
             Some(s) => s,
             None => {
-                let r = self.root.should_sample(
+                let r = self.pipeline.root_sampler().should_sample(
                     None,
                     b3.trace_id,
                     CHECK_SPAN,
@@ -178,20 +143,7 @@ impl Tracing {
 
     /// Exports the spans still queued, waiting at most `tracing.export_timeout_seconds`.
     pub async fn shutdown(&self) {
-        let provider = self.provider.clone();
-        // The processor's shutdown blocks its thread until the batch task has exported: off the
-        // runtime's threads, so that task can run (on a single-threaded runtime too).
-        let timeout = self.flush_timeout;
-        let flush = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout));
-        match tokio::time::timeout(self.flush_timeout, flush).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "flushing spans at shutdown failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the span flush task failed"),
-            Err(_) => tracing::warn!(
-                timeout_seconds = self.flush_timeout.as_secs(),
-                "spans not exported within tracing.export_timeout_seconds of shutdown"
-            ),
-        }
+        self.pipeline.shutdown().await;
     }
 }
 

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use regent_bundle::signing::{self, SignClaims};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -162,4 +163,34 @@ pub(crate) async fn resetting_url() -> String {
         }
     });
     format!("http://{addr}/bundles/authz")
+}
+
+/// A bundle of revision `rev` (roots `envoy`, allowing everything) signed by `key` as kid `k1`
+/// with issue time `iat`.
+pub(crate) fn signed(rev: &str, key: &signing::SigningKey, iat: i64) -> Vec<u8> {
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        ".manifest".to_string(),
+        format!(r#"{{"revision":"{rev}","roots":["envoy"]}}"#).into_bytes(),
+    );
+    files.insert(
+        "envoy/authz/policy.rego".to_string(),
+        b"package envoy.authz\n\nallow := true\n".to_vec(),
+    );
+    let mut b = regent_bundle::Bundle::from_files(files).expect("bundle");
+    let claims = SignClaims {
+        iat: Some(iat),
+        ..SignClaims::default()
+    };
+    signing::sign(&mut b, key, "k1", &claims).expect("sign");
+    b.to_tar_gz().expect("tar.gz")
+}
+
+/// A fresh Ed25519 key pair: the signing key and the public key PEM.
+pub(crate) fn key_pair() -> (signing::SigningKey, String) {
+    let (private, public) = signing::generate_key_pem();
+    (
+        signing::signing_key_from_pem(&private, "test key").expect("key"),
+        public,
+    )
 }

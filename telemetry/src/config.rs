@@ -1,9 +1,10 @@
-//! `tracing:` section: whether and where Check spans are exported.
+//! `tracing:` section, the same in the sidecar's and the bundle server's configuration: whether
+//! and where spans are exported.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where spans go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Exporter {
     /// Tracing is off: no span is made, nothing is exported.
@@ -16,7 +17,7 @@ pub enum Exporter {
 }
 
 /// `tracing:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
     /// `none`, `otlp_grpc` or `otlp_http`.
@@ -26,7 +27,8 @@ pub struct TracingConfig {
     /// Fraction of traces started here that are sampled, 0.0 to 1.0. A caller's sampling
     /// decision is always followed.
     pub sample_ratio: f64,
-    /// `service.name` of the spans.
+    /// `service.name` of the spans (the program's name by default, see
+    /// [`TracingConfig::for_service`]).
     pub service_name: String,
     /// Finished spans waiting for export; beyond it new ones are dropped.
     pub max_queue_size: usize,
@@ -36,17 +38,12 @@ pub struct TracingConfig {
     pub export_timeout_seconds: u64,
 }
 
+/// `service.name` of the sidecar's spans, the default of [`TracingConfig`].
+pub const SIDECAR_SERVICE_NAME: &str = "regent-sidecar";
+
 impl Default for TracingConfig {
     fn default() -> Self {
-        TracingConfig {
-            exporter: Exporter::None,
-            endpoint: None,
-            sample_ratio: 1.0,
-            service_name: "regent-sidecar".into(),
-            max_queue_size: 2048,
-            max_export_batch_size: 512,
-            export_timeout_seconds: 10,
-        }
+        TracingConfig::for_service(SIDECAR_SERVICE_NAME)
     }
 }
 
@@ -54,7 +51,20 @@ impl Default for TracingConfig {
 pub const OTLP_HTTP_TRACES_PATH: &str = "/v1/traces";
 
 impl TracingConfig {
-    /// Whether Checks are traced.
+    /// The defaults, with `service_name` defaulting to `service`.
+    pub fn for_service(service: &str) -> Self {
+        TracingConfig {
+            exporter: Exporter::None,
+            endpoint: None,
+            sample_ratio: 1.0,
+            service_name: service.into(),
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            export_timeout_seconds: 10,
+        }
+    }
+
+    /// Whether spans are made and exported.
     pub fn enabled(&self) -> bool {
         self.exporter != Exporter::None
     }
@@ -155,6 +165,10 @@ mod tests {
         assert!(!cfg.enabled());
         assert_eq!(cfg.sample_ratio, 1.0);
         assert_eq!(cfg.service_name, "regent-sidecar");
+        assert_eq!(
+            TracingConfig::for_service("regent-server").service_name,
+            "regent-server"
+        );
         assert_eq!(
             (
                 cfg.max_queue_size,
