@@ -11,6 +11,10 @@ use super::gate::{gate_commit, BuiltBundle, Failure, Signer};
 use super::git::GitSource;
 use super::state::{now_rfc3339, BuildReport, BuildResult, Shared};
 use super::store::{write_publish_dir, DataStore, PublishedState};
+use super::trace::{self, attr};
+use opentelemetry::trace::Span as _;
+use opentelemetry::KeyValue;
+use regent_telemetry::spans::{self, Task, TaskTracer};
 
 /// What the build loop needs besides the shared state.
 pub struct Builder {
@@ -22,6 +26,8 @@ pub struct Builder {
     pub store: DataStore,
     /// Scratch space for exported commits.
     pub tmp_dir: PathBuf,
+    /// Makes the spans of each build, when tracing is on.
+    pub trace: Option<TaskTracer>,
 }
 
 impl Builder {
@@ -51,6 +57,36 @@ impl Builder {
     }
 
     async fn build_once(&self, shared: &Shared) {
+        let task = self.trace.as_ref().map(|t| {
+            t.root(
+                trace::BUILD_SPAN,
+                vec![
+                    KeyValue::new(attr::REPO, self.git.display_repo().to_string()),
+                    KeyValue::new(attr::BRANCH, self.git.branch().to_string()),
+                ],
+            )
+        });
+        let outcome = self.build_traced(shared, task.as_ref()).await;
+        if let Some(task) = task {
+            let (result, commit, error) = outcome;
+            task.set_attribute(KeyValue::new(attr::RESULT, result));
+            if let Some(c) = commit {
+                task.set_attribute(KeyValue::new(attr::COMMIT, c.clone()));
+                if result == "published" {
+                    task.set_attribute(KeyValue::new(attr::REVISION, c));
+                }
+            }
+            task.finish(error);
+        }
+    }
+
+    /// One build; its result (`published`, `rejected`, `error`, `unchanged`), commit and error
+    /// for the build span.
+    async fn build_traced(
+        &self,
+        shared: &Shared,
+        task: Option<&Task>,
+    ) -> (&'static str, Option<String>, Option<String>) {
         let started = Instant::now();
         let started_at = now_rfc3339();
         let fingerprint = shared.cfg.build_fingerprint();
@@ -68,24 +104,48 @@ impl Builder {
                 error,
             }
         };
-        let commit = match self.git.fetch().await {
+        let span = task.and_then(|t| t.child(trace::FETCH_SPAN, Vec::new()));
+        let fetched = self.git.fetch().await;
+        if let Some(mut span) = span {
+            match &fetched {
+                Ok(c) => {
+                    span.set_attribute(KeyValue::new(attr::RESULT, "ok"));
+                    span.set_attribute(KeyValue::new(attr::COMMIT, c.clone()));
+                    span.end();
+                }
+                Err(e) => {
+                    span.set_attribute(KeyValue::new(attr::RESULT, "error"));
+                    spans::end(span, Some(e.to_string()));
+                }
+            }
+        }
+        let commit = match fetched {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(repo = %self.git.display_repo(), branch = %self.git.branch(), error = %e, "fetching the policy repository failed");
                 let report = finish(BuildResult::Error, None, Vec::new(), Some(e.to_string()));
                 shared.metrics.builds.with_label_values(&["error"]).inc();
                 shared.book().last = Some(report);
-                return;
+                return ("error", None, Some(e.to_string()));
             }
         };
         if shared.book().attempted.as_ref() == Some(&(commit.clone(), fingerprint.clone())) {
             tracing::debug!(%commit, "commit already gated");
-            return;
+            return ("unchanged", Some(commit), None);
         }
         tracing::info!(%commit, "gating commit");
         let info = self.git.commit_info(&commit).await.ok();
-        let mut report = match self.gate(shared, &commit).await {
+        let mut report = match self.gate(shared, &commit, task).await {
             Ok(Ok(built)) => {
+                let span = task.and_then(|t| {
+                    t.child(
+                        trace::PUBLISH_SPAN,
+                        vec![
+                            KeyValue::new(attr::COMMIT, commit.clone()),
+                            KeyValue::new(attr::BUNDLES, built.len() as i64),
+                        ],
+                    )
+                });
                 let published_at = now_rfc3339();
                 let state = PublishedState {
                     commit: commit.clone(),
@@ -102,6 +162,11 @@ impl Builder {
                 book.published_commit = Some((commit.clone(), published_at));
                 book.last_rejected = None;
                 drop(book);
+                if let Some(mut span) = span {
+                    span.set_attribute(KeyValue::new(attr::RESULT, "ok"));
+                    span.set_attribute(KeyValue::new(attr::REVISION, commit.clone()));
+                    span.end();
+                }
                 shared
                     .metrics
                     .builds
@@ -153,11 +218,21 @@ impl Builder {
             }
         };
         report.commit_info = info;
+        let outcome = match report.result {
+            BuildResult::Published => ("published", None),
+            BuildResult::Rejected => {
+                let messages: Vec<&str> =
+                    report.failures.iter().map(|f| f.message.as_str()).collect();
+                ("rejected", Some(messages.join("; ")))
+            }
+            BuildResult::Error => ("error", report.error.clone()),
+        };
         let mut book = shared.book();
         if report.result == BuildResult::Rejected {
             book.last_rejected = Some(report.clone());
         }
         book.last = Some(report);
+        (outcome.0, Some(commit), outcome.1)
     }
 
     /// Writes the publication to the data dir and the publish dir on a blocking thread (fsyncs
@@ -203,6 +278,7 @@ impl Builder {
         &self,
         shared: &Shared,
         commit: &str,
+        task: Option<&Task>,
     ) -> Result<Result<Vec<BuiltBundle>, Vec<Failure>>, String> {
         std::fs::create_dir_all(&self.tmp_dir)
             .map_err(|e| format!("creating {}: {e}", self.tmp_dir.display()))?;
@@ -223,8 +299,11 @@ impl Builder {
         let commit_s = commit.to_string();
         let bundles = shared.cfg.bundles.clone();
         let signer = Arc::clone(&self.signer);
+        // The gate's steps are children of the build.
+        let cx = task.map(|t| t.context().clone());
         // The exported tree is removed on the blocking thread too.
         tokio::task::spawn_blocking(move || {
+            let _attached = cx.map(|cx| cx.attach());
             let res = gate_commit(&root, &commit_s, signed_at, &bundles, &signer);
             drop(tree);
             res

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use regent_telemetry::TracingConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole server configuration.
@@ -43,6 +44,36 @@ pub struct ServerConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Tracing of builds: the sidecar's `tracing:` keys, with `service_name` defaulting to
+    /// [`SERVER_SERVICE_NAME`].
+    #[serde(default = "default_tracing", deserialize_with = "tracing_section")]
+    pub tracing: TracingConfig,
+}
+
+/// `service.name` of the server's spans unless `tracing.service_name` says otherwise.
+pub const SERVER_SERVICE_NAME: &str = "regent-server";
+
+fn default_tracing() -> TracingConfig {
+    TracingConfig::for_service(SERVER_SERVICE_NAME)
+}
+
+/// The section as the sidecar reads it, except for the default of `service_name`, which is the
+/// server's: a missing key is filled in before the shared type (which defaults to the sidecar's
+/// name) sees the section.
+fn tracing_section<'de, D: serde::Deserializer<'de>>(de: D) -> Result<TracingConfig, D::Error> {
+    use serde::de::Error as _;
+    let mut section = serde_yaml::Value::deserialize(de)?;
+    match &mut section {
+        serde_yaml::Value::Mapping(m) => {
+            let key = serde_yaml::Value::from("service_name");
+            if !m.contains_key(&key) {
+                m.insert(key, SERVER_SERVICE_NAME.into());
+            }
+        }
+        serde_yaml::Value::Null => return Ok(default_tracing()),
+        _ => {}
+    }
+    serde_yaml::from_value(section).map_err(D::Error::custom)
 }
 
 pub(crate) fn default_listen() -> SocketAddr {
@@ -320,6 +351,11 @@ impl ServerConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.tracing.validate() {
+            // The shared section's messages start with the key they are about.
+            let (key, message) = e.split_once(' ').unwrap_or(("tracing", e.as_str()));
+            return Err(err(key, message));
+        }
         if self.git.repo.trim().is_empty() {
             return Err(err("git.repo", "must not be empty"));
         }

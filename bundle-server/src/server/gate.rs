@@ -14,7 +14,10 @@ use serde::Serialize;
 use sha2::Digest;
 
 use super::config::BundleConfig;
+use super::trace;
 use crate::policy_test;
+use opentelemetry::trace::Span as _;
+use opentelemetry::KeyValue;
 
 /// Time limit of one trial evaluation of an entrypoint.
 const ENTRYPOINT_EVAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -181,12 +184,38 @@ fn gate_bundle(
 ) -> Result<BuiltBundle, Vec<Failure>> {
     let name = cfg.name.as_str();
     let mut bundle = check_bundle(root, commit, cfg)?;
+    let span = step(trace::SIGN_SPAN, name);
+    let signed = sign_bundle(&mut bundle, name, commit, signed_at, signer);
+    if let Some(mut span) = span {
+        span.set_attribute(KeyValue::new(trace::attr::SIGNING_KID, signer.kid.clone()));
+        if let Ok(b) = &signed {
+            span.set_attribute(KeyValue::new(trace::attr::REVISION, b.revision.clone()));
+            span.set_attribute(KeyValue::new(
+                trace::attr::BYTES,
+                i64::try_from(b.bytes.len()).unwrap_or(i64::MAX),
+            ));
+        }
+        end_step(
+            span,
+            signed.as_ref().err().map(Vec::as_slice).unwrap_or_default(),
+        );
+    }
+    signed
+}
+
+fn sign_bundle(
+    bundle: &mut Bundle,
+    name: &str,
+    commit: &str,
+    signed_at: i64,
+    signer: &Signer,
+) -> Result<BuiltBundle, Vec<Failure>> {
     let claims = SignClaims {
         iss: Some(signer.issuer.clone()),
         scope: signer.scope.clone(),
         iat: Some(signed_at),
     };
-    signing::sign(&mut bundle, &signer.key, &signer.kid, &claims)
+    signing::sign(bundle, &signer.key, &signer.kid, &claims)
         .map_err(|e| vec![Failure::new(name, "sign", e.to_string())])?;
     let bytes = bundle
         .to_tar_gz()
@@ -200,9 +229,61 @@ fn gate_bundle(
     })
 }
 
+/// A span of one step for bundle `name`, a child of the build attached to this thread; `None`
+/// when the build is not traced (or for a hook, which has no build).
+fn step(span: &'static str, name: &str) -> Option<opentelemetry_sdk::trace::Span> {
+    regent_telemetry::spans::child(
+        &opentelemetry::Context::current(),
+        span,
+        vec![KeyValue::new(trace::attr::BUNDLE, name.to_string())],
+    )
+}
+
+/// Ends a step's span with its outcome: `ok`, or `failed` with the first reason and every message.
+fn end_step(mut span: opentelemetry_sdk::trace::Span, failures: &[Failure]) {
+    let Some(first) = failures.first() else {
+        span.set_attribute(KeyValue::new(trace::attr::RESULT, "ok"));
+        span.end();
+        return;
+    };
+    span.set_attribute(KeyValue::new(trace::attr::RESULT, "failed"));
+    span.set_attribute(KeyValue::new(trace::attr::REASON, first.reason));
+    let messages: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+    regent_telemetry::spans::end(span, Some(messages.join("; ")));
+}
+
 /// Builds the bundle, compiles it, checks its entrypoints and runs its tests: the bundle,
 /// unsigned, when all pass.
 fn check_bundle(root: &Path, commit: &str, cfg: &BundleConfig) -> Result<Bundle, Vec<Failure>> {
+    let name = cfg.name.as_str();
+    let span = step(trace::COMPILE_SPAN, name);
+    let compiled = compile_bundle(root, commit, cfg);
+    if let Some(span) = span {
+        let failures = match &compiled {
+            Ok((_, f)) | Err(f) => f.as_slice(),
+        };
+        end_step(span, failures);
+    }
+    let (bundle, mut failures) = compiled?;
+    let span = step(trace::GATE_SPAN, name);
+    let tested = test_bundle(root, cfg);
+    if let Some(span) = span {
+        end_step(span, &tested);
+    }
+    failures.extend(tested);
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+    Ok(bundle)
+}
+
+/// Builds the bundle and compiles it as a sidecar would, then checks its entrypoints: the
+/// bundle and the compile and entrypoint failures, or the build's failure.
+fn compile_bundle(
+    root: &Path,
+    commit: &str,
+    cfg: &BundleConfig,
+) -> Result<(Bundle, Vec<Failure>), Vec<Failure>> {
     let name = cfg.name.as_str();
     let dir = root.join(&cfg.dir);
     if !dir.is_dir() {
@@ -233,7 +314,14 @@ fn check_bundle(root: &Path, commit: &str, cfg: &BundleConfig) -> Result<Bundle,
         }
         Err(f) => failures.push(f.locate(Some(&format!("{name}/")), &cfg.dir)),
     }
+    Ok((bundle, failures))
+}
 
+/// Runs the bundle directory's policy tests: the failure, if any.
+fn test_bundle(root: &Path, cfg: &BundleConfig) -> Vec<Failure> {
+    let name = cfg.name.as_str();
+    let dir = root.join(&cfg.dir);
+    let mut failures = Vec::new();
     match policy_test::run_tests(&dir) {
         Ok(report) => {
             let failed: Vec<FailedTest> = report
@@ -277,10 +365,7 @@ fn check_bundle(root: &Path, commit: &str, cfg: &BundleConfig) -> Result<Bundle,
             failures.push(f);
         }
     }
-    if !failures.is_empty() {
-        return Err(failures);
-    }
-    Ok(bundle)
+    failures
 }
 
 fn compile_check(name: &str, bundle: &Bundle) -> Result<(), Failure> {

@@ -182,6 +182,11 @@ impl Metrics {
         self.registry.register(collector)
     }
 
+    /// The registry `/metrics` serves, for metrics other parts of the server define.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 pub mod state;
 pub mod store;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -213,6 +214,7 @@ pub struct Running {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    pipeline: Option<regent_telemetry::Pipeline>,
 }
 
 impl Running {
@@ -256,6 +258,10 @@ impl Running {
             {
                 abort.abort();
             }
+        }
+        // After the build loop: the spans of a build cut short are ended, and exported here.
+        if let Some(p) = &self.pipeline {
+            p.shutdown().await;
         }
     }
 }
@@ -333,6 +339,10 @@ async fn start_signed(
 
     let metrics = Metrics::with_bundles(cfg.bundles.iter().map(|b| b.name.as_str()))
         .context("registering metrics")?;
+    let tracing_metrics = regent_telemetry::TracingMetrics::register(metrics.registry())
+        .context("registering metrics")?;
+    let pipeline =
+        regent_telemetry::Pipeline::start(&cfg.tracing, &tracing_metrics).context("tracing")?;
     let git_stale_locks_removed = git::stale_lock_counter();
     metrics
         .register(Box::new(git_stale_locks_removed.clone()))
@@ -414,6 +424,9 @@ async fn start_signed(
         signer,
         store,
         tmp_dir: cfg.data_dir.join("tmp"),
+        trace: pipeline
+            .as_ref()
+            .map(|p| regent_telemetry::spans::TaskTracer::new(p.tracer("regent-server"))),
     };
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
@@ -442,6 +455,7 @@ async fn start_signed(
         shared,
         shutdown: shutdown_tx,
         tasks,
+        pipeline,
     })
 }
 
