@@ -21,14 +21,6 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename key");
 }
 
-fn revision(s: &Sidecar) -> String {
-    s.running
-        .sync
-        .as_ref()
-        .and_then(|h| h.status().get("authz").map(|b| b.active_revision.clone()))
-        .unwrap_or_default()
-}
-
 fn reloads(s: &Sidecar, result: &str) -> f64 {
     let sample = format!(r#"regent_reload_total{{result="{result}",what="keyring"}}"#);
     metric(&s.running.metrics.render(), &sample).unwrap_or(-1.0)
@@ -64,7 +56,7 @@ async fn a_replaced_key_file_is_used_for_the_next_download_and_a_bad_one_is_refu
     };
     let s = Sidecar::start_with(cfg, dir).await;
     assert!(
-        eventually(WAIT, || revision(&s) == "r1").await,
+        eventually(WAIT, || s.revision("authz") == "r1").await,
         "r1 never activated"
     );
     assert_eq!(reloads(&s, "ok"), 0.0, "{}", s.running.metrics.render());
@@ -72,20 +64,14 @@ async fn a_replaced_key_file_is_used_for_the_next_download_and_a_bad_one_is_refu
 
     // Signed with a key the sidecar does not have yet: refused, r1 stays.
     server.publish(signed("r2", &new_key, 200), "\"e2\"");
-    let refused = || {
-        s.running
-            .sync
-            .as_ref()
-            .and_then(|h| h.status().get("authz").map(|b| !b.code.is_empty()))
-            .unwrap_or(false)
-    };
+    let refused = || s.sync_failing("authz");
     assert!(eventually(WAIT, refused).await, "r2 was not refused");
-    assert_eq!(revision(&s), "r1");
+    assert_eq!(s.revision("authz"), "r1");
 
     // The key file now holds the new key: the next download of r2 is accepted, no restart.
     replace(&key_file, &new_public);
     assert!(
-        eventually(WAIT, || revision(&s) == "r2").await,
+        eventually(WAIT, || s.revision("authz") == "r2").await,
         "r2 never activated after the key file changed"
     );
     assert_eq!(reloads(&s, "ok"), 1.0);
@@ -102,7 +88,7 @@ async fn a_replaced_key_file_is_used_for_the_next_download_and_a_bad_one_is_refu
     );
     server.publish(signed("r3", &new_key, 300), "\"e3\"");
     assert!(
-        eventually(WAIT, || revision(&s) == "r3").await,
+        eventually(WAIT, || s.revision("authz") == "r3").await,
         "the keyring in force was lost with the bad file"
     );
     assert_eq!(reloads(&s, "ok"), 1.0);

@@ -55,22 +55,6 @@ async fn sidecar(
     Sidecar::start_with(cfg, dir).await
 }
 
-fn revision(s: &Sidecar) -> String {
-    s.running
-        .sync
-        .as_ref()
-        .and_then(|h| h.status().get("authz").map(|b| b.active_revision.clone()))
-        .unwrap_or_default()
-}
-
-fn failing(s: &Sidecar) -> bool {
-    s.running
-        .sync
-        .as_ref()
-        .and_then(|h| h.status().get("authz").map(|b| !b.code.is_empty()))
-        .unwrap_or(false)
-}
-
 /// The one child of `round` named `name`.
 fn child<'s>(spans: &'s [Span], round: &Span, name: &str) -> &'s Span {
     let found: Vec<&Span> = children(spans, round)
@@ -99,7 +83,7 @@ async fn a_sync_round_is_a_trace_with_download_verify_and_activate_children() {
     let url = base.replacen("http://", "http://user:secret@", 1) + "/bundles/authz?token=t0ken";
     let s = sidecar(url, &public, format!("http://{addr}"), |_| {}).await;
     assert!(
-        eventually(WAIT, || revision(&s) == "r1").await,
+        eventually(WAIT, || s.revision("authz") == "r1").await,
         "r1 never activated"
     );
     // A poll finds nothing new: asked with r1's ETag, answered 304.
@@ -112,7 +96,10 @@ async fn a_sync_round_is_a_trace_with_download_verify_and_activate_children() {
     assert!(eventually(WAIT, revalidated).await, "r1 never revalidated");
     // Signed by a key the sidecar does not have: refused at verify.
     server.publish(signed("r2", &other_key, 200), "\"e2\"");
-    assert!(eventually(WAIT, || failing(&s)).await, "r2 never refused");
+    assert!(
+        eventually(WAIT, || s.sync_failing("authz")).await,
+        "r2 never refused"
+    );
     s.stop().await;
 
     let spans: Vec<Span> = received.spans().into_iter().map(|(_, s)| s).collect();
@@ -204,7 +191,7 @@ async fn a_failed_download_is_an_error_span() {
     )
     .await;
     assert!(
-        eventually(WAIT, || failing(&s)).await,
+        eventually(WAIT, || s.sync_failing("authz")).await,
         "the download never failed"
     );
     s.stop().await;
@@ -250,7 +237,7 @@ async fn a_full_export_queue_drops_spans_and_counts_them_on_metrics() {
         "{}",
         s.running.metrics.render()
     );
-    assert!(revision(&s) == "r1", "sync goes on regardless");
+    assert!(s.revision("authz") == "r1", "sync goes on regardless");
     tokio::time::timeout(Duration::from_secs(20), s.stop())
         .await
         .expect("shutdown is bounded");

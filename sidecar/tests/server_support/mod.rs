@@ -157,6 +157,24 @@ impl Sidecar {
     pub(crate) async fn stop(self) {
         self.running.shutdown().await;
     }
+
+    /// The revision sync has active for `bundle` (empty before the first activation).
+    pub(crate) fn revision(&self, bundle: &str) -> String {
+        self.running
+            .sync
+            .as_ref()
+            .and_then(|h| h.status().get(bundle).map(|b| b.active_revision.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Whether sync reports an error for `bundle`.
+    pub(crate) fn sync_failing(&self, bundle: &str) -> bool {
+        self.running
+            .sync
+            .as_ref()
+            .and_then(|h| h.status().get(bundle).map(|b| !b.code.is_empty()))
+            .unwrap_or(false)
+    }
 }
 
 pub(crate) async fn connect(addr: std::net::SocketAddr) -> AuthorizationClient<Channel> {
