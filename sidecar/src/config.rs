@@ -188,6 +188,8 @@ pub struct DecisionLogConfig {
     pub nd_builtin_cache: bool,
     /// Upload to an OPA decision log receiver, in addition to `output`.
     pub upload: Option<crate::decision_log::upload::UploadConfig>,
+    /// Export each event as an OpenTelemetry log record too.
+    pub otlp: Option<regent_telemetry::logs::LogsConfig>,
 }
 
 impl Default for DecisionLogConfig {
@@ -204,6 +206,7 @@ impl Default for DecisionLogConfig {
             queue_size: 10_000,
             nd_builtin_cache: false,
             upload: None,
+            otlp: None,
         }
     }
 }
@@ -423,6 +426,9 @@ impl SidecarConfig {
         if let Some(u) = &self.decision_logs.upload {
             u.validate()
                 .or_else(|(key, m)| bad(format!("decision_logs.upload.{key}: {m}")))?;
+        }
+        if let Some(o) = &self.decision_logs.otlp {
+            o.validate("decision_logs.otlp").or_else(bad)?;
         }
         if !(100..=599).contains(&self.fail_mode.status) {
             return bad(format!(

@@ -11,11 +11,12 @@ pub mod upload;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use anyhow::Context as _;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde_json::Value as Json;
 
@@ -156,9 +157,34 @@ pub struct DecisionLogger {
     sample_rate: f64,
     nd_builtin_cache: bool,
     dropped: IntCounter,
-    /// The upload buffer, whose in-transit count shutdown waits on.
-    buffer: Option<Arc<Buffer>>,
+    /// Events queued for the writer thread and not written yet: shutdown waits for them.
+    in_transit: Arc<AtomicUsize>,
     upload: Option<Arc<UploadHandle>>,
+    otlp: Option<Arc<OtlpHandle>>,
+}
+
+/// The OTLP logs export of decision log events (`decision_logs.otlp`), for a final flush.
+pub struct OtlpHandle {
+    logs: regent_telemetry::logs::Logs,
+    in_transit: Arc<AtomicUsize>,
+    timeout: std::time::Duration,
+}
+
+impl OtlpHandle {
+    /// Waits for the events still with the writer thread, then exports what is queued; each
+    /// step bounded by `decision_logs.otlp.export_timeout_seconds`.
+    pub async fn shutdown(&self) {
+        let drained = tokio::time::timeout(self.timeout, async {
+            while self.in_transit.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("the decision log writer did not finish before the OTLP logs flush");
+        }
+        self.logs.shutdown().await;
+    }
 }
 
 impl DecisionLogger {
@@ -186,25 +212,38 @@ impl DecisionLogger {
                 Some(Box::new(f))
             }
         };
+        let in_transit = Arc::new(AtomicUsize::new(0));
         let uploader = match &cfg.upload {
-            Some(u) => Some(Uploader::new(u, metrics.clone())?),
+            Some(u) => Some(Uploader::new(u, metrics.clone(), in_transit.clone())?),
             None => None,
         };
-        if sink.is_none() && uploader.is_none() {
+        let otlp = match &cfg.otlp {
+            Some(o) => Some(Arc::new(OtlpHandle {
+                logs: regent_telemetry::logs::Logs::start(o, "regent-sidecar/decision-log")
+                    .context("decision_logs.otlp")?,
+                in_transit: in_transit.clone(),
+                timeout: std::time::Duration::from_secs(o.export_timeout_seconds),
+            })),
+            None => None,
+        };
+        if sink.is_none() && uploader.is_none() && otlp.is_none() {
             return Ok(DecisionLogger {
                 tx: None,
                 sample_rate: 0.0,
                 nd_builtin_cache: false,
                 dropped,
-                buffer: None,
+                in_transit,
                 upload: None,
+                otlp: None,
             });
         }
         let buffer = uploader.as_ref().map(|u| u.buffer.clone());
         let (tx, rx) = sync_channel(cfg.queue_size);
         let writer = Writer {
             sink: sink.map(std::io::BufWriter::new),
-            buffer: buffer.clone(),
+            buffer,
+            otlp: otlp.clone(),
+            in_transit: in_transit.clone(),
             masks: cfg.mask.clone(),
             value_masks: value_masks(&cfg.mask),
             path: path.trim_matches('/').to_string(),
@@ -220,8 +259,9 @@ impl DecisionLogger {
             sample_rate: cfg.sample_rate,
             nd_builtin_cache: cfg.nd_builtin_cache,
             dropped,
-            buffer,
+            in_transit,
             upload: uploader.map(|u| Arc::new(u.spawn())),
+            otlp,
         })
     }
 
@@ -240,21 +280,22 @@ impl DecisionLogger {
         self.upload.clone()
     }
 
+    /// The OTLP logs export, for a final flush at shutdown.
+    pub fn otlp(&self) -> Option<Arc<OtlpHandle>> {
+        self.otlp.clone()
+    }
+
     /// Queues an event without blocking; a full queue drops it and counts the drop.
     pub fn log(&self, event: DecisionEvent) {
         let Some(tx) = &self.tx else { return };
         if self.sample_rate < 1.0 && rand::random::<f64>() >= self.sample_rate {
             return;
         }
-        if let Some(b) = &self.buffer {
-            b.in_transit.fetch_add(1, Ordering::AcqRel);
-        }
+        self.in_transit.fetch_add(1, Ordering::AcqRel);
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                if let Some(b) = &self.buffer {
-                    b.in_transit.fetch_sub(1, Ordering::AcqRel);
-                }
+                self.in_transit.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.inc()
             }
         }
@@ -264,6 +305,8 @@ impl DecisionLogger {
 struct Writer {
     sink: Option<std::io::BufWriter<Box<dyn Write + Send>>>,
     buffer: Option<Arc<Buffer>>,
+    otlp: Option<Arc<OtlpHandle>>,
+    in_transit: Arc<AtomicUsize>,
     masks: Vec<String>,
     /// `masks` as pointers into the policy's values, when they all fall there.
     value_masks: Option<Vec<(Top, Vec<String>)>>,
@@ -306,13 +349,14 @@ impl Writer {
                     .and_then(|()| sink.write_all(b"\n"))
                     .is_ok();
             }
+            if let Some(otlp) = &self.otlp {
+                otlp.logs.emit(otlp_record(&event, &line));
+            }
             if let Some(buffer) = &self.buffer {
                 buffer.push(line);
             }
         }
-        if let Some(buffer) = &self.buffer {
-            buffer.in_transit.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.in_transit.fetch_sub(1, Ordering::AcqRel);
         ok
     }
 
@@ -403,6 +447,26 @@ impl Writer {
                 self.metrics.dropped("encoding").inc();
             })
             .ok()
+    }
+}
+
+/// The OTLP log record of an event: the logged JSON as its body, linked to the Check's span.
+fn otlp_record<'e>(e: &'e DecisionEvent, line: &[u8]) -> regent_telemetry::logs::Record<'e> {
+    let decision = match &e.result {
+        _ if e.error.is_some() => "error",
+        Some(regorus::Value::Bool(true)) => "allow",
+        Some(r) if r["allowed"] == regorus::Value::Bool(true) => "allow",
+        _ => "deny",
+    };
+    regent_telemetry::logs::Record {
+        event_name: "regent.decision",
+        timestamp: e.timestamp,
+        body: String::from_utf8_lossy(line).into_owned(),
+        trace: e.trace_id.as_deref().zip(e.span_id.as_deref()),
+        attributes: vec![
+            ("regent.decision_id", e.decision_id.clone()),
+            ("regent.decision", decision.to_string()),
+        ],
     }
 }
 

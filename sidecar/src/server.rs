@@ -48,6 +48,7 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     /// The decision log upload, flushed once the listeners have drained.
     decision_upload: Option<Arc<crate::decision_log::upload::UploadHandle>>,
+    decision_otlp: Option<Arc<crate::decision_log::OtlpHandle>>,
     /// The span export, flushed once the listeners have drained.
     tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
@@ -81,11 +82,17 @@ impl Running {
         for t in self.background {
             let _ = t.await;
         }
-        // Both flushes are bounded (decision_logs.upload.shutdown_flush_seconds,
-        // tracing.export_timeout_seconds) and independent: they run together.
+        // The flushes are bounded (decision_logs.upload.shutdown_flush_seconds,
+        // decision_logs.otlp.export_timeout_seconds, tracing.export_timeout_seconds) and
+        // independent: they run together.
         let upload = async {
             if let Some(upload) = &self.decision_upload {
                 upload.shutdown().await;
+            }
+        };
+        let otlp = async {
+            if let Some(o) = &self.decision_otlp {
+                o.shutdown().await;
             }
         };
         let spans = async {
@@ -93,7 +100,7 @@ impl Running {
                 t.shutdown().await;
             }
         };
-        tokio::join!(upload, spans);
+        tokio::join!(upload, otlp, spans);
         tracing::info!("stopped");
     }
 }
@@ -137,6 +144,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     )
     .context("starting the decision logger")?;
     let decision_upload = logger.upload();
+    let decision_otlp = logger.otlp();
     let tracing_metrics = crate::telemetry::TracingMetrics::register(&metrics.registry)
         .context("registering the tracing metrics")?;
     let tracing =
@@ -388,6 +396,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         tasks,
         background,
         decision_upload,
+        decision_otlp,
         tracing,
     })
 }

@@ -456,6 +456,8 @@ fn baseline_for(key: &str) -> Value {
     } else if key.starts_with("remote_calls.introspection[].") {
         "remote_calls: {introspection: [{name: i, url: 'http://127.0.0.1/i', \
          client_id: c, client_secret_file: /s}]}"
+    } else if key.starts_with("decision_logs.otlp.") {
+        "decision_logs: {otlp: {exporter: otlp_grpc, endpoint: 'http://127.0.0.1:4317'}}"
     } else if key.starts_with("decision_logs.upload.spool.") {
         "decision_logs: {upload: {url: 'http://127.0.0.1/logs', spool: {dir: /spool}}}"
     } else if key.starts_with("decision_logs.upload.") {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use regent_sidecar::config::{LogOutput, SidecarConfig};
 use regent_sidecar::telemetry::{attr, Exporter, CHECK_SPAN};
 use regent_telemetry::testkit::{
-    attribute, child_of, grpc_receiver, hex, http_receiver, int_attr, silent_receiver, string,
-    string_attr, Any, SpanKind,
+    attribute, child_of, grpc_logs_receiver, grpc_receiver, hex, http_receiver, int_attr,
+    silent_receiver, string, string_attr, Any, SpanKind,
 };
 use server_support::*;
 
@@ -289,6 +289,73 @@ async fn decision_log_events_carry_the_trace_and_span_ids() {
     let span_id = second["span_id"].as_str().expect("span id");
     assert_eq!(span_id.len(), 16);
     assert_ne!(span_id, PARENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_log_events_are_exported_as_otlp_log_records_of_their_span() {
+    let (addr, received) = grpc_receiver().await;
+    let (logs_addr, logs) = grpc_logs_receiver().await;
+    let s = sidecar(Exporter::OtlpGrpc, format!("http://{addr}"), |cfg, _| {
+        cfg.decision_logs.otlp = Some(
+            serde_yaml::from_str(&format!(
+                "{{exporter: otlp_grpc, endpoint: 'http://{logs_addr}'}}"
+            ))
+            .expect("otlp section"),
+        );
+    })
+    .await;
+    let traced = get("/")
+        .header("x-user", "alice")
+        .header("authorization", "Bearer user-secret")
+        .header("traceparent", &traceparent(TRACE, PARENT, true))
+        .build();
+    s.check(traced).await.expect("answers");
+    s.check(get("/").header("x-user", "bob").build())
+        .await
+        .expect("answers");
+    // Shutdown flushes what is queued.
+    s.stop().await;
+
+    let records = logs.records();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let spans = received.spans();
+    let span = &spans
+        .iter()
+        .find(|(_, s)| hex(&s.trace_id) == TRACE)
+        .expect("the traced Check's span")
+        .1;
+    let record = records
+        .iter()
+        .find(|r| hex(&r.trace_id) == TRACE)
+        .expect("the traced Check's record");
+    assert_eq!(hex(&record.span_id), hex(&span.span_id));
+    assert_eq!(record.event_name, "regent.decision");
+    let attr = |name: &str| {
+        record
+            .attributes
+            .iter()
+            .find(|kv| kv.key == name)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .and_then(string)
+    };
+    assert_eq!(
+        attr("regent.decision_id"),
+        string_attr(span, attr::DECISION_ID)
+    );
+    assert_eq!(attr("regent.decision").as_deref(), Some("allow"));
+    let body = record
+        .body
+        .as_ref()
+        .and_then(|b| b.value.as_ref())
+        .and_then(string)
+        .expect("a string body");
+    let event: serde_json::Value = serde_json::from_str(&body).expect("the event as JSON");
+    assert_eq!(event["trace_id"], TRACE, "{event}");
+    assert_eq!(
+        event["erased"][0], "/input/attributes/request/http/headers/authorization",
+        "masked as in the other outputs: {event}"
+    );
+    assert!(!body.contains("user-secret"), "{body}");
 }
 
 #[tokio::test]

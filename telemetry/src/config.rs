@@ -105,11 +105,17 @@ impl TracingConfig {
     /// The URL spans are sent to: `endpoint`, with `/v1/traces` added for `otlp_http` when it
     /// has no path.
     pub fn export_url(&self) -> Option<String> {
+        self.export_url_with(OTLP_HTTP_TRACES_PATH)
+    }
+
+    /// The URL signals are sent to: `endpoint`, with `default_path` added for `otlp_http` when
+    /// it has no path.
+    pub fn export_url_with(&self, default_path: &str) -> Option<String> {
         let endpoint = self.endpoint.as_deref()?;
         let url = self.endpoint_url(endpoint).ok()?;
         if self.exporter == Exporter::OtlpHttp && url.path() == "/" {
             let mut url = url;
-            url.set_path(OTLP_HTTP_TRACES_PATH);
+            url.set_path(default_path);
             return Some(url.to_string());
         }
         // tonic wants the bare origin for gRPC: no trailing slash.

@@ -6,6 +6,7 @@
 //! each program puts in its spans stays in that program.
 
 pub mod config;
+pub mod logs;
 mod queue;
 pub mod spans;
 #[cfg(feature = "testkit")]

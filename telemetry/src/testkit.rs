@@ -1,11 +1,17 @@
 //! An OTLP receiver on 127.0.0.1 for tests: opentelemetry-proto's generated TraceService over
 //! gRPC, or an HTTP endpoint decoding the same protobuf messages, keeping every request it is
-//! sent; and the helpers to read the spans back.
+//! sent; and the helpers to read the spans back. Also a logs receiver over gRPC.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -13,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 pub use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+pub use opentelemetry_proto::tonic::logs::v1::LogRecord;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 pub use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -214,4 +221,53 @@ pub fn children<'s>(spans: &'s [Span], parent: &Span) -> Vec<&'s Span> {
 pub fn is_error(span: &Span) -> bool {
     // STATUS_CODE_ERROR
     span.status.as_ref().is_some_and(|s| s.code == 2)
+}
+
+/// What an OTLP/gRPC logs receiver was sent: the log records, in arrival order.
+#[derive(Clone, Default)]
+pub struct ReceivedLogs(Arc<Mutex<Vec<LogRecord>>>);
+
+impl ReceivedLogs {
+    /// Every record received so far.
+    pub fn records(&self) -> Vec<LogRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for ReceivedLogs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let records = request
+            .into_inner()
+            .resource_logs
+            .into_iter()
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(records);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC logs receiver on 127.0.0.1; returns its address and what it receives.
+pub async fn grpc_logs_receiver() -> (SocketAddr, ReceivedLogs) {
+    let (listener, addr) = bind().await;
+    let received = ReceivedLogs::default();
+    let service = LogsServiceServer::new(received.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .expect("receiver serves");
+    });
+    (addr, received)
 }

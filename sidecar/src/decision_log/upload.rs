@@ -201,8 +201,8 @@ pub(super) struct Buffer {
     events: Mutex<VecDeque<Vec<u8>>>,
     bytes: AtomicUsize,
     limit: usize,
-    /// Events handed to the writer thread but not in `events` yet: shutdown waits for them.
-    pub(super) in_transit: AtomicUsize,
+    /// Events handed to the writer thread and not written yet: shutdown waits for them.
+    pub(super) in_transit: Arc<AtomicUsize>,
     metrics: DecisionLogMetrics,
     /// Where the oldest events go beyond `limit`, instead of being dropped.
     spool: Option<Arc<Spool>>,
@@ -407,7 +407,11 @@ impl UploadHandle {
 
 impl Uploader {
     /// The uploader of a validated section (reads its TLS files now, blocking).
-    pub(super) fn new(cfg: &UploadConfig, metrics: DecisionLogMetrics) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        cfg: &UploadConfig,
+        metrics: DecisionLogMetrics,
+        in_transit: Arc<AtomicUsize>,
+    ) -> anyhow::Result<Self> {
         let http = cfg.http();
         let client =
             crate::sync::download::client_builder(&http, Duration::from_secs(cfg.timeout_seconds))
@@ -421,7 +425,7 @@ impl Uploader {
             events: Mutex::new(VecDeque::new()),
             bytes: AtomicUsize::new(0),
             limit: usize::try_from(cfg.buffer_size_limit_bytes).unwrap_or(usize::MAX),
-            in_transit: AtomicUsize::new(0),
+            in_transit,
             metrics: metrics.clone(),
             spool: match &cfg.spool {
                 Some(sc) => Some(Arc::new(Spool::open(sc, metrics.clone())?)),
@@ -657,6 +661,7 @@ mod tests {
         let up = Uploader::new(
             &cfg("{url: 'http://127.0.0.1:1/logs', upload_size_limit_bytes: 1024}"),
             metrics.clone(),
+            Default::default(),
         )
         .expect("uploader");
         // Incompressible events of ~300 bytes: three or so per chunk.
@@ -702,6 +707,7 @@ mod tests {
         let up = Uploader::new(
             &cfg("{url: 'http://127.0.0.1:1/logs', buffer_size_limit_bytes: 100}"),
             metrics.clone(),
+            Default::default(),
         )
         .expect("uploader");
         for i in 0..10 {
