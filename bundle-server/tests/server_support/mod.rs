@@ -203,23 +203,8 @@ pub(crate) async fn status(r: &Running) -> serde_json::Value {
         .expect("status json")
 }
 
-/// Polls `f` until it returns `Some` or `timeout` passes.
-pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+#[allow(unused_imports)] // each test binary uses part of this module
+pub(crate) use regent_testkit::eventually_some as eventually;
 
 /// A `regent serve` process started from the binary, killed when dropped, however the test ends.
 pub(crate) struct ServeProcess {
@@ -307,11 +292,8 @@ pub(crate) fn verify(bytes: &[u8], keyring: &Keyring) -> (Bundle, VerifiedSignat
     (b, sig)
 }
 
-/// Value of a metric line (exact name with labels) in a /metrics page.
-pub(crate) fn metric(page: &str, series: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
+#[allow(unused_imports)] // each test binary uses part of this module
+pub(crate) use regent_testkit::metric;
 
 pub(crate) async fn metrics(r: &Running) -> String {
     client()

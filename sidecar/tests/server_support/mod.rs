@@ -329,24 +329,5 @@ pub(crate) fn metadata(r: &CheckResponse, key: &str) -> Option<String> {
         })
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub(crate) async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Value of a metric sample line in Prometheus text, e.g. `regent_check_errors_total{reason="eval_error"}`.
-pub(crate) fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+#[allow(unused_imports)] // each test binary uses part of this module
+pub(crate) use regent_testkit::{eventually, metric};
