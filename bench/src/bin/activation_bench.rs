@@ -1,7 +1,7 @@
 //! Bundle activation cost: `cargo run --release -p regent-bench --bin activation_bench -- <MB>
 //! [--same-data]`
 //!
-//! Builds two signed bundles holding about <MB> MiB of JSON data each (with `--same-data`, the very
+//! Builds two signed bundles holding about `<MB>` MiB of JSON data each (with `--same-data`, the very
 //! same data file in both, only the policy changing), then times what the sync loop
 //! does with downloaded bytes (unpack with limits, verify the signature, compile the set into the
 //! sidecar's PolicyStore, swap atomically) while a thread keeps evaluating against the active
