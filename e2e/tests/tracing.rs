@@ -1,89 +1,26 @@
 //! Tracing end to end: Envoy's OpenTelemetry tracer and the sidecar export to one OTLP/gRPC
-//! receiver in the test (opentelemetry-proto's generated service). A request through Envoy gives
+//! receiver in the test (regent-telemetry's testkit, on opentelemetry-proto's generated service). A request through Envoy gives
 //! the sidecar's `ext_authz.check` span Envoy's trace id, with an Envoy span as its parent, and
 //! the decision log event carries that trace id.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use regent_e2e::envoy::{Envoy, EnvoyOptions};
 use regent_e2e::http::send;
 use regent_e2e::jwt::Issuer;
 use regent_e2e::sidecar::{Sidecar, SidecarOptions};
 use regent_e2e::wait;
-
-/// Every span received, with its resource's `service.name`.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, Span)>>>);
-
-impl Received {
-    fn spans(&self) -> Vec<(String, Span)> {
-        self.0.lock().expect("lock").clone()
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut out = self.0.lock().expect("lock");
-        for rs in request.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Any::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    out.push((service.clone(), span));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-async fn receiver() -> Result<(u16, Received)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let received = Received::default();
-    let service = TraceServiceServer::new(received.clone());
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
-    Ok((port, received))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use regent_telemetry::testkit::{grpc_receiver, hex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sidecars_check_span_is_a_child_of_envoys_ext_authz_span() -> Result<()> {
     let mut h = common::harness("tracing")?;
     let issuer = Issuer::generate()?;
-    let (otlp_port, received) = receiver().await?;
+    let (otlp_addr, received) = grpc_receiver().await;
+    let otlp_port = otlp_addr.port();
     let chain = common::Chain::start(&h, &issuer).await?;
     let mut opts: SidecarOptions = chain.sidecar_options(&h)?;
     opts.otlp_endpoint = Some(format!("http://127.0.0.1:{otlp_port}"));
@@ -115,15 +52,16 @@ async fn the_sidecars_check_span_is_a_child_of_envoys_ext_authz_span() -> Result
         Duration::from_secs(60),
         || async {
             let spans = received.spans();
-            let Some((_, check)) = spans
-                .iter()
-                .find(|(svc, s)| svc == "regent-sidecar" && s.name == "ext_authz.check")
-            else {
+            let Some((_, check)) = spans.iter().find(|(svc, s)| {
+                svc.as_deref() == Some("regent-sidecar") && s.name == "ext_authz.check"
+            }) else {
                 return Ok(None);
             };
             let parent = spans
                 .iter()
-                .find(|(svc, s)| svc == "envoy" && s.span_id == check.parent_span_id)
+                .find(|(svc, s)| {
+                    svc.as_deref() == Some("envoy") && s.span_id == check.parent_span_id
+                })
                 .map(|(_, s)| s.clone());
             Ok(parent.map(|p| (check.clone(), p)))
         },

@@ -110,11 +110,20 @@ async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-/// An OTLP/gRPC receiver on 127.0.0.1; returns its address and what it receives.
-pub async fn grpc_receiver() -> (SocketAddr, Received) {
-    let (listener, addr) = bind().await;
-    let received = Received::default();
-    let service = TraceServiceServer::new(received.clone());
+/// Serves one gRPC service on `listener`, in a task of its own.
+fn serve_grpc<S>(listener: tokio::net::TcpListener, service: S)
+where
+    S: tonic::server::NamedService
+        + tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
@@ -122,6 +131,13 @@ pub async fn grpc_receiver() -> (SocketAddr, Received) {
             .await
             .expect("receiver serves");
     });
+}
+
+/// An OTLP/gRPC receiver on 127.0.0.1; returns its address and what it receives.
+pub async fn grpc_receiver() -> (SocketAddr, Received) {
+    let (listener, addr) = bind().await;
+    let received = Received::default();
+    serve_grpc(listener, TraceServiceServer::new(received.clone()));
     (addr, received)
 }
 
@@ -261,13 +277,6 @@ impl LogsService for ReceivedLogs {
 pub async fn grpc_logs_receiver() -> (SocketAddr, ReceivedLogs) {
     let (listener, addr) = bind().await;
     let received = ReceivedLogs::default();
-    let service = LogsServiceServer::new(received.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .expect("receiver serves");
-    });
+    serve_grpc(listener, LogsServiceServer::new(received.clone()));
     (addr, received)
 }
