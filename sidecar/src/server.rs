@@ -119,8 +119,102 @@ struct SideState {
 pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     cfg.validate()?;
     let metrics = Metrics::new().context("registering metrics")?;
+    let store = policy_store(&cfg, &metrics)?;
+    let checks = check_path(&cfg, &metrics, &store)?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut background = Vec::new();
+    let listening = Arc::new(AtomicBool::new(false));
+
+    let grpc = grpc_listeners(&cfg, &checks.authorizer, &shutdown_rx).await?;
+    tasks.extend(grpc.tasks);
+    listening.store(true, Ordering::Release);
+
+    // Files re-read while running. Fingerprinting reads them (off the runtime threads), before
+    // the outgoing clients below first read theirs, so no change in between is missed.
+    let reload_interval = Duration::from_secs(cfg.reload.interval_seconds);
+    let mut watchers = Vec::new();
+    if !reload_interval.is_zero() {
+        let (c, grpc_tls) = (cfg.clone(), grpc.tls.clone());
+        watchers = tokio::task::spawn_blocking(move || crate::tls::watchers(&c, grpc_tls.as_ref()))
+            .await
+            .context("TLS file fingerprint task failed")?;
+    }
+
+    // Remote key sets: persisted ones are published before the policy source starts; the
+    // first fetches run in the background.
+    let identity =
+        crate::identity::start(&cfg.identity, cfg.identity_persist_dir(), &metrics.registry)
+            .await
+            .context("identity.jwks")?
+            .map(Arc::new);
+
+    background.push(spawn_health(&store, grpc.health));
+    let side = SideState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        listening: listening.clone(),
+        identity: identity.clone(),
+    };
+    let (http_addr, http_task) = side_http(&cfg, side, &shutdown_rx).await?;
+    tasks.push(("http", http_task));
+    let ext_authz_addr = match ext_authz_http(&cfg, &checks.authorizer, &shutdown_rx).await? {
+        Some((addr, task)) => {
+            tasks.push(("ext-authz-http", task));
+            Some(addr)
+        }
+        None => None,
+    };
+
+    let sync = policy_source(
+        &cfg,
+        &store,
+        &metrics,
+        checks.tracing.clone(),
+        reload_interval,
+        &mut watchers,
+        &mut background,
+    )
+    .await?;
+    if !reload_interval.is_zero() {
+        watchers.extend(checks.remote.take_watchers());
+    }
+    if let (Some(identity), false) = (identity.clone(), reload_interval.is_zero()) {
+        let watcher = tokio::task::spawn_blocking(move || identity.passport_watcher())
+            .await
+            .context("passport key fingerprint task failed")?;
+        watchers.extend(watcher);
+    }
+    if !watchers.is_empty() {
+        background.push(crate::reload::spawn(
+            watchers,
+            reload_interval,
+            metrics.reloads.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    tracing::info!(grpc = %grpc.addr, http = %http_addr, ext_authz_http = ?ext_authz_addr, "regent-sidecar listening");
+    Ok(Running {
+        grpc_addr: grpc.addr,
+        http_addr,
+        ext_authz_addr,
+        store,
+        metrics,
+        sync,
+        identity,
+        shutdown,
+        tasks,
+        background,
+        decision_upload: checks.decision_upload,
+        decision_otlp: checks.decision_otlp,
+        tracing: checks.tracing,
+    })
+}
+
+/// The store the policy in force lives in, empty until the policy source activates one.
+fn policy_store(cfg: &SidecarConfig, metrics: &Metrics) -> anyhow::Result<Arc<PolicyStore>> {
     let rule = decision_rule(&cfg.policy.path).map_err(anyhow::Error::msg)?;
-    let store = Arc::new(PolicyStore::new(
+    Ok(Arc::new(PolicyStore::new(
         PolicySettings {
             rule,
             engine: cfg.policy.engine,
@@ -130,7 +224,24 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             allow_missing_decision: true,
         },
         metrics.activations.clone(),
-    ));
+    )))
+}
+
+/// What answers Checks, and the exports the shutdown flushes.
+struct CheckPath {
+    authorizer: Arc<Authorizer>,
+    remote: Arc<crate::remote::RemoteCalls>,
+    decision_upload: Option<Arc<crate::decision_log::upload::UploadHandle>>,
+    decision_otlp: Option<Arc<crate::decision_log::OtlpHandle>>,
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
+}
+
+/// The authorizer with its decision logger, tracer, input options and remote calls.
+fn check_path(
+    cfg: &SidecarConfig,
+    metrics: &Metrics,
+    store: &Arc<PolicyStore>,
+) -> anyhow::Result<CheckPath> {
     if cfg.decision_logs.upload.is_some() {
         metrics
             .decision_logs
@@ -181,16 +292,34 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             "dry-run is on: every request is allowed; decision logs show the real decisions"
         );
     }
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut background = Vec::new();
-    let listening = Arc::new(AtomicBool::new(false));
+    Ok(CheckPath {
+        authorizer,
+        remote,
+        decision_upload,
+        decision_otlp,
+        tracing,
+    })
+}
 
-    // gRPC
+/// The gRPC listeners, serving.
+struct GrpcListeners {
+    addr: SocketAddr,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    health: tonic_health::server::HealthReporter,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Binds and serves the Authorization service (with health and reflection) on TCP and, when
+/// configured, a Unix socket, both over TLS when `grpc.tls` is set.
+async fn grpc_listeners(
+    cfg: &SidecarConfig,
+    authorizer: &Arc<Authorizer>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<GrpcListeners> {
     let tcp = tokio::net::TcpListener::bind(cfg.grpc.addr)
         .await
         .with_context(|| format!("binding grpc.addr {}", cfg.grpc.addr))?;
-    let grpc_addr = tcp.local_addr()?;
+    let addr = tcp.local_addr()?;
     let tls = match &cfg.grpc.tls {
         None => None,
         Some(t) => {
@@ -202,7 +331,7 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             )
         }
     };
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = if cfg.grpc.reflection {
         Some(
             tonic_reflection::server::Builder::configure()
@@ -227,10 +356,10 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
         }
         s
     });
-    tasks.push((
+    let mut tasks = vec![(
         "grpc",
         spawn_grpc(make_router(), incoming, tls.clone(), shutdown_rx.clone()),
-    ));
+    )];
     #[cfg(unix)]
     if let Some(path) = &cfg.grpc.unix_socket {
         if path.exists() {
@@ -245,41 +374,30 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
             spawn_grpc(make_router(), incoming, tls.clone(), shutdown_rx.clone()),
         ));
     }
-    listening.store(true, Ordering::Release);
+    Ok(GrpcListeners {
+        addr,
+        tls,
+        health,
+        tasks,
+    })
+}
 
-    // Files re-read while running. Fingerprinting reads them (off the runtime threads), before
-    // the outgoing clients below first read theirs, so no change in between is missed.
-    let reload_interval = Duration::from_secs(cfg.reload.interval_seconds);
-    let mut watchers = Vec::new();
-    if !reload_interval.is_zero() {
-        let (c, grpc_tls) = (cfg.clone(), tls.clone());
-        watchers = tokio::task::spawn_blocking(move || crate::tls::watchers(&c, grpc_tls.as_ref()))
-            .await
-            .context("TLS file fingerprint task failed")?;
-    }
-
-    // Remote key sets: persisted ones are published before the policy source starts; the
-    // first fetches run in the background.
-    let identity =
-        crate::identity::start(&cfg.identity, cfg.identity_persist_dir(), &metrics.registry)
-            .await
-            .context("identity.jwks")?
-            .map(Arc::new);
-
-    // gRPC health follows the policy: SERVING once one is active.
+/// Keeps gRPC health in step with the policy: SERVING once one is active.
+fn spawn_health(
+    store: &Arc<PolicyStore>,
+    health: tonic_health::server::HealthReporter,
+) -> JoinHandle<()> {
     let mut generations = store.subscribe();
-    background.push(tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             if *generations.borrow_and_update() > 0 {
-                health_reporter.set_serving::<AuthorizationService>().await;
-                health_reporter
+                health.set_serving::<AuthorizationService>().await;
+                health
                     .set_service_status("", tonic_health::ServingStatus::Serving)
                     .await;
             } else {
-                health_reporter
-                    .set_not_serving::<AuthorizationService>()
-                    .await;
-                health_reporter
+                health.set_not_serving::<AuthorizationService>().await;
+                health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
             }
@@ -287,15 +405,15 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
                 return;
             }
         }
-    }));
+    })
+}
 
-    // Side HTTP port.
-    let side = SideState {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        listening: listening.clone(),
-        identity: identity.clone(),
-    };
+/// The side HTTP port: `/health`, `/ready`, `/metrics`.
+async fn side_http(
+    cfg: &SidecarConfig,
+    side: SideState,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok\n" }))
         .route("/ready", axum::routing::get(ready))
@@ -304,101 +422,78 @@ pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Running> {
     let http = tokio::net::TcpListener::bind(cfg.http.addr)
         .await
         .with_context(|| format!("binding http.addr {}", cfg.http.addr))?;
-    let http_addr = http.local_addr()?;
-    tasks.push(("http", spawn_axum(http, app, shutdown_rx.clone())));
+    let addr = http.local_addr()?;
+    Ok((addr, spawn_axum(http, app, shutdown_rx.clone())))
+}
 
-    // Envoy's HTTP-service ext_authz mode.
-    let ext_authz_addr = match cfg.http.ext_authz_addr {
-        None => None,
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding http.ext_authz_addr {addr}"))?;
-            let bound = l.local_addr()?;
-            let app = crate::http_mode::router(
-                authorizer.clone(),
-                cfg.http.ext_authz_path_prefix.clone(),
-                cfg.http.ext_authz_max_body_bytes,
-            );
-            tasks.push(("ext-authz-http", spawn_axum(l, app, shutdown_rx.clone())));
-            Some(bound)
-        }
+/// Envoy's HTTP-service ext_authz listener, when `http.ext_authz_addr` is set.
+async fn ext_authz_http(
+    cfg: &SidecarConfig,
+    authorizer: &Arc<Authorizer>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let Some(addr) = cfg.http.ext_authz_addr else {
+        return Ok(None);
     };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding http.ext_authz_addr {addr}"))?;
+    let bound = l.local_addr()?;
+    let app = crate::http_mode::router(
+        authorizer.clone(),
+        cfg.http.ext_authz_path_prefix.clone(),
+        cfg.http.ext_authz_max_body_bytes,
+    );
+    Ok(Some((bound, spawn_axum(l, app, shutdown_rx.clone()))))
+}
 
-    // Policy source.
-    let mut sync = None;
+/// Starts the policy source: a watched local bundle, or bundle sync (whose key files join
+/// `watchers`); neither, a warning (Checks get `fail_mode`).
+async fn policy_source(
+    cfg: &SidecarConfig,
+    store: &Arc<PolicyStore>,
+    metrics: &Metrics,
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
+    reload_interval: Duration,
+    watchers: &mut Vec<crate::reload::Watcher>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Option<crate::sync::SyncHandle>> {
     if let Some(path) = &cfg.policy.bundle {
         background.push(crate::local_bundle::watch(
             store.clone(),
             path.clone(),
             Duration::from_secs(1),
         ));
-    } else if !cfg.sync.bundles.is_empty() {
-        use crate::sync::regent_format::{keyring_watcher, rules_from_config, RegentFormat};
-        let format = RegentFormat::from_config(&cfg.sync)?;
-        let keyring = format.keyring_handle();
-        let has_key_files = !crate::sync::regent_format::key_files(&cfg.sync).is_empty();
-        if !reload_interval.is_zero() && has_key_files {
-            // Done right after the keyring was read, so a change from here on is seen by the
-            // first poll.
-            let sync_cfg = cfg.sync.clone();
-            let watcher = tokio::task::spawn_blocking(move || keyring_watcher(&sync_cfg, keyring))
-                .await
-                .context("key file fingerprint task failed")?;
-            watchers.push(watcher);
-        }
-        let activator = crate::sync::activate::SetActivator::new(
-            format,
-            store.clone(),
-            rules_from_config(&cfg.sync),
-        );
-        sync = Some(
-            crate::sync::start_traced(
-                &cfg.sync,
-                Arc::new(activator),
-                &metrics.registry,
-                tracing.clone(),
-            )
-            .await?,
-        );
-    } else {
+        return Ok(None);
+    }
+    if cfg.sync.bundles.is_empty() {
         tracing::warn!(
             "no policy source configured (policy.bundle or sync.bundles): answering per fail_mode"
         );
+        return Ok(None);
     }
-    if !reload_interval.is_zero() {
-        watchers.extend(remote.take_watchers());
-    }
-    if let (Some(identity), false) = (identity.clone(), reload_interval.is_zero()) {
-        let watcher = tokio::task::spawn_blocking(move || identity.passport_watcher())
+    use crate::sync::regent_format::{keyring_watcher, rules_from_config, RegentFormat};
+    let format = RegentFormat::from_config(&cfg.sync)?;
+    let keyring = format.keyring_handle();
+    let has_key_files = !crate::sync::regent_format::key_files(&cfg.sync).is_empty();
+    if !reload_interval.is_zero() && has_key_files {
+        // Done right after the keyring was read, so a change from here on is seen by the
+        // first poll.
+        let sync_cfg = cfg.sync.clone();
+        let watcher = tokio::task::spawn_blocking(move || keyring_watcher(&sync_cfg, keyring))
             .await
-            .context("passport key fingerprint task failed")?;
-        watchers.extend(watcher);
+            .context("key file fingerprint task failed")?;
+        watchers.push(watcher);
     }
-    if !watchers.is_empty() {
-        background.push(crate::reload::spawn(
-            watchers,
-            reload_interval,
-            metrics.reloads.clone(),
-            shutdown_rx.clone(),
-        ));
-    }
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, ext_authz_http = ?ext_authz_addr, "regent-sidecar listening");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        ext_authz_addr,
-        store,
-        metrics,
-        sync,
-        identity,
-        shutdown,
-        tasks,
-        background,
-        decision_upload,
-        decision_otlp,
-        tracing,
-    })
+    let activator = crate::sync::activate::SetActivator::new(
+        format,
+        store.clone(),
+        rules_from_config(&cfg.sync),
+    );
+    let sync =
+        crate::sync::start_traced(&cfg.sync, Arc::new(activator), &metrics.registry, tracing)
+            .await?;
+    Ok(Some(sync))
 }
 
 /// Serves `router` on `incoming` until the shutdown signal, over TLS when `tls` is set (each
