@@ -413,6 +413,12 @@ impl Authorizer {
             }
         }
         let replaced = self.dry_run && !allowed;
+        // The real decision, also under dry-run: for the span and the decision log alike.
+        let decision = match &outcome {
+            Err(_) => "error",
+            Ok(_) if allowed => "allow",
+            Ok(_) => "deny",
+        };
         let span = record.span.take();
         if self.logger.enabled() {
             let trace_ids = span.as_ref().map(CheckSpan::ids);
@@ -438,6 +444,7 @@ impl Authorizer {
                 eval_ns: record.eval_ns,
                 handler_ns: record.started.elapsed().as_nanos() as u64,
                 dry_run: replaced,
+                decision,
                 nd_builtin_cache: record.nd_builtin_cache,
                 trace_id: trace_ids.as_ref().map(|(t, _)| t.clone()),
                 span_id: trace_ids.map(|(_, s)| s),
@@ -445,11 +452,7 @@ impl Authorizer {
         }
         if let Some(span) = span {
             span.finish(CheckSummary {
-                decision: match &outcome {
-                    Err(_) => "error",
-                    Ok(_) if allowed => "allow",
-                    Ok(_) => "deny",
-                },
+                decision,
                 reason: match &outcome {
                     Err(f) => Some(f.reason),
                     Ok(_) => record.reason,

@@ -141,6 +141,8 @@ pub struct DecisionEvent {
     pub handler_ns: u64,
     /// Whether dry-run replaced the answer with an allow.
     pub dry_run: bool,
+    /// `allow`, `deny` or `error`: the real decision, also under dry-run.
+    pub decision: &'static str,
     /// Answers of the remote calls the policy made (`http.send`, `regent.introspect`), as OPA's
     /// `nd_builtin_cache`: builtin → arguments (a JSON array) → value. Empty: none made.
     pub nd_builtin_cache: NdBuiltinCache,
@@ -174,16 +176,19 @@ impl OtlpHandle {
     /// Waits for the events still with the writer thread, then exports what is queued; each
     /// step bounded by `decision_logs.otlp.export_timeout_seconds`.
     pub async fn shutdown(&self) {
-        let drained = tokio::time::timeout(self.timeout, async {
-            while self.in_transit.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        let drained = tokio::time::timeout(self.timeout, written(&self.in_transit)).await;
         if drained.is_err() {
             tracing::warn!("the decision log writer did not finish before the OTLP logs flush");
         }
         self.logs.shutdown().await;
+    }
+}
+
+/// Returns once the writer thread has written every event queued so far (shutdown: no new ones
+/// come).
+async fn written(in_transit: &AtomicUsize) {
+    while in_transit.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -452,12 +457,6 @@ impl Writer {
 
 /// The OTLP log record of an event: the logged JSON as its body, linked to the Check's span.
 fn otlp_record<'e>(e: &'e DecisionEvent, line: &[u8]) -> regent_telemetry::logs::Record<'e> {
-    let decision = match &e.result {
-        _ if e.error.is_some() => "error",
-        Some(regorus::Value::Bool(true)) => "allow",
-        Some(r) if r["allowed"] == regorus::Value::Bool(true) => "allow",
-        _ => "deny",
-    };
     regent_telemetry::logs::Record {
         event_name: "regent.decision",
         timestamp: e.timestamp,
@@ -465,7 +464,7 @@ fn otlp_record<'e>(e: &'e DecisionEvent, line: &[u8]) -> regent_telemetry::logs:
         trace: e.trace_id.as_deref().zip(e.span_id.as_deref()),
         attributes: vec![
             ("regent.decision_id", e.decision_id.clone()),
-            ("regent.decision", decision.to_string()),
+            ("regent.decision", e.decision.to_string()),
         ],
     }
 }

@@ -13,7 +13,7 @@ use regent_sidecar::config::{LogOutput, SidecarConfig};
 use regent_sidecar::telemetry::{attr, Exporter, CHECK_SPAN};
 use regent_telemetry::testkit::{
     attribute, child_of, grpc_logs_receiver, grpc_receiver, hex, http_receiver, int_attr,
-    silent_receiver, string, string_attr, Any, SpanKind,
+    silent_receiver, string, string_attr, Any, LogRecord, SpanKind,
 };
 use server_support::*;
 
@@ -330,19 +330,23 @@ async fn decision_log_events_are_exported_as_otlp_log_records_of_their_span() {
         .expect("the traced Check's record");
     assert_eq!(hex(&record.span_id), hex(&span.span_id));
     assert_eq!(record.event_name, "regent.decision");
-    let attr = |name: &str| {
-        record
-            .attributes
+    let attr = |r: &LogRecord, name: &str| {
+        r.attributes
             .iter()
             .find(|kv| kv.key == name)
             .and_then(|kv| kv.value.as_ref()?.value.as_ref())
             .and_then(string)
     };
     assert_eq!(
-        attr("regent.decision_id"),
+        attr(record, "regent.decision_id"),
         string_attr(span, attr::DECISION_ID)
     );
-    assert_eq!(attr("regent.decision").as_deref(), Some("allow"));
+    assert_eq!(attr(record, "regent.decision").as_deref(), Some("allow"));
+    let denied = records
+        .iter()
+        .find(|r| hex(&r.trace_id) != TRACE)
+        .expect("the other Check's record");
+    assert_eq!(attr(denied, "regent.decision").as_deref(), Some("deny"));
     let body = record
         .body
         .as_ref()

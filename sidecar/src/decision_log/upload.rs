@@ -585,12 +585,8 @@ impl Uploader {
     /// (`shutdown`). Spooled files stay where they are.
     async fn flush_at_shutdown(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_seconds);
-        let drained = tokio::time::timeout_at(deadline, async {
-            while self.buffer.in_transit.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        let drained =
+            tokio::time::timeout_at(deadline, super::written(&self.buffer.in_transit)).await;
         let flushed = match drained {
             Ok(()) => self.upload_buffered(Some(deadline)).await,
             Err(_) => Err(anyhow::anyhow!("the writer thread did not finish in time")),
